@@ -1,0 +1,45 @@
+# attnserve: two set-up commands, `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+MODELS ?= models
+PYTEST_ARGS ?=
+
+.PHONY: install run models test test-slow lint proto proto-check clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[export,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The demo models are trained and exported once, then reused.
+$(MODELS)/.built: | $(STAMP)
+	$(BIN)/attnserve demo build --output $(MODELS)
+
+models: $(MODELS)/.built
+
+run: models
+	$(BIN)/attnserve serve --models $(MODELS)
+
+proto: $(STAMP)
+	$(PY) -m service.protogen
+
+proto-check: $(STAMP)
+	$(PY) -m service.protogen --check
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) lint proto-check models
+	ATTNSERVE_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-slow: $(STAMP) models
+	ATTNSERVE_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(MODELS) .pytest_cache .ruff_cache

@@ -1,0 +1,53 @@
+"""What the exporter needs from one model family (BART, T5, VisionEncoderDecoder, BLIP).
+
+A family knows how to wrap a transformers model into two export-only modules with flat tensor
+inputs and outputs that follow docs/graph-contract.md, and how to describe the model in the
+manifest. Everything else (tracing, ONNX checks, parity, the manifest, the atomic write) is
+shared by all families in export/.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+from service.runtime.manifest import ImagePreprocessing, ModelDims, SpecialTokens
+
+
+class ExportFamily(ABC):
+    architecture: str  # the manifest's architecture value
+    model_types: tuple[str, ...]  # transformers config.model_type values this family handles
+    task: str  # "summarization" or "captioning"
+
+    @abstractmethod
+    def encoder_wrapper(self, model: Any) -> torch.nn.Module:
+        """forward(input_ids, attention_mask) or forward(pixel_values) ->
+        (encoder_hidden_states, cross_key_0, cross_value_0, ..., cross_key_{L-1}, cross_value_{L-1}).
+        """
+
+    @abstractmethod
+    def decoder_wrapper(self, model: Any) -> torch.nn.Module:
+        """forward(input_ids, position_ids, self_attention_mask, encoder_attention_mask,
+        past_key_0, past_value_0, ..., cross_key_0, cross_value_0, ...) ->
+        (logits, present_key_0, present_value_0, ...).
+        """
+
+    @abstractmethod
+    def dims(self, model: Any) -> ModelDims: ...
+
+    @abstractmethod
+    def special_tokens(self, model: Any) -> SpecialTokens: ...
+
+    def max_input_tokens(self, model: Any) -> int:
+        """Longest text input (text families) or the encoder length (image families)."""
+        return int(getattr(model.config, "max_position_embeddings", 512))
+
+    def decoder_prompt(self, model: Any) -> list[int]:
+        """Tokens every decoder sequence starts with after decoder_start (BLIP's prompt)."""
+        return []
+
+    def image_preprocessing(self, model_dir: str) -> ImagePreprocessing | None:
+        """Image families: the resize/normalise settings read from the checkpoint's processor."""
+        return None

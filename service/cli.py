@@ -1,0 +1,103 @@
+"""`attnserve` command line: parses arguments and hands them to the subcommand's entry point.
+
+Heavy imports (torch for export, grpc for serve) happen inside each entry point, so that
+`attnserve serve` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a Hugging Face checkpoint to an attnserve model dir")
+    p.add_argument("--model", required=True, help="hub id or local checkpoint directory")
+    p.add_argument("--task", required=True, choices=["summarization", "captioning"])
+    p.add_argument("--output", required=True, help="model directory to create")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--name", default=None, help="model name served (default: output dir name)")
+    p.add_argument("--version", default="1", help="model version served")
+    p.add_argument(
+        "--allow-mismatch", action="store_true", help="write the model even if parity fails"
+    )
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="offline demo models")
+    demo_sub = p.add_subparsers(dest="demo_command", required=True)
+    b = demo_sub.add_parser("build", help="train and export the two demo models")
+    b.add_argument("--output", default="models", help="directory to hold the model dirs")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--force", action="store_true", help="rebuild even if present")
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the gRPC server")
+    p.add_argument("--models", default=None, help="directory of model dirs (env ATTNSERVE_MODELS)")
+    p.add_argument("--host", default=None, help="bind address (env ATTNSERVE_HOST)")
+    p.add_argument("--port", type=int, default=None, help="gRPC port (env ATTNSERVE_PORT)")
+    p.add_argument("--metrics-port", type=int, default=None, help="env ATTNSERVE_METRICS_PORT")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="env ATTNSERVE_DEVICE")
+    p.add_argument("--intra-op-threads", type=int, default=None)
+    p.add_argument("--max-batch-rows", type=int, default=None)
+    p.add_argument("--max-queue", type=int, default=None)
+    p.add_argument("--max-num-beams", type=int, default=None)
+    p.add_argument("--kv-budget-mb", type=int, default=None)
+    p.add_argument("--drain-seconds", type=float, default=None)
+
+
+def _add_client(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("client", help="call a running server")
+    p.add_argument("--target", default="127.0.0.1:50051")
+    client_sub = p.add_subparsers(dest="client_command", required=True)
+    for name in ("summarize", "caption"):
+        c = client_sub.add_parser(name)
+        if name == "summarize":
+            c.add_argument("--text", required=True)
+        else:
+            c.add_argument("--image", required=True, help="image file")
+        c.add_argument("--model", default="")
+        c.add_argument("--stream", action="store_true")
+        c.add_argument("--max-new-tokens", type=int, default=None)
+        c.add_argument("--num-beams", type=int, default=None)
+        c.add_argument("--do-sample", action="store_true", default=None)
+        c.add_argument("--temperature", type=float, default=None)
+        c.add_argument("--top-k", type=int, default=None)
+        c.add_argument("--top-p", type=float, default=None)
+        c.add_argument("--seed", type=int, default=None)
+    client_sub.add_parser("models", help="list served models")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attnserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_export, _add_demo, _add_serve, _add_client):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "export":
+        from export.cli import run_export
+
+        return run_export(args)
+    if args.command == "demo":
+        from export.demo.build import run_demo_build
+
+        return run_demo_build(args)
+    if args.command == "serve":
+        from service.api.server import run_serve
+
+        return run_serve(args)
+    if args.command == "client":
+        from service.client import run_client
+
+        return run_client(args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

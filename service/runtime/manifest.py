@@ -1,0 +1,162 @@
+"""The model manifest (`model.json`): the one schema shared by the exporter and the server.
+
+The exporter writes it, the server reads it and nothing else; so every fact the server needs to
+run a model (graph names, dims, special tokens, generation defaults) lives here.
+See docs/graph-contract.md for the graph contract it describes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FILE = "model.json"
+FORMAT_VERSION = 1
+TASKS = ("summarization", "captioning")
+ARCHITECTURES = ("bart", "t5", "vision-encoder-decoder", "blip")
+DTYPES = ("fp32", "fp16", "int8")
+
+
+class ManifestError(ValueError):
+    """The model directory is missing a file or its manifest is malformed."""
+
+
+@dataclass
+class GraphSpec:
+    """One ONNX graph: its file (relative to the model directory) and io names."""
+
+    file: str
+    inputs: list[str]
+    outputs: list[str]
+
+
+@dataclass
+class ModelDims:
+    num_layers: int  # decoder layers (one past/cross K/V pair each)
+    num_heads: int  # decoder attention heads
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+
+
+@dataclass
+class SpecialTokens:
+    pad: int
+    eos: list[int]  # any of these ends a sequence
+    decoder_start: int  # first decoder token
+    bos: int | None = None
+
+
+@dataclass
+class GenerationDefaults:
+    """The checkpoint's generation defaults, in transformers' generation_config terms."""
+
+    max_length: int = 20  # total decoder length, decoder_start included (transformers' meaning)
+    min_length: int = 0
+    max_new_tokens: int | None = None  # wins over max_length when set
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | None = None
+
+
+@dataclass
+class ImagePreprocessing:
+    """How to turn an RGB image into `pixel_values` (done in numpy by the server)."""
+
+    height: int
+    width: int
+    mean: list[float]
+    std: list[float]
+    rescale_factor: float = 1.0 / 255.0
+    resample: str = "bilinear"  # PIL resample filter name
+
+
+@dataclass
+class ModelManifest:
+    name: str
+    version: str
+    task: str
+    architecture: str
+    model_type: str  # the checkpoint's config.model_type (e.g. "bart", "pegasus", "t5")
+    dtype: str
+    opset: int
+    encoder: GraphSpec
+    decoder: GraphSpec
+    dims: ModelDims
+    special_tokens: SpecialTokens
+    generation: GenerationDefaults
+    max_input_tokens: int  # text models: longest accepted input; image models: encoder length
+    decoder_prompt: list[int] = field(default_factory=list)  # tokens after decoder_start (BLIP)
+    tokenizer_file: str = "tokenizer.json"
+    image: ImagePreprocessing | None = None
+    exporter: dict[str, str] = field(default_factory=dict)  # tool versions used for the export
+    parity: dict[str, Any] = field(default_factory=dict)  # the export-time parity report
+    format_version: int = FORMAT_VERSION
+
+    def validate(self) -> None:
+        """Reject a manifest the server could not run, with a message naming the field."""
+        if self.format_version != FORMAT_VERSION:
+            raise ManifestError(f"unsupported manifest format_version {self.format_version}")
+        if self.task not in TASKS:
+            raise ManifestError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ManifestError(f"architecture must be one of {ARCHITECTURES}")
+        if self.dtype not in DTYPES:
+            raise ManifestError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.task == "captioning" and self.image is None:
+            raise ManifestError("a captioning model needs image preprocessing settings")
+        if not self.special_tokens.eos:
+            raise ManifestError("special_tokens.eos is empty")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+    def save(self, model_dir: Path) -> None:
+        (Path(model_dir) / MANIFEST_FILE).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelManifest:
+        try:
+            image = data.get("image")
+            manifest = cls(
+                **{
+                    **data,
+                    "encoder": GraphSpec(**data["encoder"]),
+                    "decoder": GraphSpec(**data["decoder"]),
+                    "dims": ModelDims(**data["dims"]),
+                    "special_tokens": SpecialTokens(**data["special_tokens"]),
+                    "generation": GenerationDefaults(**data["generation"]),
+                    "image": ImagePreprocessing(**image) if image else None,
+                }
+            )
+        except (KeyError, TypeError) as exc:
+            raise ManifestError(f"malformed manifest: {exc}") from exc
+        manifest.validate()
+        return manifest
+
+    @classmethod
+    def load(cls, model_dir: Path) -> ModelManifest:
+        """Read and check `model.json` and the files it names."""
+        model_dir = Path(model_dir)
+        path = model_dir / MANIFEST_FILE
+        if not path.is_file():
+            raise ManifestError(f"{model_dir} has no {MANIFEST_FILE}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
+        manifest = cls.from_dict(data)
+        for rel in (manifest.encoder.file, manifest.decoder.file, manifest.tokenizer_file):
+            if not (model_dir / rel).is_file():
+                raise ManifestError(f"{model_dir} is missing {rel}, named in its manifest")
+        return manifest
