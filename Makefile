@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: install run models test test-slow lint proto proto-check clean
+.PHONY: install tools run models test test-slow lint proto proto-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,7 +35,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) lint proto-check models
+# promtool and prometheus for the metrics tests, from Debian's `prometheus` package; where it
+# cannot be installed those tests skip and say why.
+tools:
+	@command -v promtool >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	} || echo "cannot install Debian's prometheus package: the promtool/Prometheus tests will skip"
+
+test: $(STAMP) tools lint proto-check models
 	ATTNSERVE_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-slow: $(STAMP) models

@@ -44,7 +44,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch-rows", type=int, default=None)
     p.add_argument("--max-queue", type=int, default=None)
     p.add_argument("--max-num-beams", type=int, default=None)
+    p.add_argument("--max-new-tokens-cap", type=int, default=None)
     p.add_argument("--kv-budget-mb", type=int, default=None)
+    p.add_argument("--max-image-pixels", type=int, default=None)
+    p.add_argument("--max-image-mb", type=int, default=None)
     p.add_argument("--drain-seconds", type=float, default=None)
 
 

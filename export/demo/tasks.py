@@ -1,0 +1,175 @@
+"""The two synthetic demo tasks of ../shared/demo-tasks.md, generated exactly as specified.
+
+Other programs generate held-out cases from the same spec, so every constant and rule here is
+the spec's, not a tuning choice. The only free choices are the sampling distributions the spec
+leaves open (how often one or two shapes appear, how many fillers a report has).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# --- captioning: "shapes" -------------------------------------------------------------------
+
+CANVAS = 64
+BACKGROUND = (255, 255, 255)
+SHAPES = ("circle", "square", "triangle")
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 200, 30),
+}
+MIN_SIDE, MAX_SIDE = 14, 22
+MIN_GAP = 4  # between the boxes along the arrangement axis
+MAX_OFFSET = 6  # largest centre difference across the arrangement axis
+ARRANGEMENTS = ("single", "horizontal", "vertical")
+
+
+def _random_box(rng: np.random.Generator) -> tuple[int, int, int]:
+    """(x0, y0, side) of a square box fully inside the canvas."""
+    side = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
+    x0, y0 = (int(v) for v in rng.integers(0, CANVAS - side + 1, size=2))
+    return x0, y0, side
+
+
+def _arranged(
+    box1: tuple[int, int, int], box2: tuple[int, int, int], along: int
+) -> bool:
+    """Whether box2 lies after box1 along axis `along` (0 = x, 1 = y) as the spec requires.
+
+    Centres are compared doubled (2*x0 + s) to stay in integers.
+    """
+    across = 1 - along
+    gap = (2 * box2[along] + box2[2]) - (2 * box1[along] + box1[2])
+    offset = (2 * box2[across] + box2[2]) - (2 * box1[across] + box1[2])
+    return gap >= box1[2] + box2[2] + 2 * MIN_GAP and abs(offset) <= 2 * MAX_OFFSET
+
+
+def _two_boxes(rng: np.random.Generator, along: int) -> list[tuple[int, int, int]]:
+    """Two boxes, the first left of (along=0) or above (along=1) the second. Rejection sampling
+    keeps the pair uniform over the valid placements."""
+    while True:
+        first, second = _random_box(rng), _random_box(rng)
+        if _arranged(first, second, along):
+            return [first, second]
+
+
+def _draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, colour: str, box: tuple[int, int, int], scale: int
+) -> None:
+    """Fill `shape` in the box; the box covers pixels [x0, x0 + s) x [y0, y0 + s) at scale 1."""
+    x0, y0, side = (v * scale for v in box)
+    x1, y1 = x0 + side - 1, y0 + side - 1
+    fill = COLOURS[colour]
+    if shape == "circle":
+        draw.ellipse((x0, y0, x1, y1), fill=fill)
+    elif shape == "square":
+        draw.rectangle((x0, y0, x1, y1), fill=fill)
+    else:  # isosceles, apex up, base on the bottom edge of the box
+        draw.polygon([(x0 + (side - 1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+
+
+def render_shapes(rng: np.random.Generator, scale: int = 1) -> tuple[Image.Image, str]:
+    """One random scene and its caption. `scale=2` draws the 128x128 twin of the same scene
+    (the same random draws, every coordinate and size doubled)."""
+    arrangement = ARRANGEMENTS[int(rng.integers(len(ARRANGEMENTS)))]
+    if arrangement == "single":
+        boxes = [_random_box(rng)]
+    else:
+        boxes = _two_boxes(rng, along=0 if arrangement == "horizontal" else 1)
+    names = list(COLOURS)
+    objects = [
+        (names[int(rng.integers(len(names)))], SHAPES[int(rng.integers(len(SHAPES)))])
+        for _ in boxes
+    ]
+    image = Image.new("RGB", (CANVAS * scale, CANVAS * scale), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for (colour, shape), box in zip(objects, boxes, strict=True):
+        _draw_shape(draw, shape, colour, box, scale)
+    phrases = [f"a {colour} {shape}" for colour, shape in objects]
+    if arrangement == "single":
+        return image, phrases[0]
+    relation = "left of" if arrangement == "horizontal" else "above"
+    return image, f"{phrases[0]} {relation} {phrases[1]}"
+
+
+# --- summarization: "match reports" ---------------------------------------------------------
+
+TEAMS = (
+    "Ashford",
+    "Bramley",
+    "Carlow",
+    "Dunmore",
+    "Elston",
+    "Fenwick",
+    "Garston",
+    "Holbrook",
+    "Ivybridge",
+    "Kelso",
+    "Lynton",
+    "Morley",
+)
+CITIES = ("Leeds", "York", "Bath", "Derby", "Exeter", "Hull", "Perth", "Truro")
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+MAX_GOALS = 6
+WEATHER = ("sunny", "rainy", "cold", "windy")
+REFEREES = ("Adams", "Baker", "Clark", "Davis", "Evans")
+FAN_COUNTS = tuple(range(100, 10000, 100))
+KICK_OFF_HOURS = tuple(range(1, 10))
+MAX_FILLERS = 3
+FILLER_TEMPLATES = (
+    ("The weather was {}.", WEATHER),
+    ("About {} fans watched the game.", FAN_COUNTS),
+    ("The game started at {} pm.", KICK_OFF_HOURS),
+    ("The referee was {}.", REFEREES),
+    ("Both teams wore new kits.", ("",)),
+    ("The pitch was in good condition.", ("",)),
+)
+
+
+def _pick(rng: np.random.Generator, options: tuple) -> object:
+    return options[int(rng.integers(len(options)))]
+
+
+def make_match_report(rng: np.random.Generator) -> tuple[str, str]:
+    """One random match report and its one-sentence summary."""
+    first, second = (TEAMS[int(i)] for i in rng.choice(len(TEAMS), size=2, replace=False))
+    city, day = _pick(rng, CITIES), _pick(rng, DAYS)
+    goals = rng.choice(MAX_GOALS + 1, size=2, replace=False)
+    first_goals, second_goals = int(goals[0]), int(goals[1])
+    n_fillers = int(rng.integers(MAX_FILLERS + 1))
+    fillers = [
+        FILLER_TEMPLATES[int(i)][0].format(_pick(rng, FILLER_TEMPLATES[int(i)][1]))
+        for i in rng.choice(len(FILLER_TEMPLATES), size=n_fillers, replace=False)
+    ]
+    body = [f"{first} scored {first_goals} goals.", f"{second} scored {second_goals} goals."]
+    body += fillers
+    order = rng.permutation(len(body))
+    sentences = [f"{first} played {second} in {city} on {day}."] + [body[i] for i in order]
+    if first_goals > second_goals:
+        winner, loser = first, second
+    else:
+        winner, loser = second, first
+    high, low = max(first_goals, second_goals), min(first_goals, second_goals)
+    return " ".join(sentences), f"{winner} beat {loser} {high}-{low} in {city} on {day}."
+
+
+def report_vocabulary_texts() -> Iterator[str]:
+    """Texts that together contain every word either side of the summarizer can see, so that a
+    tokenizer built from them never needs <unk> on spec inputs."""
+    yield " ".join(TEAMS + CITIES + DAYS)
+    yield "played in on scored goals beat"
+    for template, options in FILLER_TEMPLATES:
+        yield " ".join(template.format(option) for option in options)
+    yield " ".join(str(g) for g in range(MAX_GOALS + 1))
+    for high in range(MAX_GOALS + 1):
+        yield " ".join(f"{high}-{low}." for low in range(high))
+
+
+def caption_vocabulary_texts() -> Iterator[str]:
+    """Texts containing every caption word."""
+    yield " ".join(("a", "left of", "above", *COLOURS, *SHAPES))

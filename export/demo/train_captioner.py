@@ -1,0 +1,149 @@
+"""The demo captioner: a small VisionEncoderDecoder (ViT encoder, GPT-2 decoder with cross
+attention) trained on synthetic shape scenes.
+
+The model sees 64x64 inputs in 8x8 patches, so one patch is never bigger than a shape. Any image
+is resized to 64x64 with PIL's bilinear filter, exactly as the exported preprocessor_config.json
+tells the server to do; a quarter of the training scenes are drawn at 128x128 and resized, so
+the 128x128 twin of a scene gets the same caption.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from tokenizers import Tokenizer
+from transformers import (
+    GPT2Config,
+    VisionEncoderDecoderConfig,
+    VisionEncoderDecoderModel,
+    ViTConfig,
+    ViTImageProcessor,
+)
+
+from export.demo.tasks import CANVAS, caption_vocabulary_texts, render_shapes
+from export.demo.tokenizers import BOS, EOS, PAD, build_word_tokenizer, special_id
+from export.demo.training import Batch, TrainSettings, exact_match, pad_right, train
+
+IMAGE_SIZE = CANVAS
+PATCH_SIZE = 8
+PIXEL_MEAN = PIXEL_STD = (0.5, 0.5, 0.5)
+TWIN_SHARE = 0.25  # fraction of training scenes drawn at 128x128 and resized
+MAX_CAPTION_TOKENS = 12  # generation limit, decoder start included; captions have at most 9
+SETTINGS = TrainSettings(steps=1500, learning_rate=3e-3)
+
+
+def build_tokenizer() -> Tokenizer:
+    return build_word_tokenizer(caption_vocabulary_texts())
+
+
+def build_image_processor() -> ViTImageProcessor:
+    """The preprocessing saved with the checkpoint (preprocessor_config.json)."""
+    return ViTImageProcessor(
+        do_resize=True,
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        resample=Image.Resampling.BILINEAR,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(PIXEL_MEAN),
+        image_std=list(PIXEL_STD),
+    )
+
+
+def pixel_values(images: list[Image.Image]) -> torch.Tensor:
+    """[B, 3, 64, 64] model inputs: the processor's steps (resize, rescale, normalise), done
+    directly in numpy because the training loop calls it for every batch."""
+    resized = [
+        image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+        for image in images
+    ]
+    pixels = np.stack([np.asarray(image, dtype=np.float32) for image in resized]) / 255.0
+    pixels = (pixels - np.float32(PIXEL_MEAN)) / np.float32(PIXEL_STD)
+    return torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())
+
+
+def build_model(tokenizer: Tokenizer) -> VisionEncoderDecoderModel:
+    """A randomly initialised ViT + GPT-2 sized for the task (call torch.manual_seed first)."""
+    pad, bos, eos = (special_id(tokenizer, t) for t in (PAD, BOS, EOS))
+    encoder = ViTConfig(
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    decoder = GPT2Config(
+        vocab_size=tokenizer.get_vocab_size(),
+        n_positions=2 * MAX_CAPTION_TOKENS,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = bos, pad, eos
+    model = VisionEncoderDecoderModel(config=config)
+    generation = model.generation_config
+    generation.decoder_start_token_id, generation.eos_token_id = bos, eos
+    generation.pad_token_id, generation.bos_token_id = pad, bos
+    generation.num_beams, generation.do_sample = 1, False
+    generation.max_length, generation.min_length = MAX_CAPTION_TOKENS, 0
+    return model
+
+
+def render_scenes(rng: np.random.Generator, size: int) -> tuple[list[Image.Image], list[str]]:
+    """`size` fresh scenes, a TWIN_SHARE of them drawn at 128x128."""
+    scenes = [render_shapes(rng, scale=2 if rng.random() < TWIN_SHARE else 1) for _ in range(size)]
+    return [image for image, _ in scenes], [caption for _, caption in scenes]
+
+
+def scene_batch(tokenizer: Tokenizer, rng: np.random.Generator, size: int) -> Batch:
+    images, captions = render_scenes(rng, size)
+    labels = pad_right([e.ids for e in tokenizer.encode_batch(captions)], -100)
+    return {"pixel_values": pixel_values(images), "labels": labels}
+
+
+def train_captioner(
+    seed: int, settings: TrainSettings = SETTINGS
+) -> tuple[VisionEncoderDecoderModel, Tokenizer, dict[str, float]]:
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer)
+    stats = train(
+        model,
+        lambda rng, size: scene_batch(tokenizer, rng, size),
+        np.random.default_rng([seed, 0]),
+        settings,
+        label="captioner",
+    )
+    return model, tokenizer, stats
+
+
+@torch.no_grad()
+def evaluate_captioner(
+    model: VisionEncoderDecoderModel,
+    tokenizer: Tokenizer,
+    rng: np.random.Generator,
+    cases: int,
+    scale: int = 1,
+) -> float:
+    """Exact match of greedy `generate()` captions on `cases` fresh scenes drawn at `scale`,
+    preprocessed by the checkpoint's own image processor."""
+    processor = build_image_processor()
+    scenes = [render_shapes(rng, scale=scale) for _ in range(cases)]
+    predictions: list[str] = []
+    for start in range(0, cases, 100):
+        images = [image for image, _ in scenes[start : start + 100]]
+        inputs = processor(images=images, return_tensors="pt")
+        output = model.generate(pixel_values=inputs["pixel_values"])
+        predictions += tokenizer.decode_batch(output.tolist(), skip_special_tokens=True)
+    return exact_match(predictions, [caption for _, caption in scenes])

@@ -1,0 +1,86 @@
+"""The training loop both demo models share: fixed steps, fresh synthetic batches, AdamW with
+warmup then linear decay, progress lines.
+
+Training is by steps, never by time, so that a seed gives the same weights on any machine; a
+fresh batch every step means the model never sees the same case twice and cannot overfit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    log_every: int = 100  # steps between progress lines
+
+
+def _warmup_then_linear_decay(settings: TrainSettings) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < settings.warmup_steps:
+            return (step + 1) / settings.warmup_steps
+        remaining = settings.steps - step
+        return max(remaining / max(settings.steps - settings.warmup_steps, 1), 0.0)
+
+    return factor
+
+
+def train(
+    model: torch.nn.Module,
+    next_batch: Callable[[np.random.Generator, int], Batch],
+    rng: np.random.Generator,
+    settings: TrainSettings,
+    label: str,
+) -> dict[str, float]:
+    """Train `model` in place on `settings.steps` batches from `next_batch(rng, batch_size)`
+    (a dict of model keyword arguments including `labels`). Returns the final loss and time."""
+    model.train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_then_linear_decay(settings))
+    start = time.perf_counter()
+    recent_losses: list[float] = []
+    for step in range(1, settings.steps + 1):
+        loss = model(**next_batch(rng, settings.batch_size)).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        recent_losses.append(loss.item())
+        if step % settings.log_every == 0 or step == settings.steps:
+            mean_loss = sum(recent_losses) / len(recent_losses)
+            elapsed = time.perf_counter() - start
+            print(
+                f"[{label}] step {step}/{settings.steps} loss {mean_loss:.4f} {elapsed:.0f}s",
+                flush=True,
+            )
+            recent_losses.clear()
+    model.eval()
+    return {"final_loss": mean_loss, "train_seconds": round(time.perf_counter() - start, 1)}
+
+
+def exact_match(predictions: list[str], references: list[str]) -> float:
+    """The fraction of predictions equal to their reference, character for character."""
+    hits = sum(p == r for p, r in zip(predictions, references, strict=True))
+    return hits / len(references)
+
+
+def pad_right(sequences: list[list[int]], pad: int) -> torch.Tensor:
+    """Stack token lists into a [B, longest] int64 tensor, right-padded with `pad`."""
+    longest = max(len(s) for s in sequences)
+    return torch.tensor([s + [pad] * (longest - len(s)) for s in sequences], dtype=torch.long)

@@ -1,0 +1,53 @@
+"""BlipForConditionalGeneration (ViT-style vision model, BERT-style text decoder), e.g.
+Salesforce/blip-image-captioning-base.
+
+Its generate() (transformers 5.24) starts the text decoder with [bos_token_id] (the [DEC] token)
+for unconditional captioning and stops at sep_token_id, not eos_token_id. Its other generation
+settings come from `model.text_decoder.generation_config`, not the checkpoint's
+generation_config.json.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from export.families.image_captioning import ImageCaptioningFamily
+from service.runtime.manifest import SpecialTokens
+
+
+class BlipVisionStates(torch.nn.Module):
+    """pixel_values -> the vision model's last hidden state (post-LayerNorm), as generate() feeds
+    the text decoder's cross-attention."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.vision_model = model.vision_model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.vision_model(pixel_values=pixel_values).last_hidden_state
+
+
+class BlipFamily(ImageCaptioningFamily):
+    architecture = "blip"
+    model_types = ("blip",)
+
+    def vision_encoder(self, model: Any) -> torch.nn.Module:
+        return BlipVisionStates(model)
+
+    def text_decoder_model(self, model: Any) -> torch.nn.Module:
+        return model.text_decoder
+
+    def image_size(self, model: Any) -> tuple[int, int]:
+        size = model.config.vision_config.image_size
+        return size, size
+
+    def special_tokens(self, model: Any) -> SpecialTokens:
+        text = model.config.text_config
+        return SpecialTokens(
+            pad=int(text.pad_token_id),
+            eos=[int(text.sep_token_id)],
+            decoder_start=int(text.bos_token_id),
+            bos=int(text.bos_token_id),
+        )

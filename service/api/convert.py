@@ -1,0 +1,90 @@
+"""Proto messages <-> engine types. Pure data mapping: no validation beyond field presence,
+no grpc context, so the KServe servicer can reuse the parameter mapping."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import TYPE_CHECKING
+
+from service._pb.attnserve.v1 import attnserve_pb2 as pb
+from service.engine.types import (
+    GenerationParams,
+    GenerationRequest,
+    GenerationResult,
+    TokenDelta,
+)
+
+if TYPE_CHECKING:
+    from service.engine.served import ModelInfo  # type only: service.api never loads the runtime
+
+SUMMARIZATION = "summarization"
+CAPTIONING = "captioning"
+
+_PARAM_NAMES = tuple(f.name for f in fields(GenerationParams))
+
+
+def params_from_proto(message: pb.GenerationParams) -> GenerationParams:
+    """Set proto3 optional fields become values; unset ones stay None (the model's default)."""
+    return GenerationParams(
+        **{name: getattr(message, name) for name in _PARAM_NAMES if message.HasField(name)}
+    )
+
+
+def summarize_request(message: pb.SummarizeRequest, deadline: float | None) -> GenerationRequest:
+    return GenerationRequest(
+        model=message.model,
+        task=SUMMARIZATION,
+        text=message.text,
+        params=params_from_proto(message.params),
+        deadline=deadline,
+    )
+
+
+def caption_request(message: pb.CaptionRequest, deadline: float | None) -> GenerationRequest:
+    return GenerationRequest(
+        model=message.model,
+        task=CAPTIONING,
+        image=message.image,
+        params=params_from_proto(message.params),
+        deadline=deadline,
+    )
+
+
+def response_from_result(result: GenerationResult) -> pb.GenerateResponse:
+    return pb.GenerateResponse(
+        text=result.text,
+        model=result.model,
+        model_version=result.model_version,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        finish_reason=result.finish_reason,
+        token_ids=result.token_ids,
+    )
+
+
+def chunk_from_delta(delta: TokenDelta) -> pb.GenerateChunk:
+    return pb.GenerateChunk(text_delta=delta.text, token_ids=delta.token_ids)
+
+
+def final_chunk(result: GenerationResult) -> pb.GenerateChunk:
+    """The stream's last chunk: no new text (the deltas carried it all), the final fields."""
+    return pb.GenerateChunk(
+        model=result.model,
+        model_version=result.model_version,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        finish_reason=result.finish_reason,
+    )
+
+
+def model_info_to_proto(info: ModelInfo) -> pb.ModelInfo:
+    return pb.ModelInfo(
+        name=info.name,
+        version=info.version,
+        task=info.task,
+        architecture=info.architecture,
+        dtype=info.dtype,
+        provider=info.provider,
+        is_default=info.is_default,
+        max_input_tokens=info.max_input_tokens,
+    )

@@ -1,0 +1,262 @@
+"""inference.GRPCInferenceService (Open Inference Protocol, KServe v2): glue to the engine.
+
+Unmodified Triton/KServe clients (tritonclient, perf_analyzer, gateways) reach the same engine,
+scheduler and batching as our own API. Tensors are converted by `kserve_tensors`; status codes
+come from service.errors' table, as in our API. Triton-only RPCs (repository control, shared
+memory, statistics, trace, logs) answer UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from importlib.metadata import version as package_version
+from typing import TYPE_CHECKING
+
+import grpc
+
+from service._pb import grpc_service_pb2 as pb
+from service._pb import grpc_service_pb2_grpc as pb_grpc
+from service._pb import model_config_pb2 as config_pb
+from service.api import kserve_tensors as tensors
+from service.api.status import abort_with
+from service.engine.types import GenerationRequest, GenerationResult
+from service.errors import InvalidArgument, NotFound, ServeError, Unavailable
+
+if TYPE_CHECKING:
+    from service.engine.engine import Engine, ModelInfo
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+SERVER_NAME = "attnserve"
+PLATFORM = "attnserve"  # a pipeline of ONNX graphs behind text/image tensors, not one graph
+ANY_LENGTH = -1
+UNSERVED_RPCS = (
+    "ModelStatistics",
+    "RepositoryIndex",
+    "RepositoryModelLoad",
+    "RepositoryModelUnload",
+    "SystemSharedMemoryStatus",
+    "SystemSharedMemoryRegister",
+    "SystemSharedMemoryUnregister",
+    "CudaSharedMemoryStatus",
+    "CudaSharedMemoryRegister",
+    "CudaSharedMemoryUnregister",
+    "TraceSetting",
+    "LogSettings",
+)
+
+Context = grpc.aio.ServicerContext
+
+
+def _client_message(error: Exception) -> str:
+    """What a stream's per-request error says: the ServeError's message, never internals."""
+    if isinstance(error, ServeError):
+        return str(error)
+    log.error("request failed on a server fault", exc_info=error)
+    return "internal server error (see the server log)"
+
+
+async def _final_result(engine: Engine, request: GenerationRequest) -> GenerationResult:
+    """Run one request to its end; leaving early (cancelled) frees its rows in the engine."""
+    async with aclosing(engine.generate(request)) as outputs:
+        async for output in outputs:
+            if isinstance(output, GenerationResult):
+                return output
+    raise RuntimeError("the engine ended without a result")
+
+
+class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Serves the engine attached with `attach`; until then inference answers UNAVAILABLE."""
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self._engine = engine
+
+    def attach(self, engine: Engine) -> None:
+        """Start answering with `engine` (once its models are loaded)."""
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise Unavailable("the server is still loading its models; retry shortly")
+        return self._engine
+
+    def _model(self, name: str, version: str) -> ModelInfo:
+        """The served model `name` (at `version`, "" = its serving version), as our API finds it."""
+        task = next((info.task for info in self.engine.models() if info.name == name), None)
+        if task is None:
+            raise NotFound(f"Request for unknown model: '{name}' is not found")
+        try:
+            return self.engine.resolve(name, task, version)
+        except NotFound:
+            raise NotFound(
+                f"Request for unknown model: '{name}' version {version} is not found"
+            ) from None
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context):
+        return pb.ServerReadyResponse(ready=self._engine is not None and not self._engine.draining)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context):
+        """Not ready (rather than an error) for unknown models, as Triton answers."""
+        try:
+            self._model(request.name, request.version)
+        except (NotFound, Unavailable):
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=not self.engine.draining)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context):
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=package_version("attnserve"))
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context):
+        try:
+            info = self._model(request.name, request.version)
+            versions = sorted({m.version for m in self.engine.models() if m.name == info.name})
+        except ServeError as error:
+            await abort_with(context, error)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=info.name,
+            versions=versions,
+            platform=PLATFORM,
+            inputs=[tensor(name=_input_name(info), datatype=tensors.BYTES, shape=[ANY_LENGTH])],
+            outputs=[tensor(name=tensors.OUTPUT_NAME, datatype=tensors.BYTES, shape=[ANY_LENGTH])],
+        )
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Context):
+        """The Triton model config clients such as perf_analyzer read before sending."""
+        try:
+            info = self._model(request.name, request.version)
+        except ServeError as error:
+            await abort_with(context, error)
+        string = config_pb.DataType.TYPE_STRING
+        config = config_pb.ModelConfig(
+            name=info.name,
+            platform=PLATFORM,
+            max_batch_size=0,  # the first dimension is ours (N texts), not Triton's batching
+            input=[config_pb.ModelInput(name=_input_name(info), data_type=string, dims=[-1])],
+            output=[config_pb.ModelOutput(name=tensors.OUTPUT_NAME, data_type=string, dims=[-1])],
+        )
+        return pb.ModelConfigResponse(config=config)
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context):
+        try:
+            return await self._infer(request, context)
+        except Exception as error:  # every failure gets its status code (INTERNAL if unknown)
+            await abort_with(context, error)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests in a stream run concurrently (so they batch); each gets one response, in
+        the order they finish. A failed request gets `error_message`; the stream goes on."""
+        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            await answers.put(await self._stream_answer(request, context))
+
+        async def read_requests(running: set[asyncio.Task]) -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.ensure_future(answer(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                await asyncio.gather(*running)
+            finally:
+                answers.put_nowait(None)
+
+        running: set[asyncio.Task] = set()
+        reader = asyncio.ensure_future(read_requests(running))
+        try:
+            while (response := await answers.get()) is not None:
+                yield response
+            await reader  # a broken request stream surfaces here
+        finally:
+            for task in (reader, *running):
+                task.cancel()
+
+    async def _stream_answer(
+        self, request: pb.ModelInferRequest, context: Context
+    ) -> pb.ModelStreamInferResponse:
+        try:
+            return pb.ModelStreamInferResponse(infer_response=await self._infer(request, context))
+        except Exception as error:
+            return pb.ModelStreamInferResponse(
+                error_message=_client_message(error),
+                infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id),
+            )
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, context: Context
+    ) -> pb.ModelInferResponse:
+        info = self._model(request.model_name, request.model_version)
+        infer_input = tensors.read_input(request, info.name, _input_name(info))
+        tensors.check_requested_outputs(request, info.name)
+        params, timeout_s = tensors.generation_options(request.parameters, info.name)
+        deadline = tensors.earliest_deadline(context.time_remaining(), timeout_s)
+        generations = tensors.generation_requests(
+            infer_input, info.name, info.version, info.task, params, deadline
+        )
+        results = await self._generate_all(generations, infer_input.name)
+        output, raw = tensors.text_output([r.text for r in results], infer_input.shape)
+        return pb.ModelInferResponse(
+            model_name=info.name,
+            model_version=info.version,
+            id=request.id,
+            outputs=[output],
+            raw_output_contents=[raw],
+        )
+
+    async def _generate_all(
+        self, requests: list[GenerationRequest], input_name: str
+    ) -> list[GenerationResult]:
+        """All elements concurrently, so the scheduler batches them; the first failure cancels
+        the rest (the call has one status)."""
+
+        async def element(index: int, request: GenerationRequest) -> GenerationResult:
+            try:
+                return await _final_result(self.engine, request)
+            except InvalidArgument as error:
+                if len(requests) == 1:
+                    raise
+                raise InvalidArgument(
+                    f"element {index} of inference input '{input_name}': {error}"
+                ) from None
+
+        tasks = [asyncio.ensure_future(element(i, r)) for i, r in enumerate(requests)]
+        try:
+            return await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+def _input_name(info: ModelInfo) -> str:
+    return tensors.INPUT_NAME_BY_TASK[info.task]
+
+
+def _unserved(method: str):
+    async def answer_unimplemented(self, request, context: Context):
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{method} is a Triton extension that attnserve does not serve",
+        )
+
+    return answer_unimplemented
+
+
+for _method in UNSERVED_RPCS:
+    setattr(KServeServicer, _method, _unserved(_method))
+
+
+def add_kserve_servicer(server: grpc.aio.Server) -> KServeServicer:
+    """Register inference.GRPCInferenceService on `server`; `attach` the engine once loaded."""
+    servicer = KServeServicer()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    return servicer

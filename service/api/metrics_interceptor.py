@@ -1,0 +1,147 @@
+"""Counts every RPC by method and final status code, and times it, for ServerMetrics.
+
+A grpc.aio interceptor only sees the final status by wrapping the method handler itself: the
+code comes from the servicer context after a normal return or an abort, from the cancellation
+when the client went away or its deadline passed, and is UNKNOWN for an unhandled exception (what
+grpc then answers). The model labels come from the servicer, which calls `label_rpc_model` once
+it knows which model answers; until then (or for RPCs not about one model) they stay empty.
+Health checks are not counted: kubelet probes would drown the traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health
+
+from service.metrics import ServerMetrics
+
+UNMEASURED_SERVICES = frozenset({health.SERVICE_NAME})
+
+
+@dataclass
+class _RpcModel:
+    """The model labels of the RPC running in the current task."""
+
+    model: str = ""
+    version: str = ""
+
+
+# Each RPC runs in its own asyncio task, hence its own context: the value never leaks between RPCs.
+_current_rpc_model: ContextVar[_RpcModel | None] = ContextVar("attnserve_rpc_model", default=None)
+
+
+def label_rpc_model(model: str, version: str) -> None:
+    """Label the current RPC's metrics with the model that answers it (no-op outside an RPC)."""
+    labels = _current_rpc_model.get()
+    if labels is not None:
+        labels.model, labels.version = model, version
+
+
+def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+    """The status code the client receives for an RPC that returned or raised `error`."""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    if error is None or isinstance(error, grpc.aio.AbortError):
+        code = context.code()
+        if code is not None:
+            return code
+        return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
+    return grpc.StatusCode.UNKNOWN
+
+
+class _MeasuredRpc:
+    """One RPC being measured: started now, recorded once when it ends."""
+
+    def __init__(self, metrics: ServerMetrics, method: str) -> None:
+        self._metrics = metrics
+        self._method = method
+        self._labels = _RpcModel()
+        _current_rpc_model.set(self._labels)
+        self._started = time.perf_counter()
+
+    def finish(self, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
+        self._metrics.request_finished(
+            self._labels.model,
+            self._labels.version,
+            self._method,
+            _final_code(context, error).name,
+            time.perf_counter() - self._started,
+        )
+
+
+def _measure_unary(
+    metrics: ServerMetrics, method: str, behavior: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        rpc = _MeasuredRpc(metrics, method)
+        try:
+            response = await behavior(request, context)
+        except BaseException as error:
+            rpc.finish(context, error)
+            raise
+        rpc.finish(context, None)
+        return response
+
+    return measured
+
+
+def _measure_stream(
+    metrics: ServerMetrics, method: str, behavior: Callable[..., AsyncIterator[Any]]
+) -> Callable[..., AsyncIterator[Any]]:
+    async def measured(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        rpc = _MeasuredRpc(metrics, method)
+        try:
+            # aclosing: if grpc stops this stream early, the servicer's stream is closed at once
+            # (freeing its engine rows), not whenever it is garbage-collected.
+            async with aclosing(behavior(request, context)) as messages:
+                async for message in messages:
+                    yield message
+        except BaseException as error:
+            rpc.finish(context, error)
+            raise
+        rpc.finish(context, None)
+
+    return measured
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Records attnserve_requests_total and attnserve_request_duration_seconds for the unary and
+    server-streaming RPCs of every service but health."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        if service in UNMEASURED_SERVICES:
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _measure_unary(self._metrics, method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _measure_stream(self._metrics, method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

@@ -1,0 +1,125 @@
+"""attnserve.v1.AttentionService: glue between gRPC and the engine.
+
+Each RPC converts the proto request, hands it to `Engine.generate`, and converts what comes
+back; every failure becomes a status code through `abort_with`. No model logic lives here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import TYPE_CHECKING
+
+import grpc
+
+from service._pb.attnserve.v1 import attnserve_pb2 as pb
+from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
+from service.api import convert
+from service.api.status import abort_with
+from service.engine.types import GenerationRequest, GenerationResult, TokenDelta
+from service.errors import InvalidArgument, ServeError, Unavailable
+
+if TYPE_CHECKING:
+    from service.engine.engine import Engine  # type only: service.api never loads the runtime
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AttentionService"].full_name
+
+Context = grpc.aio.ServicerContext
+
+
+def _deadline(context: Context) -> float | None:
+    """The client's deadline on the engine's clock (time.monotonic), None if it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def _summarize_request(message: pb.SummarizeRequest, context: Context) -> GenerationRequest:
+    if not message.text.strip():
+        raise InvalidArgument("text is empty: send the text to summarize")
+    return convert.summarize_request(message, _deadline(context))
+
+
+def _caption_request(message: pb.CaptionRequest, context: Context) -> GenerationRequest:
+    if not message.image:
+        raise InvalidArgument("image is empty: send the encoded image file's bytes")
+    return convert.caption_request(message, _deadline(context))
+
+
+class AttentionServicer(pb_grpc.AttentionServiceServicer):
+    """Serves the engine attached with `attach`; until then every RPC answers UNAVAILABLE."""
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self._engine = engine
+
+    def attach(self, engine: Engine) -> None:
+        """Start answering with `engine` (once its models are loaded)."""
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise Unavailable("the server is still loading its models; retry shortly")
+        return self._engine
+
+    async def Summarize(
+        self, request: pb.SummarizeRequest, context: Context
+    ) -> pb.GenerateResponse:
+        return await self._unary(_summarize_request, request, context)
+
+    async def SummarizeStream(
+        self, request: pb.SummarizeRequest, context: Context
+    ) -> AsyncIterator[pb.GenerateChunk]:
+        async for chunk in self._stream(_summarize_request, request, context):
+            yield chunk
+
+    async def Caption(self, request: pb.CaptionRequest, context: Context) -> pb.GenerateResponse:
+        return await self._unary(_caption_request, request, context)
+
+    async def CaptionStream(
+        self, request: pb.CaptionRequest, context: Context
+    ) -> AsyncIterator[pb.GenerateChunk]:
+        async for chunk in self._stream(_caption_request, request, context):
+            yield chunk
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: Context
+    ) -> pb.ListModelsResponse:
+        try:
+            infos = self.engine.models()
+        except ServeError as error:
+            await abort_with(context, error)
+        return pb.ListModelsResponse(
+            models=[
+                convert.model_info_to_proto(info)
+                for info in infos
+                if not request.task or info.task == request.task
+            ]
+        )
+
+    async def _unary(
+        self, build: Callable[..., GenerationRequest], request, context: Context
+    ) -> pb.GenerateResponse:
+        try:
+            generation = build(request, context)
+            async with aclosing(self.engine.generate(generation)) as outputs:
+                async for output in outputs:
+                    if isinstance(output, GenerationResult):
+                        return convert.response_from_result(output)
+        except Exception as error:  # every failure gets its status code (INTERNAL if unknown)
+            await abort_with(context, error)
+        await abort_with(context, RuntimeError("the engine ended without a result"))
+
+    async def _stream(
+        self, build: Callable[..., GenerationRequest], request, context: Context
+    ) -> AsyncIterator[pb.GenerateChunk]:
+        try:
+            generation = build(request, context)
+            async with aclosing(self.engine.generate(generation)) as outputs:
+                async for output in outputs:
+                    if isinstance(output, TokenDelta):
+                        yield convert.chunk_from_delta(output)
+                    else:
+                        yield convert.final_chunk(output)
+        except Exception as error:
+            await abort_with(context, error)

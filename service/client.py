@@ -1,0 +1,123 @@
+"""A small synchronous Python client for attnserve, and `attnserve client ...` built on it.
+
+with AttnserveClient("127.0.0.1:50051") as client:
+    print(client.summarize("A long text ...", num_beams=4).text)
+    for chunk in client.caption_stream(Path("cat.jpg").read_bytes()):
+        print(chunk.text_delta, end="", flush=True)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from service._pb.attnserve.v1 import attnserve_pb2 as pb
+from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
+
+PARAM_FLAGS = ("max_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p", "seed")
+
+
+def _params(params: dict[str, Any]) -> pb.GenerationParams:
+    """GenerationParams from keyword arguments; None means unset (the model's default)."""
+    return pb.GenerationParams(**{k: v for k, v in params.items() if v is not None})
+
+
+class AttnserveClient:
+    """Calls attnserve.v1.AttentionService over one channel. Generation keyword arguments are
+    GenerationParams' fields (max_new_tokens, num_beams, do_sample, temperature, top_k, top_p,
+    seed, ...); `timeout` is the deadline in seconds. Failures raise grpc.RpcError."""
+
+    def __init__(self, target: str, channel: grpc.Channel | None = None) -> None:
+        self.channel = channel or grpc.insecure_channel(target)
+        self.stub = pb_grpc.AttentionServiceStub(self.channel)
+
+    def summarize(
+        self, text: str, model: str = "", timeout: float | None = None, **params: Any
+    ) -> pb.GenerateResponse:
+        request = pb.SummarizeRequest(model=model, text=text, params=_params(params))
+        return self.stub.Summarize(request, timeout=timeout)
+
+    def summarize_stream(
+        self, text: str, model: str = "", timeout: float | None = None, **params: Any
+    ) -> Iterator[pb.GenerateChunk]:
+        """Chunks as the server generates them; the last one carries finish_reason."""
+        request = pb.SummarizeRequest(model=model, text=text, params=_params(params))
+        return self.stub.SummarizeStream(request, timeout=timeout)
+
+    def caption(
+        self, image: bytes, model: str = "", timeout: float | None = None, **params: Any
+    ) -> pb.GenerateResponse:
+        request = pb.CaptionRequest(model=model, image=image, params=_params(params))
+        return self.stub.Caption(request, timeout=timeout)
+
+    def caption_stream(
+        self, image: bytes, model: str = "", timeout: float | None = None, **params: Any
+    ) -> Iterator[pb.GenerateChunk]:
+        request = pb.CaptionRequest(model=model, image=image, params=_params(params))
+        return self.stub.CaptionStream(request, timeout=timeout)
+
+    def list_models(self, task: str = "", timeout: float | None = None) -> list[pb.ModelInfo]:
+        return list(self.stub.ListModels(pb.ListModelsRequest(task=task), timeout=timeout).models)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> AttnserveClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _print_models(models: list[pb.ModelInfo]) -> None:
+    columns = ("name", "version", "task", "architecture", "dtype", "provider", "max_input_tokens")
+    rows = [(*columns, "default")]
+    rows += [
+        (*(str(getattr(m, c)) for c in columns), "yes" if m.is_default else "") for m in models
+    ]
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _generate(client: AttnserveClient, args: argparse.Namespace) -> None:
+    params = {name: getattr(args, name) for name in PARAM_FLAGS}
+    if args.client_command == "summarize":
+        payload, unary, stream = args.text, client.summarize, client.summarize_stream
+    else:
+        payload, unary, stream = (
+            Path(args.image).read_bytes(),
+            client.caption,
+            client.caption_stream,
+        )
+    if not args.stream:
+        print(unary(payload, model=args.model, **params).text)
+        return
+    for chunk in stream(payload, model=args.model, **params):
+        print(chunk.text_delta, end="", flush=True)
+    print()
+
+
+def run_client(args: argparse.Namespace) -> int:
+    """`attnserve client summarize|caption|models`: 0 on success, 1 on an RPC error,
+    2 if the image file cannot be read."""
+    with AttnserveClient(args.target) as client:
+        try:
+            if args.client_command == "models":
+                _print_models(client.list_models())
+            else:
+                _generate(client, args)
+        except OSError as exc:
+            print(f"error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 2
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    return 0

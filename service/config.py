@@ -1,0 +1,129 @@
+"""Server settings: command-line flags first, then ATTNSERVE_* environment variables, then
+defaults; checked once at start so a bad setting stops the server with one clear message.
+
+Every setting `x_y` has the flag `--x-y` and the variable `ATTNSERVE_X_Y` (see docs/api.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from service.engine.config import EngineConfig
+
+ENV_PREFIX = "ATTNSERVE_"
+MIB = 1 << 20
+
+
+class SettingsError(ValueError):
+    """A flag or environment variable has a value the server cannot start with."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything `attnserve serve` needs: where to listen, what to serve, how to stop."""
+
+    models: Path
+    """Directory whose subdirectories holding a model.json are the served models."""
+    host: str = "0.0.0.0"
+    """Address the gRPC server binds."""
+    port: int = 50051
+    """gRPC port; 0 picks a free one (tests)."""
+    metrics_port: int = 9090
+    """Port of the Prometheus /metrics endpoint."""
+    drain_seconds: float = 30.0
+    """On SIGTERM, how long running requests may take to finish before they are cut off."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """Engine limits and runtime choices (device, threads, batch rows, queue, caps)."""
+
+    @property
+    def address(self) -> str:
+        """host:port as gRPC wants it (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+    def validate(self) -> None:
+        """Raise SettingsError naming the first bad setting."""
+        for name in ("port", "metrics_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise SettingsError(f"{name} must be between 0 and 65535, got {value}")
+        if self.drain_seconds < 0:
+            raise SettingsError(f"drain_seconds must be >= 0, got {self.drain_seconds}")
+        if not self.models.is_dir():
+            raise SettingsError(f"models directory {str(self.models)!r} does not exist")
+        try:
+            self.engine.validate()
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": _parse_bool,
+    "Path": Path,
+}
+
+# Settings whose option takes another unit than the field: field -> (option name, multiplier).
+_SCALED = {"kv_budget_bytes": ("kv_budget_mb", MIB), "max_image_bytes": ("max_image_mb", MIB)}
+
+
+def _lookup(option: str, type_name: str, args: argparse.Namespace, environ: Mapping[str, str]):
+    """The flag's value if given, else the environment variable's, else None (the default)."""
+    parse = _PARSERS[type_name]
+    value = getattr(args, option, None)
+    if value is not None:
+        return parse(value) if isinstance(value, str) else value
+    env_name = ENV_PREFIX + option.upper()
+    raw = environ.get(env_name, "")
+    if raw == "":
+        return None
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{env_name}={raw!r} is not a valid {type_name}") from exc
+
+
+def _collect(
+    cls: type, args: argparse.Namespace, environ: Mapping[str, str], skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Keyword arguments for the dataclass `cls` from flags and environment; unset ones left out
+    so the dataclass default applies."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        option, multiplier = _SCALED.get(f.name, (f.name, None))
+        value = _lookup(option, str(f.type), args, environ)
+        if value is not None:
+            values[f.name] = value * multiplier if multiplier else value
+    return values
+
+
+def settings_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+) -> ServerSettings:
+    """Build and validate the settings of `attnserve serve` (flags win over ATTNSERVE_* vars)."""
+    server_values = _collect(ServerSettings, args, environ, skip=("engine",))
+    if "models" not in server_values:
+        raise SettingsError("no models directory: pass --models DIR or set ATTNSERVE_MODELS")
+    settings = ServerSettings(
+        **server_values, engine=EngineConfig(**_collect(EngineConfig, args, environ))
+    )
+    settings.validate()
+    return settings

@@ -1,0 +1,209 @@
+"""The state of the running decoder rows of one model: tokens, self/cross K/V and masks.
+
+Rows follow docs/graph-contract.md: each row's past is left-padded to the batch's past length P
+(zeros in `self_mask` first) and its encoder positions are right-padded to the batch's S. This
+is what lets rows of different ages share one decoder call, join with an empty past
+(`concatenate`), leave at once (`filter`) and be copied onto each other for beam search
+(`reorder`). K/V tensors are handled through `TensorOps`, so the same code keeps them in numpy
+on the CPU or as device buffers on a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from service.engine.decoding import RowParams
+
+Tensor = Any  # a numpy array, or a device buffer of the runtime's TensorOps
+
+
+class TensorOps(Protocol):
+    """Row operations on the [B, H, N, Dh] K/V tensors (N = past or encoder length)."""
+
+    def zeros(self, shape: tuple[int, ...]) -> Tensor: ...
+    def take_rows(self, x: Tensor, rows: np.ndarray) -> Tensor: ...
+    def concat_rows(self, parts: list[Tensor], length: int, pad_left: bool) -> Tensor:
+        """Zero-pad every part along axis 2 to `length` (left or right), stack along axis 0."""
+        ...
+
+    def slice_length(self, x: Tensor, start: int, stop: int) -> Tensor: ...
+    def copy_rows(self, x: Tensor, dst: np.ndarray, src: np.ndarray) -> Tensor:
+        """x with rows `dst` replaced by the (old) rows `src`."""
+        ...
+
+    def length(self, x: Tensor) -> int: ...
+    def nbytes(self, x: Tensor) -> int: ...
+
+
+class NumpyOps:
+    """TensorOps on host numpy arrays (the CPU execution provider)."""
+
+    def __init__(self, dtype: type = np.float32) -> None:
+        self.dtype = np.dtype(dtype)
+
+    def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.zeros(shape, self.dtype)
+
+    def take_rows(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return x[rows]
+
+    def concat_rows(self, parts: list[np.ndarray], length: int, pad_left: bool) -> np.ndarray:
+        first = parts[0]
+        total_rows = sum(p.shape[0] for p in parts)
+        out = np.zeros((total_rows, first.shape[1], length, first.shape[3]), dtype=first.dtype)
+        row = 0
+        for part in parts:
+            n, width = part.shape[0], part.shape[2]
+            if pad_left:
+                out[row : row + n, :, length - width :] = part
+            else:
+                out[row : row + n, :, :width] = part
+            row += n
+        return out
+
+    def slice_length(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
+        return x[:, :, start:stop]
+
+    def copy_rows(self, x: np.ndarray, dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+        x[dst] = x[src]  # the right side is gathered first, so overlapping moves are safe
+        return x
+
+    def length(self, x: np.ndarray) -> int:
+        return x.shape[2]
+
+    def nbytes(self, x: np.ndarray) -> int:
+        return x.nbytes
+
+
+@dataclass
+class DecodeBatch:
+    """Rows decoded together; every per-row array is aligned on axis 0."""
+
+    sequences: np.ndarray  # int64 [B, C]: each row's decoder tokens so far, left-aligned
+    lengths: np.ndarray  # int64 [B]: tokens in each row (transformers' cur_len)
+    new_tokens: int  # T: tokens of each row not yet in its K/V (the next call's input)
+    self_mask: np.ndarray  # int64 [B, P]: 1 = real past position
+    past: list[Tensor]  # past_key_0, past_value_0, ...: [B, H, P, Dh]
+    encoder_mask: np.ndarray  # int64 [B, S]
+    cross: list[Tensor]  # cross_key_0, cross_value_0, ...: [B, H, S, Dh]
+    params: RowParams
+    rngs: np.ndarray  # object [B]: each row's np.random.Generator (sampling rows)
+    ops: TensorOps
+
+    @property
+    def size(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def past_length(self) -> int:
+        return int(self.self_mask.shape[1])
+
+    def kv_bytes(self) -> int:
+        return sum(self.ops.nbytes(x) for x in (*self.past, *self.cross))
+
+    def decoder_inputs(self) -> dict[str, Any]:
+        """input_ids, position_ids and self_attention_mask of the next decoder call."""
+        t = self.new_tokens
+        offsets = np.arange(-t, 0)[None, :] + self.lengths[:, None]  # the last T positions
+        input_ids = np.take_along_axis(self.sequences, offsets, axis=1)
+        mask = np.concatenate([self.self_mask, np.ones((self.size, t), np.int64)], axis=1)
+        return {
+            "input_ids": input_ids,
+            "position_ids": offsets.astype(np.int64),
+            "self_attention_mask": mask,
+            "encoder_attention_mask": self.encoder_mask,
+        }
+
+    def absorb_presents(self, presents: list[Tensor]) -> None:
+        """The decoder's present K/V become the past: the T new tokens are now cached."""
+        ones = np.ones((self.size, self.new_tokens), np.int64)
+        self.self_mask = np.concatenate([self.self_mask, ones], axis=1)
+        self.past = presents
+        self.new_tokens = 0
+
+    def append_tokens(self, tokens: np.ndarray) -> None:
+        """Add one chosen token to every row; it is the next call's input."""
+        if int(self.lengths.max()) >= self.sequences.shape[1]:
+            grow = np.zeros((self.size, self.sequences.shape[1]), np.int64)
+            self.sequences = np.concatenate([self.sequences, grow], axis=1)
+        self.sequences[np.arange(self.size), self.lengths] = tokens
+        self.lengths = self.lengths + 1
+        self.new_tokens = 1
+
+    def filter(self, keep: np.ndarray) -> DecodeBatch:
+        """The batch of rows `keep` (in that order), with padding no kept row needs trimmed."""
+        ops = self.ops
+        self_mask = self.self_mask[keep]
+        encoder_mask = self.encoder_mask[keep]
+        used_past = np.flatnonzero(self_mask.any(axis=0))
+        start = int(used_past[0]) if used_past.size else self.past_length
+        used_encoder = np.flatnonzero(encoder_mask.any(axis=0))
+        stop = int(used_encoder[-1]) + 1 if used_encoder.size else 0
+
+        def rows_of(x: Tensor, lo: int, hi: int) -> Tensor:
+            x = ops.take_rows(x, keep)
+            return x if (lo, hi) == (0, ops.length(x)) else ops.slice_length(x, lo, hi)
+
+        return DecodeBatch(
+            sequences=self.sequences[keep],
+            lengths=self.lengths[keep],
+            new_tokens=self.new_tokens,
+            self_mask=self_mask[:, start:],
+            past=[rows_of(x, start, self.past_length) for x in self.past],
+            encoder_mask=encoder_mask[:, :stop],
+            cross=[rows_of(x, 0, stop) for x in self.cross],
+            params=self.params.take(keep),
+            rngs=self.rngs[keep],
+            ops=ops,
+        )
+
+    def reorder(self, dst: np.ndarray, src: np.ndarray) -> None:
+        """Beam search: rows `dst` continue the hypotheses of rows `src` (same request)."""
+        moved = dst != src
+        if not moved.any():
+            return
+        dst, src = dst[moved], src[moved]
+        self.sequences[dst] = self.sequences[src]
+        self.past = [self.ops.copy_rows(x, dst, src) for x in self.past]
+
+    @classmethod
+    def concatenate(cls, batches: list[DecodeBatch]) -> DecodeBatch:
+        """Join batches whose rows expect the same number of new tokens."""
+        batches = [b for b in batches if b.size]
+        if len(batches) == 1:
+            return batches[0]
+        if len({b.new_tokens for b in batches}) != 1:
+            raise ValueError("rows joining one decoder call must have the same new-token count")
+        ops = batches[0].ops
+        past_len = max(b.past_length for b in batches)
+        enc_len = max(b.encoder_mask.shape[1] for b in batches)
+        width = max(b.sequences.shape[1] for b in batches)
+        layers = range(len(batches[0].past))
+        return cls(
+            sequences=np.concatenate([_pad(b.sequences, width, left=False) for b in batches]),
+            lengths=np.concatenate([b.lengths for b in batches]),
+            new_tokens=batches[0].new_tokens,
+            self_mask=np.concatenate([_pad(b.self_mask, past_len, left=True) for b in batches]),
+            past=[ops.concat_rows([b.past[i] for b in batches], past_len, True) for i in layers],
+            encoder_mask=np.concatenate(
+                [_pad(b.encoder_mask, enc_len, left=False) for b in batches]
+            ),
+            cross=[
+                ops.concat_rows([b.cross[i] for b in batches], enc_len, False)
+                for i in range(len(batches[0].cross))
+            ],
+            params=RowParams.concat([b.params for b in batches]),
+            rngs=np.concatenate([b.rngs for b in batches]),
+            ops=ops,
+        )
+
+
+def _pad(x: np.ndarray, width: int, left: bool) -> np.ndarray:
+    missing = width - x.shape[1]
+    if missing == 0:
+        return x
+    pad = ((0, 0), (missing, 0)) if left else ((0, 0), (0, missing))
+    return np.pad(x, pad)

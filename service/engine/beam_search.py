@@ -1,0 +1,135 @@
+"""Beam search for one request whose num_beams hypotheses are rows of the decode batch.
+
+A step-by-step port of transformers 5.24 `GenerationMixin._beam_search` for a batch of one
+(`_get_top_k_continuations`, `_get_running_beams_for_next_iteration`, `_update_finished_beams`,
+`_check_early_stop_heuristic`, `_beam_search_has_unfinished_sequences`), including its -1e9
+sentinels and float32 arithmetic, so that the chosen hypothesis is the one `generate()` returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_NEG = np.float32(-1.0e9)
+
+
+def _topk_indices(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, best first (torch.topk's sorted order)."""
+    candidates = np.argpartition(-values, k - 1)[:k] if k < values.size else np.arange(values.size)
+    return candidates[np.argsort(-values[candidates], kind="stable")]
+
+
+@dataclass
+class BeamStep:
+    """What the batch must do after a step: rebuild the group's rows from `source_beams`."""
+
+    source_beams: np.ndarray  # [num_beams] which current row each new row continues
+    next_tokens: np.ndarray  # [num_beams] the token each new row appends
+    done: bool  # the request is finished; `best()` holds its answer
+
+
+class BeamSearchGroup:
+    """The beam state of one request: running scores and the finished hypotheses."""
+
+    def __init__(
+        self,
+        num_beams: int,
+        prompt_len: int,
+        max_length: int,
+        length_penalty: float,
+        early_stopping: bool | str,
+        eos_ids: np.ndarray,
+    ) -> None:
+        self.num_beams = num_beams
+        self.prompt_len = prompt_len
+        self.max_length = max_length
+        self.length_penalty = length_penalty
+        self.early_stopping = early_stopping
+        self.eos_ids = eos_ids
+        self.beams_to_keep = max(2, 1 + len(eos_ids)) * num_beams
+        self.running_scores = np.full(num_beams, _NEG, dtype=np.float32)
+        self.running_scores[0] = 0.0  # only the first beam expands at the first step
+        self.finished_scores = np.full(num_beams, _NEG, dtype=np.float32)
+        self.finished_tokens: list[np.ndarray | None] = [None] * num_beams
+        self.is_finished = np.zeros(num_beams, dtype=bool)
+        self.improvement_possible = True
+
+    def step(self, log_probs: np.ndarray, sequences: np.ndarray, cur_len: int) -> BeamStep:
+        """Advance by one token given the processed log-probs [num_beams, V] of the group's rows.
+
+        `sequences` are the rows' tokens so far ([num_beams, >= cur_len]), prompt included.
+        """
+        nb, vocab = log_probs.shape
+        accumulated = (log_probs + self.running_scores[:, None]).reshape(-1)
+        top = _topk_indices(accumulated, self.beams_to_keep)
+        top_scores = accumulated[top]
+        top_beams, top_tokens = np.divmod(top, vocab)
+        hits_stop = np.isin(top_tokens, self.eos_ids) | (cur_len + 1 >= self.max_length)
+
+        # e. the best num_beams candidates that did not stop keep running
+        running = top_scores + hits_stop.astype(np.float32) * _NEG
+        keep = _topk_indices(running, nb)
+        self.running_scores = running[keep]
+
+        self._update_finished(top_scores, top_beams, top_tokens, hits_stop, sequences, cur_len)
+        self._check_early_stop(cur_len + 1)
+        done = (
+            not self.improvement_possible
+            or (bool(self.is_finished.all()) and self.early_stopping is True)
+            or bool(hits_stop.all())
+        )
+        return BeamStep(source_beams=top_beams[keep], next_tokens=top_tokens[keep], done=done)
+
+    def _update_finished(
+        self,
+        top_scores: np.ndarray,
+        top_beams: np.ndarray,
+        top_tokens: np.ndarray,
+        hits_stop: np.ndarray,
+        sequences: np.ndarray,
+        cur_len: int,
+    ) -> None:
+        """f. Finished candidates among the top num_beams may enter the finished hypotheses."""
+        just_finished = hits_stop & (np.arange(hits_stop.size) < self.num_beams)
+        if not just_finished.any():
+            return  # every candidate gets -1e9 and cannot outrank the current hypotheses
+        penalty = np.float32((cur_len + 1 - self.prompt_len) ** self.length_penalty)
+        candidates = top_scores / penalty
+        if self.is_finished.all() and self.early_stopping is True:
+            candidates = candidates + _NEG
+        if not self.improvement_possible:
+            candidates = candidates + _NEG
+        candidates = candidates + (~just_finished).astype(np.float32) * _NEG
+        merged_scores = np.concatenate([self.finished_scores, candidates])
+        merged_finished = np.concatenate([self.is_finished, just_finished])
+        best = _topk_indices(merged_scores, self.num_beams)
+        tokens: list[np.ndarray | None] = []
+        for index in best:
+            if index < self.num_beams:
+                tokens.append(self.finished_tokens[index])
+            else:
+                k = index - self.num_beams
+                hypothesis = np.append(sequences[top_beams[k], :cur_len], top_tokens[k])
+                tokens.append(hypothesis)
+        self.finished_tokens = tokens
+        self.finished_scores = merged_scores[best]
+        self.is_finished = merged_finished[best]
+
+    def _check_early_stop(self, cur_len: int) -> None:
+        """Can a running beam still beat the worst finished hypothesis?"""
+        if self.early_stopping == "never" and self.length_penalty > 0.0:
+            best_length = self.max_length - self.prompt_len
+        else:
+            best_length = cur_len - self.prompt_len
+        best_running = self.running_scores[0] / np.float32(best_length**self.length_penalty)
+        worst_finished = np.where(self.is_finished, self.finished_scores.min(), _NEG)
+        self.improvement_possible &= bool(np.any(best_running > worst_finished))
+
+    def best(self) -> np.ndarray:
+        """The highest-scoring finished hypothesis (prompt included)."""
+        best = self.finished_tokens[0]
+        if best is None:
+            raise RuntimeError("beam search ended without a finished hypothesis")
+        return best

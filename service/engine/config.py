@@ -1,0 +1,55 @@
+"""Engine settings: one typed dataclass, checked once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class EngineConfig:
+    """Limits and runtime choices of the generation engine (all models share them)."""
+
+    device: str = "cpu"
+    """Where ONNX Runtime runs the graphs: "cpu" or "cuda" (CUDA execution provider)."""
+    intra_op_threads: int = 0
+    """Threads ONNX Runtime uses inside one operator; 0 lets ONNX Runtime choose."""
+    max_batch_rows: int = 32
+    """Decoder rows in one step; a beam-search request takes num_beams rows."""
+    max_queue: int = 256
+    """Requests allowed to wait for admission; one more is refused with ResourceExhausted."""
+    max_num_beams: int = 8
+    """Largest num_beams a request may ask for."""
+    max_new_tokens_cap: int = 512
+    """Largest max_new_tokens a request may ask for (model defaults above it are clamped)."""
+    kv_budget_bytes: int = 2 << 30
+    """Bytes of self- and cross-attention K/V the running rows may reserve at their peak."""
+    max_image_pixels: int = 40_000_000
+    """Largest width * height of an image input, checked before decoding (decompression bombs)."""
+    max_image_bytes: int = 20 << 20
+    """Largest encoded image input, in bytes."""
+
+    def validate(self) -> None:
+        """Reject settings the engine cannot run with, naming the setting."""
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.intra_op_threads < 0:
+            raise ValueError("intra_op_threads must be >= 0 (0 = ONNX Runtime default)")
+        positive = {
+            "max_batch_rows": self.max_batch_rows,
+            "max_queue": self.max_queue,
+            "max_num_beams": self.max_num_beams,
+            "max_new_tokens_cap": self.max_new_tokens_cap,
+            "kv_budget_bytes": self.kv_budget_bytes,
+            "max_image_pixels": self.max_image_pixels,
+            "max_image_bytes": self.max_image_bytes,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if self.max_num_beams > self.max_batch_rows:
+            raise ValueError(
+                f"max_num_beams ({self.max_num_beams}) cannot exceed max_batch_rows "
+                f"({self.max_batch_rows}): a beam request must fit in one batch"
+            )

@@ -1,0 +1,55 @@
+"""Synchronous, in-process generation through the same scheduler and runner as the server.
+
+Used by export parity checks and benchmarks: every input is queued at once and the step loop
+runs until all are answered, so the inputs batch continuously exactly as they would when served.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.engine.config import EngineConfig
+from service.engine.scheduler import SequenceGroup, StepEvent
+from service.engine.served import ServedModel
+from service.engine.types import GenerationParams, GenerationResult
+from service.runtime.model import LoadedModel
+
+
+def generate_offline(
+    model_dir: Path,
+    inputs: list[str | bytes],
+    params: GenerationParams | list[GenerationParams] | None = None,
+    config: EngineConfig | None = None,
+) -> list[GenerationResult]:
+    """One GenerationResult per input (str = text to summarize, bytes = image to caption)."""
+    config = config or EngineConfig(max_queue=max(len(inputs), 1))
+    config.validate()
+    per_input = params if isinstance(params, list) else [params or GenerationParams()] * len(inputs)
+    if len(per_input) != len(inputs):
+        raise ValueError(f"{len(inputs)} inputs but {len(per_input)} GenerationParams")
+    model = LoadedModel.load(model_dir, config.device, config.intra_op_threads)
+    served = ServedModel(model, config)
+    return run_to_completion(served, inputs, per_input)
+
+
+def run_to_completion(
+    served: ServedModel, inputs: list[str | bytes], params: list[GenerationParams]
+) -> list[GenerationResult]:
+    """Queue every input on `served` and step until each has its result."""
+    events: dict[int, list[StepEvent]] = {}
+    groups: list[SequenceGroup] = []
+    for index, (item, item_params) in enumerate(zip(inputs, params, strict=True)):
+        text, image = (item, None) if isinstance(item, str) else (None, item)
+        events[index] = []
+        group = served.prepare(text, image, item_params, events[index].append)
+        served.scheduler.add(group)
+        groups.append(group)
+    while served.scheduler.has_work():
+        for group, event in served.step():
+            group.emit(event)
+    results = []
+    for index, group in enumerate(groups):
+        output = served.output(group)
+        outputs = [item for event in events[index] for item in output.feed(event)]
+        results.append(outputs[-1])
+    return results

@@ -1,0 +1,139 @@
+"""Continuous batching policy for one model: who waits, who joins, who leaves.
+
+The scheduler decides and never touches tensors: `schedule()` returns a `StepPlan` (requests to
+admit, requests to drop and why), the runner executes it, and `release()` returns a finished
+request's rows and K/V reservation. Admission is FIFO: the head of the queue is never overtaken,
+so a big request cannot starve behind a stream of small ones.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.engine.beam_search import BeamSearchGroup
+from service.engine.validation import ResolvedParams
+from service.errors import Cancelled, DeadlineExceeded, ResourceExhausted, ServeError
+
+
+@dataclass
+class StepEvent:
+    """What one step produced for one request."""
+
+    tokens: list[int]  # new tokens; for beam search the whole answer, once, when it ends
+    finish_reason: str | None = None  # "eos" or "length" once the request is done
+    error: ServeError | None = None  # the request ended without an answer
+
+
+@dataclass(eq=False)
+class SequenceGroup:
+    """One request inside the engine: inputs, settings, decoding state and output channel."""
+
+    params: ResolvedParams
+    encoder_feeds: dict[str, np.ndarray]  # batch-of-one encoder inputs
+    input_tokens: int
+    emit: Callable[[StepEvent], None]
+    deadline: float | None = None  # time.monotonic() seconds
+    kv_reservation: int = 0  # peak K/V bytes of its rows, reserved while it runs
+    generated: list[int] = field(default_factory=list)
+    beam: BeamSearchGroup | None = None
+    rng: np.random.Generator | None = None
+    cancelled: bool = False  # set by the consumer's side; honoured at the next step
+
+    @property
+    def rows(self) -> int:
+        return self.params.num_beams
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline
+
+
+@dataclass
+class StepPlan:
+    admit: list[SequenceGroup]  # join the decode batch this step (encoders run together)
+    drop: list[tuple[SequenceGroup, ServeError]]  # leave before the step (running or waiting)
+
+    @property
+    def empty(self) -> bool:
+        return not self.admit and not self.drop
+
+
+class Scheduler:
+    """FIFO admission under a row limit and a K/V budget."""
+
+    def __init__(self, max_rows: int, kv_budget_bytes: int, max_queue: int) -> None:
+        self.max_rows = max_rows
+        self.kv_budget_bytes = kv_budget_bytes
+        self.max_queue = max_queue
+        self.waiting: deque[SequenceGroup] = deque()
+        self.running: list[SequenceGroup] = []
+
+    @property
+    def running_rows(self) -> int:
+        return sum(g.rows for g in self.running)
+
+    @property
+    def reserved_bytes(self) -> int:
+        return sum(g.kv_reservation for g in self.running)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add(self, group: SequenceGroup) -> None:
+        """Queue a request; ResourceExhausted at once when the queue is full."""
+        if group.kv_reservation > self.kv_budget_bytes:
+            raise ResourceExhausted(
+                f"the request needs {group.kv_reservation} bytes of K/V cache, more than the "
+                f"server's whole budget of {self.kv_budget_bytes} bytes; "
+                "ask for fewer new tokens or beams"
+            )
+        if len(self.waiting) >= self.max_queue:
+            raise ResourceExhausted(
+                f"the request queue is full ({self.max_queue} waiting); retry later"
+            )
+        self.waiting.append(group)
+
+    def schedule(self, now: float) -> StepPlan:
+        drop: list[tuple[SequenceGroup, ServeError]] = []
+        for group in self.running:
+            reason = _leave_reason(group, now, "while running")
+            if reason:
+                drop.append((group, reason))
+        for group, _ in drop:
+            self.running.remove(group)
+
+        for group in list(self.waiting):
+            reason = _leave_reason(group, now, "before it started")
+            if reason:
+                self.waiting.remove(group)
+                drop.append((group, reason))
+
+        admit: list[SequenceGroup] = []
+        rows, reserved = self.running_rows, self.reserved_bytes
+        while self.waiting:
+            head = self.waiting[0]
+            if rows + head.rows > self.max_rows:
+                break
+            if reserved + head.kv_reservation > self.kv_budget_bytes:
+                break
+            self.waiting.popleft()
+            rows += head.rows
+            reserved += head.kv_reservation
+            admit.append(head)
+        self.running.extend(admit)
+        return StepPlan(admit=admit, drop=drop)
+
+    def release(self, group: SequenceGroup) -> None:
+        """A running request finished: its rows and reservation are free for the next step."""
+        self.running.remove(group)
+
+
+def _leave_reason(group: SequenceGroup, now: float, when: str) -> ServeError | None:
+    if group.cancelled:
+        return Cancelled("the client cancelled the request")
+    if group.expired(now):
+        return DeadlineExceeded(f"the request's deadline passed {when}")
+    return None

@@ -1,0 +1,157 @@
+"""Resolve a request's GenerationParams against the model's defaults and the server's caps.
+
+The result is a fully resolved, immutable `ResolvedParams`: every later stage (scheduler,
+decoding) reads plain values and never looks at defaults again. Lengths follow transformers'
+meaning: `max_length` / `min_length` count the whole decoder sequence, decoder_start (and any
+decoder prompt) included, because the logits processors are keyed on that length.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+
+from service.engine.config import EngineConfig
+from service.engine.types import GenerationParams
+from service.errors import InvalidArgument
+from service.runtime.manifest import GenerationDefaults
+
+
+@dataclass(frozen=True)
+class ResolvedParams:
+    """Generation settings of one request with nothing left to default."""
+
+    prompt_len: int  # decoder tokens given before generation (decoder_start + decoder prompt)
+    max_length: int  # the sequence stops at this total length ("length")
+    min_length: int  # EOS is suppressed while the total length is below this
+    num_beams: int
+    do_sample: bool
+    temperature: float
+    top_k: int  # 0 = off
+    top_p: float  # 1.0 = off
+    repetition_penalty: float  # 1.0 = off
+    no_repeat_ngram_size: int  # 0 = off
+    length_penalty: float
+    early_stopping: bool | str  # True, False or "never" (transformers' meaning)
+    forced_bos_token_id: int | None
+    forced_eos_token_id: int | None
+    seed: int
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.max_length - self.prompt_len
+
+
+def _check_int(name: str, value: int, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise InvalidArgument(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def _check_float(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidArgument(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def _resolve_beams_and_sampling(
+    params: GenerationParams, defaults: GenerationDefaults, config: EngineConfig
+) -> tuple[int, bool]:
+    """Beam-sample is not supported: an explicit choice of one wins over the other's default."""
+    if params.num_beams is not None:
+        num_beams = _check_int("num_beams", params.num_beams, 1, config.max_num_beams)
+    else:
+        num_beams = min(max(defaults.num_beams, 1), config.max_num_beams)
+    do_sample = bool(defaults.do_sample if params.do_sample is None else params.do_sample)
+    if num_beams > 1 and do_sample:
+        if params.num_beams is not None and params.do_sample:
+            raise InvalidArgument(
+                "do_sample=true with num_beams > 1 (beam sampling) is not supported: "
+                "use num_beams=1 to sample or do_sample=false for beam search"
+            )
+        if params.do_sample:
+            num_beams = 1  # the client asked to sample; the model's beam default gives way
+        else:
+            do_sample = False  # a beam request, or a model default of both: beam search
+    return num_beams, do_sample
+
+
+def resolve_params(
+    params: GenerationParams,
+    defaults: GenerationDefaults,
+    config: EngineConfig,
+    prompt_len: int = 1,
+) -> ResolvedParams:
+    """Fill every unset field from the model's defaults; InvalidArgument for out-of-range values."""
+    cap = config.max_new_tokens_cap
+    if params.max_new_tokens is not None:
+        max_new = _check_int("max_new_tokens", params.max_new_tokens, 1, cap)
+    else:
+        default_new = defaults.max_new_tokens or defaults.max_length - prompt_len
+        max_new = min(max(default_new, 1), cap)
+
+    if params.min_new_tokens is not None:
+        min_new = _check_int("min_new_tokens", params.min_new_tokens, 0)
+        if min_new > max_new:
+            raise InvalidArgument(
+                f"min_new_tokens ({min_new}) cannot exceed max_new_tokens ({max_new})"
+            )
+        min_length = prompt_len + min_new
+    else:
+        min_length = defaults.min_length
+
+    num_beams, do_sample = _resolve_beams_and_sampling(params, defaults, config)
+
+    def pick(value, default):
+        return default if value is None else value
+
+    temperature = _check_float("temperature", pick(params.temperature, defaults.temperature))
+    if temperature < 0 or (do_sample and temperature == 0):
+        raise InvalidArgument(
+            f"temperature must be > 0 when sampling, got {temperature} "
+            "(for greedy decoding set do_sample=false)"
+        )
+    top_k = _check_int("top_k", pick(params.top_k, defaults.top_k), 0)
+    top_p = _check_float("top_p", pick(params.top_p, defaults.top_p))
+    if not 0.0 < top_p <= 1.0:
+        raise InvalidArgument(f"top_p must be in (0, 1], got {top_p}")
+    repetition_penalty = _check_float(
+        "repetition_penalty", pick(params.repetition_penalty, defaults.repetition_penalty)
+    )
+    if repetition_penalty <= 0:
+        raise InvalidArgument(f"repetition_penalty must be > 0, got {repetition_penalty}")
+    no_repeat = _check_int(
+        "no_repeat_ngram_size",
+        pick(params.no_repeat_ngram_size, defaults.no_repeat_ngram_size),
+        0,
+    )
+    length_penalty = _check_float(
+        "length_penalty", pick(params.length_penalty, defaults.length_penalty)
+    )
+    if params.seed is not None:
+        seed = _check_int("seed", params.seed, 0, 2**64 - 1)
+    else:
+        seed = secrets.randbits(63)
+
+    return ResolvedParams(
+        prompt_len=prompt_len,
+        max_length=prompt_len + max_new,
+        min_length=min_length,
+        num_beams=num_beams,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat,
+        length_penalty=length_penalty,
+        early_stopping=defaults.early_stopping,
+        forced_bos_token_id=defaults.forced_bos_token_id,
+        forced_eos_token_id=defaults.forced_eos_token_id,
+        seed=seed,
+    )

@@ -1,0 +1,270 @@
+"""Every Prometheus collector of attnserve, and the /metrics HTTP endpoint that serves them.
+
+The engine and the gRPC interceptor never touch prometheus_client: they call the small,
+intention-named methods of `ServerMetrics` ("a decode step ran", "a request was rejected"), so
+that names, labels and buckets are decided here, once.
+
+Each `ServerMetrics` holds its collectors on its own CollectorRegistry, so that tests can run
+several servers in one process. If the environment variable PROMETHEUS_MULTIPROC_DIR names a
+directory when prometheus_client is first imported, values live in memory-mapped files there and
+/metrics merges the files of every process (prometheus_client's multiprocess mode); the
+process/platform/GC collectors are then left out, as they would describe one process only.
+"""
+
+from __future__ import annotations
+
+import os
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    gc_collector,
+    multiprocess,
+    platform_collector,
+    process_collector,
+    start_http_server,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Latencies of whole requests and their parts: from a millisecond (queue wait on an idle server,
+# the encoder of a short text) to a minute (long beam-search generations on CPU).
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+)  # fmt: skip
+# One decode step, or the time between two output tokens: sub-millisecond for tiny models,
+# up to a second for a full batch of a large model on CPU.
+STEP_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+# Decode rows in one step (a beam request takes num_beams rows); max_batch_rows is at most 256.
+BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+MODEL = ("model", "version")
+
+
+def multiprocess_mode() -> bool:
+    """Whether values are shared through files in PROMETHEUS_MULTIPROC_DIR."""
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+class ServerMetrics:
+    """The collectors of one attnserve server, and what its parts report to them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        if not multiprocess_mode():
+            process_collector.ProcessCollector(registry=self.registry)
+            platform_collector.PlatformCollector(registry=self.registry)
+            gc_collector.GCCollector(registry=self.registry)
+        reg = self.registry
+
+        self._requests = Counter(
+            "attnserve_requests_total",
+            "RPCs finished, by method and gRPC status code.",
+            (*MODEL, "method", "code"),
+            registry=reg,
+        )
+        self._request_duration = Histogram(
+            "attnserve_request_duration_seconds",
+            "RPC duration from arrival to the last response message or error.",
+            (*MODEL, "method"),
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._queue_wait = Histogram(
+            "attnserve_queue_wait_seconds",
+            "Time a request waited in the queue before its first step ran.",
+            MODEL,
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._encoder_duration = Histogram(
+            "attnserve_encoder_duration_seconds",
+            "Duration of one encoder run (over all requests it encoded together).",
+            MODEL,
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._time_to_first_token = Histogram(
+            "attnserve_time_to_first_token_seconds",
+            "Time from a request's arrival to its first generated token.",
+            MODEL,
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._time_per_output_token = Histogram(
+            "attnserve_time_per_output_token_seconds",
+            "Mean time between output tokens of a request, after the first.",
+            MODEL,
+            buckets=STEP_BUCKETS,
+            registry=reg,
+        )
+        self._decode_batch_size = Histogram(
+            "attnserve_decode_batch_size",
+            "Decode rows in one step (a beam-search request takes num_beams rows).",
+            MODEL,
+            buckets=BATCH_ROWS_BUCKETS,
+            registry=reg,
+        )
+        self._decode_step_duration = Histogram(
+            "attnserve_decode_step_duration_seconds",
+            "Duration of one decode step over the whole batch.",
+            MODEL,
+            buckets=STEP_BUCKETS,
+            registry=reg,
+        )
+        self._requests_running = Gauge(
+            "attnserve_requests_running",
+            "Requests being decoded now.",
+            MODEL,
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self._requests_waiting = Gauge(
+            "attnserve_requests_waiting",
+            "Requests queued and not yet running.",
+            MODEL,
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self._input_tokens = Counter(
+            "attnserve_input_tokens_total",
+            "Input (prompt) tokens of finished requests.",
+            MODEL,
+            registry=reg,
+        )
+        self._generated_tokens = Counter(
+            "attnserve_generated_tokens_total",
+            "Tokens generated for finished requests.",
+            MODEL,
+            registry=reg,
+        )
+        self._kv_cache_bytes = Gauge(
+            "attnserve_kv_cache_bytes",
+            "Key/value cache memory held by running rows.",
+            MODEL,
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self._kv_cache_budget_bytes = Gauge(
+            "attnserve_kv_cache_budget_bytes",
+            "Key/value cache memory the running rows may hold (--kv-budget-mb).",
+            MODEL,
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self._rejected = Counter(
+            "attnserve_rejected_requests_total",
+            "Requests refused before running, by reason.",
+            ("model", "reason"),
+            registry=reg,
+        )
+        self._model_info = Gauge(
+            "attnserve_model_info",
+            "Always 1 for each served model; its labels describe the model.",
+            (*MODEL, "dtype", "provider", "architecture"),
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
+        self._model_load_duration = Gauge(
+            "attnserve_model_load_duration_seconds",
+            "Time it took to load the model (ONNX Runtime sessions, tokenizer, warm-up).",
+            MODEL,
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
+
+    # -- gRPC transport (the metrics interceptor) --
+
+    def request_finished(
+        self, model: str, version: str, method: str, code: str, seconds: float
+    ) -> None:
+        """An RPC ended with the status code named `code` (e.g. "OK") after `seconds`."""
+        self._requests.labels(model, version, method, code).inc()
+        self._request_duration.labels(model, version, method).observe(seconds)
+
+    # -- engine: one request's life --
+
+    def rejected(self, model: str, reason: str) -> None:
+        """A request was refused before running; `reason` is a short snake_case word such as
+        "queue_full", "draining", "invalid_argument" or "deadline_expired"."""
+        self._rejected.labels(model, reason).inc()
+
+    def queue_wait(self, model: str, version: str, seconds: float) -> None:
+        """A request left the queue for its first step after waiting `seconds`."""
+        self._queue_wait.labels(model, version).observe(seconds)
+
+    def first_token(self, model: str, version: str, seconds: float) -> None:
+        """A request got its first token `seconds` after it arrived."""
+        self._time_to_first_token.labels(model, version).observe(seconds)
+
+    def token_interval(self, model: str, version: str, seconds: float) -> None:
+        """A request finished with `seconds` between output tokens on average (after the
+        first); observed once per request with two tokens or more, as TGI does."""
+        self._time_per_output_token.labels(model, version).observe(seconds)
+
+    def tokens(self, model: str, version: str, input_tokens: int, generated_tokens: int) -> None:
+        """A request finished having read `input_tokens` and generated `generated_tokens`."""
+        self._input_tokens.labels(model, version).inc(input_tokens)
+        self._generated_tokens.labels(model, version).inc(generated_tokens)
+
+    # -- engine: the step loop --
+
+    def encoder_ran(self, model: str, version: str, seconds: float) -> None:
+        """One encoder run (for one request or several encoded together) took `seconds`."""
+        self._encoder_duration.labels(model, version).observe(seconds)
+
+    def decode_step(self, model: str, version: str, batch_rows: int, seconds: float) -> None:
+        """One decode step over `batch_rows` rows took `seconds`."""
+        self._decode_batch_size.labels(model, version).observe(batch_rows)
+        self._decode_step_duration.labels(model, version).observe(seconds)
+
+    def set_queue_state(self, model: str, version: str, running: int, waiting: int) -> None:
+        """How many of the model's requests are running and waiting now."""
+        self._requests_running.labels(model, version).set(running)
+        self._requests_waiting.labels(model, version).set(waiting)
+
+    def set_kv_cache(self, model: str, version: str, used_bytes: int, budget_bytes: int) -> None:
+        """The key/value cache the model's running rows hold now, and how much they may hold."""
+        self._kv_cache_bytes.labels(model, version).set(used_bytes)
+        self._kv_cache_budget_bytes.labels(model, version).set(budget_bytes)
+
+    # -- engine: loading --
+
+    def model_loaded(
+        self,
+        model: str,
+        version: str,
+        *,
+        dtype: str,
+        provider: str,
+        architecture: str,
+        seconds: float,
+    ) -> None:
+        """A model is served from now on; loading it took `seconds`."""
+        self._model_info.labels(model, version, dtype, provider, architecture).set(1)
+        self._model_load_duration.labels(model, version).set(seconds)
+
+    # -- exposition --
+
+    def exposition_registry(self) -> CollectorRegistry:
+        """The registry /metrics serves: this server's own, or in multiprocess mode one that
+        merges the files of every process."""
+        if not multiprocess_mode():
+            return self.registry
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return merged
+
+
+def start_metrics_server(metrics: ServerMetrics, host: str, port: int) -> tuple[WSGIServer, int]:
+    """Serve /metrics over HTTP on host:port from a daemon thread; port 0 picks a free port.
+
+    Returns the server (stop it with `shutdown()` then `server_close()`) and its bound port.
+    """
+    server, _thread = start_http_server(port, addr=host, registry=metrics.exposition_registry())
+    return server, server.server_port

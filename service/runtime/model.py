@@ -1,0 +1,123 @@
+"""A loaded model: its manifest, tokenizer and the encoder/decoder ONNX Runtime sessions.
+
+On the CPU the K/V tensors are numpy arrays. On CUDA the sessions run through IOBinding: the
+cross and self K/V stay on the device as OrtValues between steps (the decoder's presents are
+bound as device outputs and fed back as the next past), and only token ids, masks and logits
+cross the bus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.engine.batch import NumpyOps, Tensor, TensorOps
+from service.runtime.manifest import ModelManifest
+from service.runtime.sessions import create_session
+from service.runtime.tokenizer import TextTokenizer
+
+KV_DTYPES = {"fp32": np.float32, "int8": np.float32, "fp16": np.float16}
+
+
+@dataclass
+class EncoderOutput:
+    encoder_mask: np.ndarray  # int64 [B, S]
+    cross: list[Tensor]  # cross_key_0, cross_value_0, ... [B, H, S, Dh]
+
+
+class LoadedModel:
+    """Runs one model's graphs; knows nothing about requests or batching policy."""
+
+    def __init__(self, model_dir: Path, manifest: ModelManifest, device: str, threads: int):
+        self.model_dir = Path(model_dir)
+        self.manifest = manifest
+        self.device = device
+        self.encoder = create_session(self.model_dir / manifest.encoder.file, device, threads)
+        self.decoder = create_session(self.model_dir / manifest.decoder.file, device, threads)
+        self.provider = self.decoder.get_providers()[0]
+        self.tokenizer = TextTokenizer(
+            self.model_dir / manifest.tokenizer_file, manifest.max_input_tokens
+        )
+        self.kv_dtype = KV_DTYPES[manifest.dtype]
+        layers = range(manifest.dims.num_layers)
+        self._cross_names = [f"cross_{kind}_{i}" for i in layers for kind in ("key", "value")]
+        self._past_names = [f"past_{kind}_{i}" for i in layers for kind in ("key", "value")]
+        self._present_names = [f"present_{kind}_{i}" for i in layers for kind in ("key", "value")]
+        if device == "cuda":
+            from service.runtime.device_ops import OrtValueOps
+
+            options = self.decoder.get_provider_options().get("CUDAExecutionProvider", {})
+            device_id = int(options.get("device_id", 0))
+            self.ops: TensorOps = OrtValueOps(self.kv_dtype, "cuda", device_id)
+        else:
+            self.ops = NumpyOps(self.kv_dtype)
+
+    @classmethod
+    def load(cls, model_dir: Path, device: str = "cpu", threads: int = 0) -> LoadedModel:
+        return cls(model_dir, ModelManifest.load(model_dir), device, threads)
+
+    @property
+    def kv_bytes_per_position(self) -> int:
+        """Bytes of K and V across all layers for one row and one (self or cross) position."""
+        dims = self.manifest.dims
+        itemsize = np.dtype(self.kv_dtype).itemsize
+        return 2 * dims.num_layers * dims.num_heads * dims.head_dim * itemsize
+
+    def empty_past(self, rows: int) -> list[Tensor]:
+        dims = self.manifest.dims
+        shape = (rows, dims.num_heads, 0, dims.head_dim)
+        return [self.ops.zeros(shape) for _ in self._past_names]
+
+    def run_encoder(self, feeds: dict[str, np.ndarray]) -> EncoderOutput:
+        """feeds: input_ids + attention_mask (text) or pixel_values (images), batched."""
+        if self.device == "cuda":
+            cross = self._run_bound(self.encoder, feeds, {}, self._cross_names, host_outputs=0)
+        else:
+            cross = self.encoder.run(self._cross_names, feeds)
+        if "attention_mask" in feeds:
+            mask = feeds["attention_mask"].astype(np.int64)
+        else:  # image encoders attend to every patch
+            rows, _, length, _ = _shape(cross[0])
+            mask = np.ones((rows, length), np.int64)
+        return EncoderOutput(encoder_mask=mask, cross=list(cross))
+
+    def run_decoder(
+        self, inputs: dict[str, np.ndarray], past: list[Tensor], cross: list[Tensor]
+    ) -> tuple[np.ndarray, list[Tensor]]:
+        """(logits of each row's last new token [B, V] float32, presents)."""
+        device_feeds = dict(zip(self._past_names, past, strict=True))
+        device_feeds.update(zip(self._cross_names, cross, strict=True))
+        names = ["logits", *self._present_names]
+        if self.device == "cuda":
+            outputs = self._run_bound(self.decoder, inputs, device_feeds, names, host_outputs=1)
+            logits = outputs[0].numpy()
+        else:
+            outputs = self.decoder.run(names, {**inputs, **device_feeds})
+            logits = outputs[0]
+        return np.asarray(logits[:, -1, :], dtype=np.float32), list(outputs[1:])
+
+    def _run_bound(
+        self,
+        session: ort.InferenceSession,
+        host_feeds: dict[str, np.ndarray],
+        device_feeds: dict[str, ort.OrtValue],
+        outputs: list[str],
+        host_outputs: int,
+    ) -> list[ort.OrtValue]:
+        """IOBinding run: the first `host_outputs` outputs come back to the host, the rest stay."""
+        binding = session.io_binding()
+        for name, value in host_feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name, value in device_feeds.items():
+            binding.bind_ortvalue_input(name, value)
+        for index, name in enumerate(outputs):
+            binding.bind_output(name, "cpu" if index < host_outputs else "cuda")
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()
+
+
+def _shape(x: Tensor) -> tuple[int, ...]:
+    return tuple(x.shape()) if callable(getattr(x, "shape", None)) else tuple(x.shape)

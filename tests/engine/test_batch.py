@@ -1,0 +1,156 @@
+"""DecodeBatch row bookkeeping: filter, concatenate and reorder keep every row's state intact.
+
+Rows are given recognisable K/V (each row's values encode its id and position), so after any
+operation each row's real (mask = 1) positions must still hold exactly its own values. The same
+checks run on NumpyOps and on the OrtValue ops (their ONNX graphs, here on the CPU provider).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.engine.batch import DecodeBatch, NumpyOps
+from service.engine.decoding import RowParams
+from service.engine.validation import ResolvedParams
+from service.runtime.device_ops import OrtValueOps
+
+H, DH, LAYERS = 2, 3, 2
+
+
+def _params() -> ResolvedParams:
+    return ResolvedParams(
+        prompt_len=1,
+        max_length=20,
+        min_length=0,
+        num_beams=1,
+        do_sample=False,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        length_penalty=1.0,
+        early_stopping=False,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+        seed=0,
+    )
+
+
+def _kv(row_ids: list[int], lengths: list[int], width: int, pad_left: bool) -> np.ndarray:
+    """[B, H, width, DH]: row r's position j holds 1000*id + j; padding is zero."""
+    out = np.zeros((len(row_ids), H, width, DH), np.float32)
+    for r, (row_id, length) in enumerate(zip(row_ids, lengths, strict=True)):
+        values = 1000 * row_id + np.arange(1, length + 1, dtype=np.float32)
+        cols = slice(width - length, width) if pad_left else slice(0, length)
+        out[r, :, cols, :] = values[None, :, None]
+    return out
+
+
+def _mask(lengths: list[int], width: int, pad_left: bool) -> np.ndarray:
+    cols = np.arange(width)[None, :]
+    lengths_col = np.array(lengths)[:, None]
+    return (cols >= width - lengths_col if pad_left else cols < lengths_col).astype(np.int64)
+
+
+def _batch(ops, row_ids: list[int], past_lens: list[int], enc_lens: list[int]) -> DecodeBatch:
+    p, s = max(past_lens), max(enc_lens)
+    wrap = (lambda x: x) if isinstance(ops, NumpyOps) else ops.from_numpy
+    n = len(row_ids)
+    sequences = np.zeros((n, 8), np.int64)
+    sequences[:, 0] = row_ids
+    return DecodeBatch(
+        sequences=sequences,
+        lengths=np.ones(n, np.int64),
+        new_tokens=1,
+        self_mask=_mask(past_lens, p, pad_left=True),
+        past=[wrap(_kv(row_ids, past_lens, p, True)) for _ in range(2 * LAYERS)],
+        encoder_mask=_mask(enc_lens, s, pad_left=False),
+        cross=[wrap(_kv(row_ids, enc_lens, s, False)) for _ in range(2 * LAYERS)],
+        params=RowParams.for_request(_params(), n),
+        rngs=np.array([None] * n, dtype=object),
+        ops=ops,
+    )
+
+
+def _host(x) -> np.ndarray:
+    return x if isinstance(x, np.ndarray) else x.numpy()
+
+
+def _assert_rows(batch: DecodeBatch, row_ids: list[int], past_lens, enc_lens) -> None:
+    """Every row holds exactly its own K/V at its real positions and zeros in its padding."""
+    assert batch.sequences[:, 0].tolist() == row_ids
+    p, s = batch.past_length, batch.encoder_mask.shape[1]
+    assert p == max(past_lens) and s == max(enc_lens), "padding nobody needs is trimmed"
+    np.testing.assert_array_equal(batch.self_mask, _mask(past_lens, p, True))
+    np.testing.assert_array_equal(batch.encoder_mask, _mask(enc_lens, s, False))
+    for x in batch.past:
+        np.testing.assert_array_equal(_host(x), _kv(row_ids, past_lens, p, True))
+    for x in batch.cross:
+        np.testing.assert_array_equal(_host(x), _kv(row_ids, enc_lens, s, False))
+
+
+class _HostOrtOps(OrtValueOps):
+    def __init__(self) -> None:
+        super().__init__(np.float32, device="cpu")
+
+    def from_numpy(self, x: np.ndarray):
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_numpy(x)
+
+
+@pytest.fixture(params=["numpy", "ortvalue"])
+def ops(request):
+    return NumpyOps() if request.param == "numpy" else _HostOrtOps()
+
+
+def test_filter_keeps_chosen_rows_and_trims_padding(ops):
+    batch = _batch(ops, [1, 2, 3, 4], past_lens=[2, 6, 3, 1], enc_lens=[4, 2, 7, 3])
+    kept = batch.filter(np.array([0, 2, 3]))
+    _assert_rows(kept, [1, 3, 4], [2, 3, 1], [4, 7, 3])
+    kept = kept.filter(np.array([2, 0]))
+    _assert_rows(kept, [4, 1], [1, 2], [3, 4])
+
+
+def test_concatenate_pads_pasts_left_and_encoders_right(ops):
+    running = _batch(ops, [1, 2], past_lens=[5, 2], enc_lens=[3, 6])
+    joining = _batch(ops, [3], past_lens=[0], enc_lens=[9])
+    joined = DecodeBatch.concatenate([running, joining])
+    _assert_rows(joined, [1, 2, 3], [5, 2, 0], [3, 6, 9])
+
+
+def test_concatenate_refuses_rows_expecting_different_token_counts(ops):
+    running = _batch(ops, [1], past_lens=[2], enc_lens=[3])
+    joining = _batch(ops, [2], past_lens=[0], enc_lens=[3])
+    joining.new_tokens = 3
+    with pytest.raises(ValueError, match="same new-token count"):
+        DecodeBatch.concatenate([running, joining])
+
+
+def test_reorder_copies_source_rows_onto_destination_rows(ops):
+    batch = _batch(ops, [1, 2, 3], past_lens=[4, 4, 4], enc_lens=[2, 2, 2])
+    batch.reorder(np.array([0, 1, 2]), np.array([2, 0, 0]))
+    for x in batch.past:
+        np.testing.assert_array_equal(_host(x), _kv([3, 1, 1], [4, 4, 4], 4, True))
+    assert batch.sequences[:, 0].tolist() == [3, 1, 1]
+
+
+def test_decoder_inputs_feed_each_rows_last_token_at_its_own_position():
+    batch = _batch(NumpyOps(), [1, 2], past_lens=[3, 1], enc_lens=[2, 2])
+    batch.sequences[0, :4] = [1, 5, 6, 7]
+    batch.sequences[1, :2] = [2, 8]
+    batch.lengths = np.array([4, 2])
+    inputs = batch.decoder_inputs()
+    assert inputs["input_ids"].tolist() == [[7], [8]]
+    assert inputs["position_ids"].tolist() == [[3], [1]]
+    np.testing.assert_array_equal(inputs["self_attention_mask"], [[1, 1, 1, 1], [0, 0, 1, 1]])
+
+
+def test_append_tokens_grows_each_row_by_one():
+    batch = _batch(NumpyOps(), [1, 2], past_lens=[1, 1], enc_lens=[2, 2])
+    batch.lengths = np.array([8, 3])  # row 0 is at the sequence buffer's capacity
+    batch.append_tokens(np.array([4, 5]))
+    assert batch.lengths.tolist() == [9, 4]
+    assert batch.sequences[0, 8] == 4 and batch.sequences[1, 3] == 5

@@ -1,0 +1,83 @@
+"""resolve_params: defaults fill unset fields, caps and ranges give clear InvalidArgument."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.engine.config import EngineConfig
+from service.engine.types import GenerationParams
+from service.engine.validation import resolve_params
+from service.errors import InvalidArgument
+from service.runtime.manifest import GenerationDefaults
+
+CONFIG = EngineConfig(max_num_beams=4, max_new_tokens_cap=64)
+
+
+def test_unset_fields_take_the_models_defaults():
+    defaults = GenerationDefaults(max_length=30, min_length=5, num_beams=3, no_repeat_ngram_size=2)
+    resolved = resolve_params(GenerationParams(), defaults, CONFIG)
+    assert resolved.max_length == 30 and resolved.max_new_tokens == 29
+    assert resolved.min_length == 5
+    assert resolved.num_beams == 3 and resolved.no_repeat_ngram_size == 2
+
+
+def test_max_and_min_new_tokens_count_after_the_decoder_prompt():
+    params = GenerationParams(max_new_tokens=10, min_new_tokens=4)
+    resolved = resolve_params(params, GenerationDefaults(), CONFIG, prompt_len=3)
+    assert (resolved.max_length, resolved.min_length) == (13, 7)
+
+
+def test_model_default_above_the_server_cap_is_clamped():
+    resolved = resolve_params(GenerationParams(), GenerationDefaults(max_length=1000), CONFIG)
+    assert resolved.max_new_tokens == 64
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (GenerationParams(num_beams=5), "num_beams must be between 1 and 4"),
+        (GenerationParams(num_beams=0), "num_beams"),
+        (GenerationParams(max_new_tokens=65), "max_new_tokens must be between 1 and 64"),
+        (GenerationParams(max_new_tokens=0), "max_new_tokens"),
+        (GenerationParams(min_new_tokens=9, max_new_tokens=8), "cannot exceed max_new_tokens"),
+        (GenerationParams(min_new_tokens=-1), "min_new_tokens"),
+        (GenerationParams(top_p=0.0), r"top_p must be in \(0, 1\]"),
+        (GenerationParams(top_p=1.5), "top_p"),
+        (GenerationParams(top_k=-1), "top_k"),
+        (GenerationParams(do_sample=True, temperature=0.0), "temperature must be > 0"),
+        (GenerationParams(temperature=-1.0), "temperature"),
+        (GenerationParams(temperature=float("nan")), "finite"),
+        (GenerationParams(repetition_penalty=0.0), "repetition_penalty"),
+        (GenerationParams(no_repeat_ngram_size=-2), "no_repeat_ngram_size"),
+        (GenerationParams(length_penalty=float("inf")), "length_penalty"),
+        (GenerationParams(seed=-1), "seed"),
+        (GenerationParams(num_beams=2, do_sample=True), "beam sampling"),
+    ],
+)
+def test_out_of_range_values_are_invalid_arguments(params, message):
+    with pytest.raises(InvalidArgument, match=message):
+        resolve_params(params, GenerationDefaults(), CONFIG)
+
+
+def test_explicit_sampling_overrides_a_beam_default():
+    defaults = GenerationDefaults(num_beams=4)
+    resolved = resolve_params(GenerationParams(do_sample=True), defaults, CONFIG)
+    assert (resolved.num_beams, resolved.do_sample) == (1, True)
+
+
+def test_explicit_beams_override_a_sampling_default():
+    defaults = GenerationDefaults(do_sample=True)
+    resolved = resolve_params(GenerationParams(num_beams=2), defaults, CONFIG)
+    assert (resolved.num_beams, resolved.do_sample) == (2, False)
+
+
+def test_greedy_request_ignores_temperature_zero():
+    resolved = resolve_params(GenerationParams(temperature=0.0), GenerationDefaults(), CONFIG)
+    assert not resolved.do_sample
+
+
+def test_unset_seed_is_random_and_set_seed_is_kept():
+    a = resolve_params(GenerationParams(), GenerationDefaults(), CONFIG).seed
+    b = resolve_params(GenerationParams(), GenerationDefaults(), CONFIG).seed
+    assert a != b
+    assert resolve_params(GenerationParams(seed=7), GenerationDefaults(), CONFIG).seed == 7

@@ -1,0 +1,163 @@
+"""ServerMetrics as Prometheus sees it: names, types, labels and values in the exposition."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+
+from service.metrics import ServerMetrics
+from tests.metrics.conftest import MODEL, VERSION, report_one_of_everything
+from tests.metrics.exposition import families, scrape, value
+
+M = ("model", "version")
+# The names and labels the dashboard, the alert rules and the autoscaler are written against.
+CATALOGUE = {
+    "attnserve_requests": ("counter", {*M, "method", "code"}),
+    "attnserve_request_duration_seconds": ("histogram", {*M, "method"}),
+    "attnserve_queue_wait_seconds": ("histogram", set(M)),
+    "attnserve_encoder_duration_seconds": ("histogram", set(M)),
+    "attnserve_time_to_first_token_seconds": ("histogram", set(M)),
+    "attnserve_time_per_output_token_seconds": ("histogram", set(M)),
+    "attnserve_decode_batch_size": ("histogram", set(M)),
+    "attnserve_decode_step_duration_seconds": ("histogram", set(M)),
+    "attnserve_requests_running": ("gauge", set(M)),
+    "attnserve_requests_waiting": ("gauge", set(M)),
+    "attnserve_input_tokens": ("counter", set(M)),
+    "attnserve_generated_tokens": ("counter", set(M)),
+    "attnserve_kv_cache_bytes": ("gauge", set(M)),
+    "attnserve_kv_cache_budget_bytes": ("gauge", set(M)),
+    "attnserve_rejected_requests": ("counter", {"model", "reason"}),
+    "attnserve_model_info": ("gauge", {*M, "dtype", "provider", "architecture"}),
+    "attnserve_model_load_duration_seconds": ("gauge", set(M)),
+}
+
+
+def exposition(metrics: ServerMetrics) -> str:
+    return generate_latest(metrics.registry).decode()
+
+
+@pytest.mark.parametrize("family", sorted(CATALOGUE))
+def test_every_catalogued_metric_has_its_type_and_labels(metrics: ServerMetrics, family: str):
+    report_one_of_everything(metrics)
+    kind, labels = CATALOGUE[family]
+    exposed = families(exposition(metrics))
+    assert family in exposed, f"{family} is not exposed"
+    exposed_kind, samples = exposed[family]
+    assert exposed_kind == kind
+    assert samples, f"{family} has no samples"
+    for sample in samples:
+        assert set(sample.labels) - {"le"} == labels
+
+
+def test_requests_are_counted_per_method_and_code(metrics: ServerMetrics):
+    for code in ("OK", "OK", "INVALID_ARGUMENT"):
+        metrics.request_finished(MODEL, VERSION, "Summarize", code, 0.1)
+    metrics.request_finished(MODEL, VERSION, "SummarizeStream", "OK", 0.2)
+    text = exposition(metrics)
+    count = "attnserve_requests_total"
+    assert value(text, count, method="Summarize", code="OK") == 2
+    assert value(text, count, method="Summarize", code="INVALID_ARGUMENT") == 1
+    assert value(text, count, method="SummarizeStream", code="OK") == 1
+    duration = "attnserve_request_duration_seconds"
+    assert value(text, f"{duration}_count", method="Summarize") == 3
+    assert value(text, f"{duration}_sum", method="Summarize") == pytest.approx(0.3)
+
+
+def test_decode_step_observes_batch_rows_and_duration(metrics: ServerMetrics):
+    metrics.decode_step(MODEL, VERSION, batch_rows=3, seconds=0.006)
+    text = exposition(metrics)
+    rows = "attnserve_decode_batch_size_bucket"
+    assert value(text, rows, model=MODEL, le="2.0") == 0
+    assert value(text, rows, model=MODEL, le="4.0") == 1
+    step = "attnserve_decode_step_duration_seconds"
+    assert value(text, f"{step}_sum", model=MODEL) == pytest.approx(0.006)
+
+
+def test_batch_size_buckets_reach_256_rows(metrics: ServerMetrics):
+    metrics.decode_step(MODEL, VERSION, batch_rows=256, seconds=0.5)
+    text = exposition(metrics)
+    assert value(text, "attnserve_decode_batch_size_bucket", le="128.0") == 0
+    assert value(text, "attnserve_decode_batch_size_bucket", le="256.0") == 1
+
+
+@pytest.mark.parametrize(
+    ("seconds", "first_bucket"), [(0.0008, "0.001"), (0.3, "0.5"), (45.0, "60.0")]
+)
+def test_latency_buckets_span_milliseconds_to_a_minute(
+    metrics: ServerMetrics, seconds: float, first_bucket: str
+):
+    metrics.first_token(MODEL, VERSION, seconds)
+    text = exposition(metrics)
+    buckets = {
+        sample.labels["le"]: sample.value
+        for sample in families(text)["attnserve_time_to_first_token_seconds"][1]
+        if sample.name.endswith("_bucket")
+    }
+    filled = [le for le, count in buckets.items() if count == 1 and le != "+Inf"]
+    assert min(filled, key=float) == first_bucket
+
+
+def test_queue_state_gauges_hold_the_latest_values(metrics: ServerMetrics):
+    metrics.set_queue_state(MODEL, VERSION, running=4, waiting=9)
+    metrics.set_queue_state(MODEL, VERSION, running=2, waiting=0)
+    text = exposition(metrics)
+    assert value(text, "attnserve_requests_running", model=MODEL) == 2
+    assert value(text, "attnserve_requests_waiting", model=MODEL) == 0
+
+
+def test_kv_cache_gauges_hold_used_and_budget_bytes(metrics: ServerMetrics):
+    metrics.set_kv_cache(MODEL, VERSION, used_bytes=1 << 20, budget_bytes=1 << 30)
+    text = exposition(metrics)
+    assert value(text, "attnserve_kv_cache_bytes", model=MODEL) == 1 << 20
+    assert value(text, "attnserve_kv_cache_budget_bytes", model=MODEL) == 1 << 30
+
+
+def test_tokens_accumulate_over_requests(metrics: ServerMetrics):
+    metrics.tokens(MODEL, VERSION, input_tokens=10, generated_tokens=4)
+    metrics.tokens(MODEL, VERSION, input_tokens=5, generated_tokens=6)
+    text = exposition(metrics)
+    assert value(text, "attnserve_input_tokens_total", model=MODEL) == 15
+    assert value(text, "attnserve_generated_tokens_total", model=MODEL) == 10
+
+
+def test_rejections_are_counted_by_reason(metrics: ServerMetrics):
+    metrics.rejected(MODEL, "queue_full")
+    metrics.rejected(MODEL, "queue_full")
+    metrics.rejected(MODEL, "draining")
+    text = exposition(metrics)
+    assert value(text, "attnserve_rejected_requests_total", reason="queue_full") == 2
+    assert value(text, "attnserve_rejected_requests_total", reason="draining") == 1
+
+
+def test_model_info_is_one_with_the_model_described_in_labels(metrics: ServerMetrics):
+    metrics.model_loaded(
+        MODEL,
+        VERSION,
+        dtype="fp16",
+        provider="CUDAExecutionProvider",
+        architecture="T5ForConditionalGeneration",
+        seconds=2.25,
+    )
+    text = exposition(metrics)
+    info = value(text, "attnserve_model_info", model=MODEL, version=VERSION, dtype="fp16")
+    assert info == 1
+    assert value(text, "attnserve_model_info", provider="CUDAExecutionProvider") == 1
+    assert value(text, "attnserve_model_load_duration_seconds", model=MODEL) == 2.25
+
+
+def test_two_servers_in_one_process_keep_separate_counts():
+    first, second = ServerMetrics(), ServerMetrics()
+    first.request_finished(MODEL, VERSION, "Summarize", "OK", 0.1)
+    assert value(exposition(first), "attnserve_requests_total") == 1
+    assert value(exposition(second), "attnserve_requests_total") is None
+
+
+def test_process_metrics_of_the_library_are_exposed(metrics: ServerMetrics):
+    exposed = families(exposition(metrics))
+    assert "python_info" in exposed
+    assert exposed["process_resident_memory_bytes"][1][0].value > 0
+
+
+def test_metrics_endpoint_serves_the_exposition_over_http(served_metrics_port: int):
+    text = scrape(served_metrics_port)
+    assert value(text, "attnserve_requests_total", method="Summarize", code="OK") == 1
