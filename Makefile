@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: install tools run models test test-slow lint proto proto-check clean
+.PHONY: install tools run models test test-slow lint lint-deploy proto proto-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,7 +44,12 @@ tools:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
 	} || echo "cannot install Debian's prometheus package: the promtool/Prometheus tests will skip"
 
-test: $(STAMP) tools lint proto-check models
+# deploy/: kustomize render + kubernetes-validate, hadolint, checkov, yamllint, promtool
+# (its PyPI tools go to their own venv, $(VENV)/deploy-lint).
+lint-deploy: tools
+	LINT_VENV=$(VENV)/deploy-lint deploy/lint.sh
+
+test: $(STAMP) tools lint lint-deploy proto-check models
 	ATTNSERVE_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-slow: $(STAMP) models

@@ -28,6 +28,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from service.errors import status_code_for
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Latencies of whole requests and their parts: from a millisecond (queue wait on an idle server,
@@ -190,8 +192,7 @@ class ServerMetrics:
     # -- engine: one request's life --
 
     def rejected(self, model: str, reason: str) -> None:
-        """A request was refused before running; `reason` is a short snake_case word such as
-        "queue_full", "draining", "invalid_argument" or "deadline_expired"."""
+        """A request was refused before running; `reason` comes from `rejection_reason`."""
         self._rejected.labels(model, reason).inc()
 
     def queue_wait(self, model: str, version: str, seconds: float) -> None:
@@ -259,6 +260,13 @@ class ServerMetrics:
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)
         return merged
+
+
+def rejection_reason(error: BaseException) -> str:
+    """The `reason` label of a request refused with `error`: its status code in lower case
+    ("resource_exhausted": queue full or K/V budget too small, "unavailable": draining,
+    "deadline_exceeded", "invalid_argument"), so it reads like the error the client got."""
+    return status_code_for(error).name.lower()
 
 
 def start_metrics_server(metrics: ServerMetrics, host: str, port: int) -> tuple[WSGIServer, int]:

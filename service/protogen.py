@@ -102,7 +102,7 @@ def check() -> int:
     """0 if service/_pb matches what the protos generate now, else 1 with the stale files."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "_pb"
-        generate(fresh)
+        generate(fresh, PROTO_DIR)
         stale = _tree_differences(fresh, PB_DIR)
     if stale:
         print(

@@ -8,6 +8,7 @@ leaves open (how often one or two shapes appear, how many fillers a report has).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -36,9 +37,7 @@ def _random_box(rng: np.random.Generator) -> tuple[int, int, int]:
     return x0, y0, side
 
 
-def _arranged(
-    box1: tuple[int, int, int], box2: tuple[int, int, int], along: int
-) -> bool:
+def _arranged(box1: tuple[int, int, int], box2: tuple[int, int, int], along: int) -> bool:
     """Whether box2 lies after box1 along axis `along` (0 = x, 1 = y) as the spec requires.
 
     Centres are compared doubled (2*x0 + s) to stay in integers.
@@ -58,43 +57,65 @@ def _two_boxes(rng: np.random.Generator, along: int) -> list[tuple[int, int, int
             return [first, second]
 
 
-def _draw_shape(
-    draw: ImageDraw.ImageDraw, shape: str, colour: str, box: tuple[int, int, int], scale: int
-) -> None:
-    """Fill `shape` in the box; the box covers pixels [x0, x0 + s) x [y0, y0 + s) at scale 1."""
-    x0, y0, side = (v * scale for v in box)
-    x1, y1 = x0 + side - 1, y0 + side - 1
-    fill = COLOURS[colour]
-    if shape == "circle":
-        draw.ellipse((x0, y0, x1, y1), fill=fill)
-    elif shape == "square":
-        draw.rectangle((x0, y0, x1, y1), fill=fill)
-    else:  # isosceles, apex up, base on the bottom edge of the box
-        draw.polygon([(x0 + (side - 1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+@dataclass(frozen=True)
+class ShapeObject:
+    colour: str
+    shape: str
+    box: tuple[int, int, int]  # (x0, y0, side) at 64x64: pixels [x0, x0 + side) x [y0, y0 + side)
 
 
-def render_shapes(rng: np.random.Generator, scale: int = 1) -> tuple[Image.Image, str]:
-    """One random scene and its caption. `scale=2` draws the 128x128 twin of the same scene
-    (the same random draws, every coordinate and size doubled)."""
+@dataclass(frozen=True)
+class Scene:
+    arrangement: str  # one of ARRANGEMENTS
+    objects: tuple[ShapeObject, ...]  # with two: the left (horizontal) or upper (vertical) first
+
+
+def random_scene(rng: np.random.Generator) -> Scene:
     arrangement = ARRANGEMENTS[int(rng.integers(len(ARRANGEMENTS)))]
     if arrangement == "single":
         boxes = [_random_box(rng)]
     else:
         boxes = _two_boxes(rng, along=0 if arrangement == "horizontal" else 1)
     names = list(COLOURS)
-    objects = [
-        (names[int(rng.integers(len(names)))], SHAPES[int(rng.integers(len(SHAPES)))])
-        for _ in boxes
-    ]
+    objects = tuple(
+        ShapeObject(
+            names[int(rng.integers(len(names)))], SHAPES[int(rng.integers(len(SHAPES)))], box
+        )
+        for box in boxes
+    )
+    return Scene(arrangement, objects)
+
+
+def draw_scene(scene: Scene, scale: int = 1) -> Image.Image:
+    """The scene on a white canvas; `scale=2` doubles every coordinate and size (128x128)."""
     image = Image.new("RGB", (CANVAS * scale, CANVAS * scale), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    for (colour, shape), box in zip(objects, boxes, strict=True):
-        _draw_shape(draw, shape, colour, box, scale)
-    phrases = [f"a {colour} {shape}" for colour, shape in objects]
-    if arrangement == "single":
-        return image, phrases[0]
-    relation = "left of" if arrangement == "horizontal" else "above"
-    return image, f"{phrases[0]} {relation} {phrases[1]}"
+    for obj in scene.objects:
+        x0, y0, side = (v * scale for v in obj.box)
+        x1, y1 = x0 + side - 1, y0 + side - 1
+        fill = COLOURS[obj.colour]
+        if obj.shape == "circle":
+            draw.ellipse((x0, y0, x1, y1), fill=fill)
+        elif obj.shape == "square":
+            draw.rectangle((x0, y0, x1, y1), fill=fill)
+        else:  # isosceles, apex up, base on the bottom edge of the box
+            draw.polygon([(x0 + (side - 1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+    return image
+
+
+def scene_caption(scene: Scene) -> str:
+    phrases = [f"a {obj.colour} {obj.shape}" for obj in scene.objects]
+    if scene.arrangement == "single":
+        return phrases[0]
+    relation = "left of" if scene.arrangement == "horizontal" else "above"
+    return f"{phrases[0]} {relation} {phrases[1]}"
+
+
+def render_shapes(rng: np.random.Generator, scale: int = 1) -> tuple[Image.Image, str]:
+    """One random scene and its caption. With the same rng state, `scale=2` draws the 128x128
+    twin of the scene `scale=1` draws."""
+    scene = random_scene(rng)
+    return draw_scene(scene, scale), scene_caption(scene)
 
 
 # --- summarization: "match reports" ---------------------------------------------------------

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
+from export.demo.tasks import caption_vocabulary_texts, report_vocabulary_texts
+
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0..3, in this order
 
@@ -36,6 +38,15 @@ def build_word_tokenizer(texts: Iterable[str]) -> Tokenizer:
         single=f"$A {EOS}", special_tokens=[(EOS, vocab[EOS])]
     )
     return tokenizer
+
+
+def report_tokenizer() -> Tokenizer:
+    """The summarizer's tokenizer: reports and summaries share one vocabulary."""
+    return build_word_tokenizer(report_vocabulary_texts())
+
+
+def caption_tokenizer() -> Tokenizer:
+    return build_word_tokenizer(caption_vocabulary_texts())
 
 
 def special_id(tokenizer: Tokenizer, token: str) -> int:

@@ -18,28 +18,25 @@ from transformers import (
     VisionEncoderDecoderConfig,
     VisionEncoderDecoderModel,
     ViTConfig,
-    ViTImageProcessor,
+    ViTImageProcessorPil,
 )
 
-from export.demo.tasks import CANVAS, caption_vocabulary_texts, render_shapes
-from export.demo.tokenizers import BOS, EOS, PAD, build_word_tokenizer, special_id
-from export.demo.training import Batch, TrainSettings, exact_match, pad_right, train
+from export.demo.tasks import CANVAS, render_shapes
+from export.demo.tokenizers import BOS, EOS, PAD, caption_tokenizer, special_id
+from export.demo.training import TRAIN_STREAM, Batch, TrainSettings, exact_match, pad_right, train
 
 IMAGE_SIZE = CANVAS
 PATCH_SIZE = 8
 PIXEL_MEAN = PIXEL_STD = (0.5, 0.5, 0.5)
 TWIN_SHARE = 0.25  # fraction of training scenes drawn at 128x128 and resized
 MAX_CAPTION_TOKENS = 12  # generation limit, decoder start included; captions have at most 9
-SETTINGS = TrainSettings(steps=1500, learning_rate=3e-3)
+SETTINGS = TrainSettings(steps=2000, learning_rate=3e-3)
 
 
-def build_tokenizer() -> Tokenizer:
-    return build_word_tokenizer(caption_vocabulary_texts())
-
-
-def build_image_processor() -> ViTImageProcessor:
-    """The preprocessing saved with the checkpoint (preprocessor_config.json)."""
-    return ViTImageProcessor(
+def build_image_processor() -> ViTImageProcessorPil:
+    """The preprocessing saved with the checkpoint (preprocessor_config.json, type
+    ViTImageProcessor; the PIL variant is the one that needs no torchvision)."""
+    return ViTImageProcessorPil(
         do_resize=True,
         size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         resample=Image.Resampling.BILINEAR,
@@ -80,7 +77,7 @@ def build_model(tokenizer: Tokenizer) -> VisionEncoderDecoderModel:
         vocab_size=tokenizer.get_vocab_size(),
         n_positions=2 * MAX_CAPTION_TOKENS,
         n_embd=64,
-        n_layer=2,
+        n_layer=3,  # two stay at chance on "left of" vs "above" within the step budget
         n_head=4,
         resid_pdrop=0.0,
         embd_pdrop=0.0,
@@ -92,12 +89,35 @@ def build_model(tokenizer: Tokenizer) -> VisionEncoderDecoderModel:
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
     config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = bos, pad, eos
     model = VisionEncoderDecoderModel(config=config)
+    _start_positions_as_2d_sincos(model.encoder.embeddings.position_embeddings)
     generation = model.generation_config
     generation.decoder_start_token_id, generation.eos_token_id = bos, eos
     generation.pad_token_id, generation.bos_token_id = pad, bos
     generation.num_beams, generation.do_sample = 1, False
     generation.max_length, generation.min_length = MAX_CAPTION_TOKENS, 0
     return model
+
+
+def _sincos(positions: int, dim: int) -> torch.Tensor:
+    """[positions, dim]: the Transformer's sine/cosine position table (base 10000)."""
+    angles = torch.arange(positions, dtype=torch.float32)[:, None] / 10000 ** (
+        torch.arange(0, dim, 2, dtype=torch.float32) / dim
+    )
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).reshape(positions, dim)
+
+
+@torch.no_grad()
+def _start_positions_as_2d_sincos(position_embeddings: torch.nn.Parameter) -> None:
+    """Start ViT's learned patch positions from the 2-D sine/cosine table of MAE (half the
+    channels encode the row, half the column; the class token gets zeros). Randomly initialised
+    positions say nothing about geometry, and the model never learned "left of" vs "above" from
+    them in the step budget; from this start row and column are readable at once."""
+    dim, grid = position_embeddings.shape[-1], IMAGE_SIZE // PATCH_SIZE
+    axis = _sincos(grid, dim // 2)
+    rows = axis[:, None, :].expand(grid, grid, -1)
+    columns = axis[None, :, :].expand(grid, grid, -1)
+    position_embeddings[0, 0] = 0.0
+    position_embeddings[0, 1:] = torch.cat([rows, columns], dim=-1).reshape(grid * grid, dim)
 
 
 def render_scenes(rng: np.random.Generator, size: int) -> tuple[list[Image.Image], list[str]]:
@@ -116,12 +136,12 @@ def train_captioner(
     seed: int, settings: TrainSettings = SETTINGS
 ) -> tuple[VisionEncoderDecoderModel, Tokenizer, dict[str, float]]:
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
+    tokenizer = caption_tokenizer()
     model = build_model(tokenizer)
     stats = train(
         model,
         lambda rng, size: scene_batch(tokenizer, rng, size),
-        np.random.default_rng([seed, 0]),
+        np.random.default_rng([seed, TRAIN_STREAM]),
         settings,
         label="captioner",
     )

@@ -16,6 +16,10 @@ import torch
 
 Batch = dict[str, torch.Tensor]
 
+# A build's random cases come from np.random.default_rng([seed, stream]): training and the
+# held-out check draw from different streams of the same seed, so they never share a case.
+TRAIN_STREAM, HELD_OUT_STREAM = 0, 1
+
 
 @dataclass(frozen=True)
 class TrainSettings:

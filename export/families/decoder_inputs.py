@@ -1,4 +1,4 @@
-"""Turn the graph contract's flat decoder inputs into what transformers' decoder layers take.
+"""Turn the graph contract's flat tensors into what transformers' attention layers take.
 
 The contract gives every row its own left-padded past and its own encoder length, so the masks
 are built here per row (a 4-D additive bias) instead of by transformers' mask helpers, which
@@ -11,6 +11,23 @@ from __future__ import annotations
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer, EncoderDecoderCache
+
+
+def split_heads(states: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[B, S, H*Dh] -> [B, H, S, Dh], the layout of every K/V tensor in the contract."""
+    batch, length, _ = states.shape
+    return states.view(batch, length, num_heads, -1).transpose(1, 2)
+
+
+def split_key_values(
+    key_values: tuple[torch.Tensor, ...], num_layers: int
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The decoder graph's flat (past_key_0, past_value_0, ..., cross_key_0, ...) as
+    (past pairs, cross pairs)."""
+    pairs = list(zip(key_values[0::2], key_values[1::2], strict=True))
+    if len(pairs) != 2 * num_layers:
+        raise ValueError(f"expected {4 * num_layers} key/value tensors, got {len(key_values)}")
+    return pairs[:num_layers], pairs[num_layers:]
 
 
 def self_attention_bias(self_attention_mask: torch.Tensor, num_new: int, dtype: torch.dtype):

@@ -21,6 +21,7 @@ from export.families.decoder_inputs import (
     filled_cache,
     present_key_values,
     self_attention_bias,
+    split_key_values,
 )
 from export.families.text_decoders import TextDecoder, text_decoder_for
 from service.runtime.manifest import ImagePreprocessing, ModelDims
@@ -65,9 +66,7 @@ class CachedDecoderWrapper(torch.nn.Module):
         *key_values: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         num_layers = len(self._text_decoder.layers)
-        pairs = list(zip(key_values[0::2], key_values[1::2], strict=True))
-        past, cross = pairs[:num_layers], pairs[num_layers:]
-        cache = filled_cache(past, cross)
+        cache = filled_cache(*split_key_values(key_values, num_layers))
         hidden = self._text_decoder.embed(input_ids, position_ids)
         self_bias = self_attention_bias(self_attention_mask, input_ids.shape[1], hidden.dtype)
         cross_bias = encoder_attention_bias(encoder_attention_mask, hidden.dtype)

@@ -15,6 +15,7 @@ import torch
 from transformers import BertLMHeadModel, BlipTextLMHeadModel, GPT2LMHeadModel
 from transformers.cache_utils import EncoderDecoderCache
 
+from export.families.decoder_inputs import split_heads
 from service.runtime.manifest import ModelDims
 
 
@@ -71,11 +72,6 @@ class TextDecoder(ABC):
             vocab_size=config.vocab_size,
         )
 
-    def _heads(self, states: torch.Tensor) -> torch.Tensor:
-        """[B, S, H*Dh] -> [B, H, S, Dh]."""
-        batch, length, _ = states.shape
-        return states.view(batch, length, self.num_heads, -1).transpose(1, 2)
-
 
 class Gpt2Decoder(TextDecoder):
     """GPT2LMHeadModel with add_cross_attention: learned absolute positions taken per row."""
@@ -94,7 +90,7 @@ class Gpt2Decoder(TextDecoder):
     def cross_key_value(self, layer_idx: int, encoder_states: torch.Tensor):
         attention = self.layers[layer_idx].crossattention
         keys, values = attention.c_attn(encoder_states).split(attention.split_size, dim=2)
-        return self._heads(keys), self._heads(values)
+        return split_heads(keys, self.num_heads), split_heads(values, self.num_heads)
 
 
 class BertStyleDecoder(TextDecoder):
@@ -114,7 +110,7 @@ class BertStyleDecoder(TextDecoder):
     def cross_key_value(self, layer_idx: int, encoder_states: torch.Tensor):
         attention = self.layers[layer_idx].crossattention.self
         keys, values = attention.key(encoder_states), attention.value(encoder_states)
-        return self._heads(keys), self._heads(values)
+        return split_heads(keys, self.num_heads), split_heads(values, self.num_heads)
 
 
 class BlipTextDecoder(BertStyleDecoder):

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 SUMMARIZATION = "summarization"
 CAPTIONING = "captioning"
+TASKS = (SUMMARIZATION, CAPTIONING)
 
 _PARAM_NAMES = tuple(f.name for f in fields(GenerationParams))
 

@@ -140,8 +140,12 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             name=info.name,
             platform=PLATFORM,
             max_batch_size=0,  # the first dimension is ours (N texts), not Triton's batching
-            input=[config_pb.ModelInput(name=_input_name(info), data_type=string, dims=[-1])],
-            output=[config_pb.ModelOutput(name=tensors.OUTPUT_NAME, data_type=string, dims=[-1])],
+            input=[
+                config_pb.ModelInput(name=_input_name(info), data_type=string, dims=[ANY_LENGTH])
+            ],
+            output=[
+                config_pb.ModelOutput(name=tensors.OUTPUT_NAME, data_type=string, dims=[ANY_LENGTH])
+            ],
         )
         return pb.ModelConfigResponse(config=config)
 
@@ -235,6 +239,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # the others' errors: seen
 
 
 def _input_name(info: ModelInfo) -> str:

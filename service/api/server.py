@@ -18,6 +18,7 @@ from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
 from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
+from service.api import kserve
 from service.api.health import HealthState
 from service.api.servicer import SERVICE_NAME, AttentionServicer
 from service.config import ServerSettings, SettingsError, settings_from_args
@@ -40,7 +41,7 @@ class AttnserveServer:
         self.settings = settings
         self.engine: Engine | None = None
         self.attention = AttentionServicer()
-        self.health = HealthState([SERVICE_NAME])
+        self.health = HealthState([SERVICE_NAME, kserve.SERVICE_NAME])
         self.grpc_server = grpc.aio.server(
             options=[
                 # Larger than any accepted image, so an oversized one reaches the engine's check
@@ -53,9 +54,11 @@ class AttnserveServer:
             ]
         )
         pb_grpc.add_AttentionServiceServicer_to_server(self.attention, self.grpc_server)
+        self.kserve = kserve.add_kserve_servicer(self.grpc_server)
         self.health.add_to_server(self.grpc_server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server
+            (SERVICE_NAME, kserve.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self.grpc_server,
         )
         self.port = self.grpc_server.add_insecure_port(address)
 
@@ -69,6 +72,7 @@ class AttnserveServer:
         await engine.start()
         self.engine = engine
         self.attention.attach(engine)
+        self.kserve.attach(engine)
         await self.health.set_serving()
 
     async def drain_and_stop(self) -> None:
@@ -102,6 +106,16 @@ def _load_engine(settings: ServerSettings) -> Engine:
     return Engine.load(settings.models, settings.engine)
 
 
+def _log_models(engine: Engine) -> None:
+    for info in engine.models():
+        default = " [default]" if info.is_default else ""
+        log.info(
+            "serving %s v%s (%s, %s, %s, %s)%s",
+            *(info.name, info.version, info.task, info.architecture, info.dtype, info.provider),
+            default,
+        )
+
+
 async def _serve(settings: ServerSettings) -> int:
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -116,22 +130,12 @@ async def _serve(settings: ServerSettings) -> int:
     if loading.done():
         try:
             engine = loading.result()
-        except Exception:
-            log.exception("cannot load the models in %s", settings.models)
+        except (OSError, ValueError) as exc:  # missing files, bad manifests: the operator's to fix
+            log.error("cannot load the models in %s: %s", settings.models, exc)
             await server.grpc_server.stop(0)
             return 1
         await server.serve(engine)
-        for info in engine.models():
-            log.info(
-                "serving %s v%s (%s, %s, %s, %s)%s",
-                info.name,
-                info.version,
-                info.task,
-                info.architecture,
-                info.dtype,
-                info.provider,
-                " [default]" if info.is_default else "",
-            )
+        _log_models(engine)
         log.info("ready on port %d", port)
         await stopping
     log.info("stop requested: draining (up to %.0f s)", settings.drain_seconds)

@@ -1,7 +1,8 @@
 """attnserve.v1.AttentionService: glue between gRPC and the engine.
 
-Each RPC converts the proto request, hands it to `Engine.generate`, and converts what comes
-back; every failure becomes a status code through `abort_with`. No model logic lives here.
+Each RPC converts the proto request, hands it to `Engine.generate` (which validates it against
+the model and the server's caps), and converts what comes back; every failure becomes a status
+code through `abort_with`. No model logic lives here.
 """
 
 from __future__ import annotations
@@ -34,18 +35,6 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def _summarize_request(message: pb.SummarizeRequest, context: Context) -> GenerationRequest:
-    if not message.text.strip():
-        raise InvalidArgument("text is empty: send the text to summarize")
-    return convert.summarize_request(message, _deadline(context))
-
-
-def _caption_request(message: pb.CaptionRequest, context: Context) -> GenerationRequest:
-    if not message.image:
-        raise InvalidArgument("image is empty: send the encoded image file's bytes")
-    return convert.caption_request(message, _deadline(context))
-
-
 class AttentionServicer(pb_grpc.AttentionServiceServicer):
     """Serves the engine attached with `attach`; until then every RPC answers UNAVAILABLE."""
 
@@ -65,27 +54,31 @@ class AttentionServicer(pb_grpc.AttentionServiceServicer):
     async def Summarize(
         self, request: pb.SummarizeRequest, context: Context
     ) -> pb.GenerateResponse:
-        return await self._unary(_summarize_request, request, context)
+        return await self._unary(convert.summarize_request, request, context)
 
     async def SummarizeStream(
         self, request: pb.SummarizeRequest, context: Context
     ) -> AsyncIterator[pb.GenerateChunk]:
-        async for chunk in self._stream(_summarize_request, request, context):
+        async for chunk in self._stream(convert.summarize_request, request, context):
             yield chunk
 
     async def Caption(self, request: pb.CaptionRequest, context: Context) -> pb.GenerateResponse:
-        return await self._unary(_caption_request, request, context)
+        return await self._unary(convert.caption_request, request, context)
 
     async def CaptionStream(
         self, request: pb.CaptionRequest, context: Context
     ) -> AsyncIterator[pb.GenerateChunk]:
-        async for chunk in self._stream(_caption_request, request, context):
+        async for chunk in self._stream(convert.caption_request, request, context):
             yield chunk
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
         try:
+            if request.task not in ("", *convert.TASKS):
+                raise InvalidArgument(
+                    f"task must be one of {convert.TASKS} or empty, got {request.task!r}"
+                )
             infos = self.engine.models()
         except ServeError as error:
             await abort_with(context, error)
@@ -98,10 +91,10 @@ class AttentionServicer(pb_grpc.AttentionServiceServicer):
         )
 
     async def _unary(
-        self, build: Callable[..., GenerationRequest], request, context: Context
+        self, to_request: Callable[..., GenerationRequest], request, context: Context
     ) -> pb.GenerateResponse:
         try:
-            generation = build(request, context)
+            generation = to_request(request, _deadline(context))
             async with aclosing(self.engine.generate(generation)) as outputs:
                 async for output in outputs:
                     if isinstance(output, GenerationResult):
@@ -111,10 +104,10 @@ class AttentionServicer(pb_grpc.AttentionServiceServicer):
         await abort_with(context, RuntimeError("the engine ended without a result"))
 
     async def _stream(
-        self, build: Callable[..., GenerationRequest], request, context: Context
+        self, to_request: Callable[..., GenerationRequest], request, context: Context
     ) -> AsyncIterator[pb.GenerateChunk]:
         try:
-            generation = build(request, context)
+            generation = to_request(request, _deadline(context))
             async with aclosing(self.engine.generate(generation)) as outputs:
                 async for output in outputs:
                     if isinstance(output, TokenDelta):

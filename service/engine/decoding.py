@@ -156,29 +156,46 @@ def apply_top_k(scores: np.ndarray, rows: np.ndarray, top_k: np.ndarray) -> None
         scores[group] = sub
 
 
+def _finite_candidates(sub: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, token ids, is-real) of each row's finite entries, packed to the widest row.
+
+    After top-k only k entries per row are finite; packing them first makes the sort that
+    top-p needs cost k log k per row instead of V log V. Rows that are mostly finite are
+    returned as they are.
+    """
+    finite = sub > -np.inf
+    counts = finite.sum(axis=1)
+    width = int(counts.max())
+    if width * 4 > sub.shape[1]:
+        tokens = np.broadcast_to(np.arange(sub.shape[1]), sub.shape)
+        return sub, tokens, np.ones(sub.shape, bool)
+    rows, cols = np.nonzero(finite)
+    within = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    values = np.full((sub.shape[0], width), -np.inf, sub.dtype)
+    tokens = np.zeros((sub.shape[0], width), np.int64)
+    real = np.zeros((sub.shape[0], width), bool)
+    values[rows, within] = sub[rows, cols]
+    tokens[rows, within] = cols
+    real[rows, within] = True
+    return values, tokens, real
+
+
 def apply_top_p(scores: np.ndarray, rows: np.ndarray, top_p: np.ndarray) -> None:
     """TopPLogitsWarper: keep the smallest set of best tokens whose probability exceeds top_p.
 
-    Only the candidates still finite (e.g. the top-k survivors) are sorted: the others have
-    probability 0 and sit, already -inf, at the start of transformers' ascending order.
+    Entries already -inf have probability 0 and, in transformers' ascending sort, come first
+    and stay removed; so only the finite entries need sorting.
     """
     sub = scores[rows]
-    vocab = sub.shape[1]
-    kept = int(np.isfinite(sub).sum(axis=1).max())
-    if kept < vocab:
-        candidates = np.argpartition(sub, vocab - kept, axis=1)[:, vocab - kept :]
-    else:
-        candidates = np.broadcast_to(np.arange(vocab), sub.shape)
-    values = np.take_along_axis(sub, candidates, axis=1)
-    order = np.argsort(values, axis=1, kind="stable")
-    ascending = np.take_along_axis(values, order, axis=1)
-    cumulative = np.cumsum(softmax(ascending), axis=1)
+    values, tokens, real = _finite_candidates(sub)
+    order = np.argsort(values, axis=1)
+    cumulative = np.cumsum(softmax(np.take_along_axis(values, order, axis=1)), axis=1)
     threshold = (1.0 - top_p.astype(np.float64)).astype(np.float32)
     remove = cumulative <= threshold[:, None]
     remove[:, -1] = False  # min_tokens_to_keep = 1
+    remove &= np.take_along_axis(real, order, axis=1)
     removed_rows, removed_at = np.nonzero(remove)
-    tokens = np.take_along_axis(candidates, order, axis=1)[removed_rows, removed_at]
-    sub[removed_rows, tokens] = -np.inf
+    sub[removed_rows, np.take_along_axis(tokens, order, axis=1)[removed_rows, removed_at]] = -np.inf
     scores[rows] = sub
 
 
@@ -223,20 +240,14 @@ def process_logits(
 def sample_tokens(scores: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
     """One token per row drawn from softmax(scores), each row with its request's generator.
 
-    Works on the finite scores only (few after top-k), as one flat array: per-row softmax,
-    one cumulative sum, one searchsorted for all rows' uniform draws.
+    Inverse-CDF sampling over each row's finite entries (few after top-k): one uniform draw per
+    row from the request's own generator makes a request's tokens independent of its batch.
     """
-    rows, cols = np.nonzero(scores > -np.inf)
-    counts = np.bincount(rows, minlength=scores.shape[0])
-    if (counts == 0).any():
-        raise ValueError("a sampling row has no token left with non-zero probability")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    values = scores[rows, cols].astype(np.float64)
-    weights = np.exp(values - np.repeat(np.maximum.reduceat(values, starts), counts))
-    weights /= np.repeat(np.add.reduceat(weights, starts), counts)  # each row sums to 1
-    cumulative = np.cumsum(weights)
-    ends = starts + counts - 1
-    before = np.concatenate([[0.0], cumulative[ends[:-1]]])
-    draws = np.array([rng.random() for rng in rngs])
-    positions = np.searchsorted(cumulative, before + draws * (cumulative[ends] - before), "right")
-    return cols[np.minimum(positions, ends)]
+    values, tokens, _ = _finite_candidates(scores)
+    cumulative = np.cumsum(softmax(values), axis=1, dtype=np.float64)
+    draws = np.array([rng.random() for rng in rngs]) * cumulative[:, -1]
+    picked = (cumulative <= draws[:, None]).sum(axis=1)
+    has_mass = values > -np.inf  # a draw at the very top lands on the last token with mass
+    last = values.shape[1] - 1 - np.argmax(has_mass[:, ::-1], axis=1)
+    picked = np.minimum(picked, last)
+    return tokens[np.arange(len(picked)), picked]

@@ -112,6 +112,8 @@ class Engine:
             self._stopping = True
             self._abort = not drain
             self._cond.notify_all()
+        if self._worker is None:  # never started: queued work still gets its answer or error
+            await self.start()
         if self._worker is not None:
             await asyncio.to_thread(self._worker.join)
             self._worker = None
@@ -166,6 +168,8 @@ class Engine:
             raise Unavailable("the server is draining and takes no new requests")
         if request.task == "captioning" and request.text:
             raise InvalidArgument("captioning takes an image, not text")
+        if request.task == "summarization" and request.image:
+            raise InvalidArgument("summarization takes text, not an image")
         if request.deadline is not None and time.monotonic() >= request.deadline:
             raise DeadlineExceeded("the request's deadline passed before it started")
         loop = asyncio.get_running_loop()

@@ -134,11 +134,13 @@ class RequestOutput:
             out.append(TokenDelta(self._detokenizer.push(event.tokens), list(event.tokens)))
         if event.finish_reason is None:
             return out
-        if beam:
-            self._detokenizer.push(event.tokens)
-        tail, text = self._detokenizer.finish()
-        if beam or tail:
-            out.append(TokenDelta(tail, list(event.tokens) if beam else []))
+        if beam:  # the answer is only known at the end: one delta with all of it
+            text = self._served.model.tokenizer.decode(event.tokens)
+            out.append(TokenDelta(text, list(event.tokens)))
+        else:
+            tail, text = self._detokenizer.finish()
+            if tail:
+                out.append(TokenDelta(tail, []))
         manifest = self._served.manifest
         out.append(
             GenerationResult(

@@ -18,11 +18,13 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, BlipForConditionalGeneration, VisionEncoderDecoderModel
 
+from export.exporter import export_model
 from export.families.blip import BlipFamily
 from export.families.image_captioning import ImageCaptioningFamily, read_image_preprocessing
 from export.families.vision_encoder_decoder import VisionEncoderDecoderFamily
+from export.onnx_export import decoder_spec
 from service.runtime.images import pixel_values
-from tests.export.image_graphs import decoder_input_names, export_graphs
+from service.runtime.manifest import ModelManifest
 from tests.fixtures.tiny_image_models import build_blip, build_vit_bert, build_vit_gpt2
 
 TOLERANCE = 1e-4
@@ -69,10 +71,24 @@ def captioner(request, tmp_path_factory) -> Captioner:
 
 
 @pytest.fixture(scope="module")
-def onnx_sessions(captioner, tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp(f"{captioner.name}-onnx")
-    encoder_path, decoder_path = export_graphs(captioner.family, captioner.model, out_dir)
-    return ort.InferenceSession(encoder_path), ort.InferenceSession(decoder_path)
+def exported(captioner, tmp_path_factory) -> Path:
+    """The captioner through `export_model`, the path `attnserve export` takes."""
+    out_dir = tmp_path_factory.mktemp(f"{captioner.name}-export") / "model"
+    export_model(captioner.model_dir, "captioning", out_dir, progress=lambda _: None)
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def onnx_sessions(exported):
+    manifest = ModelManifest.load(exported)
+    return tuple(
+        ort.InferenceSession(str(exported / spec.file))
+        for spec in (manifest.encoder, manifest.decoder)
+    )
+
+
+def _decoder_input_names(captioner: Captioner) -> list[str]:
+    return decoder_spec(captioner.family.dims(captioner.model).num_layers).inputs
 
 
 def _run_encoder_wrapper(captioner: Captioner) -> list[np.ndarray]:
@@ -113,7 +129,7 @@ def _mixed_batch(captioner: Captioner, encoder_outputs: list[np.ndarray]):
     cross = encoder_outputs[1:]
     max_past = max(past for _, _, past in ROWS)
     enc_len = cross[0].shape[2]
-    batch: dict[str, list[np.ndarray]] = {name: [] for name in decoder_input_names(dims.num_layers)}
+    batch: dict[str, list[np.ndarray]] = {name: [] for name in _decoder_input_names(captioner)}
     expected = []
     for image, tail, past in ROWS:
         tokens = [start, *tail]
@@ -192,6 +208,18 @@ def test_decoder_wrapper_rows_with_mixed_past_lengths_match_each_row_alone(capti
     _assert_rows_match_alone(_run_decoder_wrapper(captioner)(inputs), expected)
 
 
+def test_export_writes_a_manifest_describing_the_captioner(captioner, exported):
+    manifest = ModelManifest.load(exported)
+    family, model = captioner.family, captioner.model
+    assert (manifest.task, manifest.architecture) == ("captioning", family.architecture)
+    assert manifest.dims == family.dims(model)
+    assert manifest.special_tokens == family.special_tokens(model)
+    assert manifest.max_input_tokens == family.max_input_tokens(model)
+    assert manifest.image == family.image_preprocessing(str(captioner.model_dir))
+    assert manifest.parity["passed"], manifest.parity
+    assert (exported / "preprocessor_config.json").is_file()
+
+
 def test_onnx_encoder_matches_the_wrapper(captioner, onnx_sessions):
     encoder, _ = onnx_sessions
     got = encoder.run(None, {"pixel_values": captioner.pixel_values.numpy()})
@@ -225,8 +253,8 @@ def test_onnx_greedy_decoding_gives_the_tokens_of_generate(captioner, onnx_sessi
             *past,
             *cross,
         ]
-        names = decoder_input_names(dims.num_layers)
-        logits, *past = decoder.run(None, dict(zip(names, inputs, strict=True)))
+        feeds = dict(zip(_decoder_input_names(captioner), inputs, strict=True))
+        logits, *past = decoder.run(None, feeds)
         sequences = np.concatenate([sequences, logits[:, -1].argmax(-1)[:, None]], axis=1)
     for ours, theirs in zip(sequences, generated, strict=True):
         assert _until_eos(ours, tokens.eos) == _until_eos(theirs, tokens.eos)

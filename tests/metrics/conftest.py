@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from service.metrics import ServerMetrics, start_metrics_server
+from tests.metrics.live_server import LiveServer, live_server_after_traffic
 
 MODEL, VERSION = "summarizer", "3"
 
@@ -56,3 +57,10 @@ def promtool() -> str:
     if path is None:
         pytest.skip("promtool not found: `make tools` installs Debian's prometheus package")
     return path
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[LiveServer]:
+    """A real server on the demo models, after the traffic of `live_server.send_traffic`."""
+    with live_server_after_traffic() as server:
+        yield server

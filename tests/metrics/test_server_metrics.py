@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import generate_latest
 
-from service.metrics import ServerMetrics
+from service.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from service.metrics import ServerMetrics, rejection_reason
 from tests.metrics.conftest import MODEL, VERSION, report_one_of_everything
 from tests.metrics.exposition import families, scrape, value
 
@@ -161,3 +162,16 @@ def test_process_metrics_of_the_library_are_exposed(metrics: ServerMetrics):
 def test_metrics_endpoint_serves_the_exposition_over_http(served_metrics_port: int):
     text = scrape(served_metrics_port)
     assert value(text, "attnserve_requests_total", method="Summarize", code="OK") == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (ResourceExhausted("the request queue is full"), "resource_exhausted"),
+        (Unavailable("draining"), "unavailable"),
+        (DeadlineExceeded("expired while waiting"), "deadline_exceeded"),
+        (InvalidArgument("text is empty"), "invalid_argument"),
+    ],
+)
+def test_rejection_reason_names_the_status_code_the_client_gets(error: Exception, reason: str):
+    assert rejection_reason(error) == reason

@@ -1,0 +1,73 @@
+"""The non-graph files of a model directory, taken from the checkpoint as transformers wrote them:
+tokenizer.json, generation_config.json and (captioning) preprocessor_config.json."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from export.errors import ExportError
+from service.runtime.manifest import GenerationDefaults
+
+TOKENIZER_FILE = "tokenizer.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
+PREPROCESSOR_FILE = "preprocessor_config.json"
+
+
+def write_tokenizer(model_path: str, out_dir: Path, model_vocab_size: int) -> None:
+    """Copy the checkpoint's tokenizer.json; otherwise save the backend of its fast tokenizer
+    (e.g. one built from sentencepiece files)."""
+    local = Path(model_path) / TOKENIZER_FILE
+    if local.is_file():
+        shutil.copyfile(local, out_dir / TOKENIZER_FILE)
+    else:
+        _save_fast_tokenizer(model_path, out_dir)
+    size = Tokenizer.from_file(str(out_dir / TOKENIZER_FILE)).get_vocab_size()
+    if size < model_vocab_size // 2:
+        # transformers builds an empty tokenizer when a checkpoint ships none
+        raise ExportError(
+            f"{model_path}: its tokenizer has {size} tokens for a model vocabulary of "
+            f"{model_vocab_size}; is tokenizer.json missing?"
+        )
+
+
+def _save_fast_tokenizer(model_path: str, out_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except Exception as exc:  # transformers raises many types for a missing/odd tokenizer
+        raise ExportError(
+            f"{model_path}: no tokenizer.json and no loadable tokenizer ({exc})"
+        ) from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ExportError(f"{model_path}: its tokenizer has no `tokenizers` (fast) version")
+    tokenizer.backend_tokenizer.save(str(out_dir / TOKENIZER_FILE))
+
+
+def write_generation_config(model: Any, out_dir: Path) -> None:
+    model.generation_config.to_json_file(out_dir / GENERATION_CONFIG_FILE, use_diff=True)
+
+
+def write_preprocessor_config(model_path: str, out_dir: Path) -> None:
+    local = Path(model_path) / PREPROCESSOR_FILE
+    if local.is_file():
+        shutil.copyfile(local, out_dir / PREPROCESSOR_FILE)
+        return
+    from transformers import AutoImageProcessor
+
+    AutoImageProcessor.from_pretrained(model_path).save_pretrained(out_dir)
+
+
+def generation_defaults(generation_config: Any) -> GenerationDefaults:
+    """The manifest's generation defaults: each field the checkpoint sets, else ours."""
+    values = {}
+    for field in fields(GenerationDefaults):
+        value = getattr(generation_config, field.name, None)
+        if value is not None:
+            values[field.name] = value
+    return GenerationDefaults(**values)

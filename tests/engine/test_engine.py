@@ -1,0 +1,194 @@
+"""The async Engine on a tiny exported BART: streaming, errors, queue limits, cancel and drain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from export.exporter import export_model
+from service.engine.config import EngineConfig
+from service.engine.engine import Engine
+from service.engine.served import ServedModel
+from service.engine.types import GenerationParams, GenerationRequest, GenerationResult, TokenDelta
+from service.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from service.runtime.model import LoadedModel
+from tests.fixtures.tiny_text_models import build_bart
+
+pytestmark = pytest.mark.timeout(120)
+
+TEXT = "w1 w2 w3 w4 w5 w6"
+LONG = GenerationParams(max_new_tokens=40, min_new_tokens=40)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("engine")
+    checkpoint = build_bart(root / "checkpoint")
+    model_dir = root / "models" / "tiny-bart"
+    export_model(checkpoint, "summarization", model_dir, progress=lambda *_: None)
+    return root / "models"
+
+
+def _request(params: GenerationParams = LONG, **fields) -> GenerationRequest:
+    return GenerationRequest(
+        **{"model": "", "task": "summarization", "text": TEXT, "params": params, **fields}
+    )
+
+
+async def _collect(engine: Engine, request: GenerationRequest) -> list:
+    return [item async for item in engine.generate(request)]
+
+
+def _run(models_dir: Path, scenario, **config):
+    """Load an engine, run `scenario(engine)` on a fresh event loop, always stop the engine."""
+    engine = Engine.load(models_dir, EngineConfig(**config))
+
+    async def main():
+        try:
+            return await scenario(engine)
+        finally:
+            await engine.stop(drain=False)
+
+    return asyncio.run(main())
+
+
+def test_streamed_deltas_add_up_to_the_result(models_dir):
+    async def scenario(engine):
+        await engine.start()
+        return await _collect(engine, _request())
+
+    items = _run(models_dir, scenario)
+    deltas, result = items[:-1], items[-1]
+    assert isinstance(result, GenerationResult) and all(isinstance(d, TokenDelta) for d in deltas)
+    assert "".join(d.text for d in deltas) == result.text
+    assert [t for d in deltas for t in d.token_ids] == result.token_ids
+    assert len(deltas) >= result.output_tokens == 40, "one delta per token, as produced"
+    assert result.model == "tiny-bart"
+    assert result.finish_reason == "eos", "the checkpoint forces EOS as the last token"
+
+
+def test_beam_search_answer_arrives_as_one_delta(models_dir):
+    async def scenario(engine):
+        await engine.start()
+        return await _collect(engine, _request(GenerationParams(num_beams=3, max_new_tokens=8)))
+
+    delta, result = _run(models_dir, scenario)
+    assert delta.text == result.text and delta.token_ids == result.token_ids
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "message"),
+    [
+        ({"model": "nope"}, NotFound, "unknown model 'nope'"),
+        ({"task": "captioning", "model": "tiny-bart"}, NotFound, "serves summarization"),
+        ({"version": "7"}, NotFound, "no version '7'"),
+        ({"text": "  "}, InvalidArgument, "text is empty"),
+        ({"params": GenerationParams(top_p=2.0)}, InvalidArgument, "top_p"),
+        ({"deadline": 0.0}, DeadlineExceeded, "deadline passed before it started"),
+    ],
+)
+def test_bad_requests_fail_before_anything_is_queued(models_dir, fields, error, message):
+    async def scenario(engine):
+        with pytest.raises(error, match=message):
+            await _collect(engine, _request(**fields))
+        return engine.queue_length()
+
+    assert _run(models_dir, scenario) == 0
+
+
+def test_full_queue_is_refused_at_once(models_dir):
+    async def scenario(engine):  # the worker is not started: the first request stays queued
+        first = asyncio.ensure_future(_collect(engine, _request()))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ResourceExhausted, match="queue is full"):
+            await _collect(engine, _request())
+        first.cancel()
+
+    _run(models_dir, scenario, max_queue=1)
+
+
+def test_drain_finishes_queued_work_and_refuses_new_requests(models_dir):
+    async def scenario(engine):
+        queued = asyncio.ensure_future(_collect(engine, _request()))
+        await asyncio.sleep(0.05)
+        await engine.start()
+        await engine.stop(drain=True)
+        assert engine.draining
+        with pytest.raises(Unavailable, match="draining"):
+            await _collect(engine, _request())
+        return await queued
+
+    assert isinstance(_run(models_dir, scenario)[-1], GenerationResult)
+
+
+def test_stop_without_drain_fails_queued_requests_as_unavailable(models_dir):
+    async def scenario(engine):
+        queued = asyncio.ensure_future(_collect(engine, _request()))
+        await asyncio.sleep(0.05)
+        await engine.stop(drain=False)
+        with pytest.raises(Unavailable, match="shutting down"):
+            await queued
+
+    _run(models_dir, scenario)
+
+
+def test_consumer_that_stops_iterating_frees_its_rows(models_dir):
+    async def scenario(engine):
+        await engine.start()
+        stream = engine.generate(_request(GenerationParams(max_new_tokens=60, min_new_tokens=60)))
+        await stream.__anext__()
+        await stream.aclose()
+        deadline = time.monotonic() + 5
+        while engine.running_rows() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return engine.running_rows(), await _collect(engine, _request())
+
+    rows, items = _run(models_dir, scenario)
+    assert rows == 0 and isinstance(items[-1], GenerationResult)
+
+
+def test_models_lists_each_model_with_its_default(models_dir):
+    engine = Engine.load(models_dir, EngineConfig())
+    (info,) = engine.models()
+    assert (info.name, info.task, info.is_default) == ("tiny-bart", "summarization", True)
+    assert info.provider == "CPUExecutionProvider"
+    assert engine.resolve("", "summarization") == info
+
+
+@pytest.fixture
+def served(models_dir) -> ServedModel:
+    return ServedModel(LoadedModel.load(models_dir / "tiny-bart"), EngineConfig())
+
+
+def _start_running(served: ServedModel, deadline: float | None = None):
+    events = []
+    group = served.prepare(TEXT, None, LONG, events.append, deadline=deadline)
+    served.scheduler.add(group)
+    served.step(now=0.0)
+    assert served.runner.rows == 1
+    return group
+
+
+def test_running_request_past_its_deadline_stops_at_the_next_step(served):
+    group = _start_running(served, deadline=10.0)
+    ((leaving, event),) = served.step(now=11.0)
+    assert leaving is group and isinstance(event.error, DeadlineExceeded)
+    assert served.runner.rows == 0 and not served.scheduler.has_work()
+
+
+def test_cancelled_request_frees_its_rows_at_the_next_step(served):
+    group = _start_running(served)
+    group.cancelled = True
+    ((leaving, event),) = served.step(now=1.0)
+    assert leaving is group and isinstance(event.error, Cancelled)
+    assert served.runner.rows == 0 and served.runner.kv_bytes() == 0

@@ -1,0 +1,174 @@
+"""Every status code a client can meet, each with a message that says what to fix."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from service.client import AttnserveClient
+from tests.fixtures.inprocess_server import InProcessServer, serving
+from tests.integration.models import (
+    CAPTIONER,
+    LONG_REQUEST,
+    LONG_REQUEST_ROWS,
+    LONG_TOKENS,
+    MAX_NUM_BEAMS,
+    SHORT_REQUEST,
+    TEXT,
+    wait_until,
+)
+
+FREED_WITHIN_S = 2.0  # a long request runs for many seconds; a stopped one frees its rows at once
+
+
+def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as raised:
+        call()
+    return raised.value
+
+
+def assert_status(error: grpc.RpcError, code: grpc.StatusCode, *phrases: str) -> None:
+    assert error.code() == code, error.details()
+    for phrase in phrases:
+        assert phrase in error.details()
+
+
+def test_empty_text_is_invalid(client: AttnserveClient):
+    error = rpc_error(lambda: client.summarize("  ", **SHORT_REQUEST))
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "text is empty")
+
+
+def test_text_over_the_input_limit_is_invalid_and_the_message_gives_the_limit(
+    client: AttnserveClient,
+):
+    (summarizer,) = client.list_models(task="summarization")
+    too_long = " ".join(["w1"] * summarizer.max_input_tokens)  # + <s> and </s>
+
+    error = rpc_error(lambda: client.summarize(too_long, **SHORT_REQUEST))
+
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, str(summarizer.max_input_tokens))
+
+
+def test_an_undecodable_image_is_invalid(client: AttnserveClient):
+    error = rpc_error(lambda: client.caption(b"\x89PNG but not really"))
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "could not be decoded")
+
+
+def test_an_empty_image_is_invalid(client: AttnserveClient):
+    error = rpc_error(lambda: client.caption(b""))
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "image is empty")
+
+
+def test_num_beams_above_the_server_cap_is_invalid(client: AttnserveClient):
+    error = rpc_error(lambda: client.summarize(TEXT, num_beams=MAX_NUM_BEAMS + 1))
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "num_beams", str(MAX_NUM_BEAMS))
+
+
+@pytest.mark.parametrize("top_p", [0.0, 1.5])
+def test_top_p_outside_zero_to_one_is_invalid(client: AttnserveClient, top_p: float):
+    error = rpc_error(lambda: client.summarize(TEXT, do_sample=True, top_p=top_p))
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "top_p")
+
+
+def test_max_new_tokens_above_the_server_cap_is_invalid(client: AttnserveClient):
+    error = rpc_error(lambda: client.summarize(TEXT, max_new_tokens=LONG_TOKENS + 1))
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "max_new_tokens", str(LONG_TOKENS))
+
+
+def test_list_models_of_an_unknown_task_is_invalid(client: AttnserveClient):
+    error = rpc_error(lambda: client.list_models(task="translation"))
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "translation")
+
+
+def test_an_unknown_model_is_not_found(client: AttnserveClient):
+    error = rpc_error(lambda: client.summarize(TEXT, model="no-such-model"))
+    assert_status(error, grpc.StatusCode.NOT_FOUND, "no-such-model")
+
+
+def test_a_model_of_the_other_task_is_not_found(client: AttnserveClient):
+    error = rpc_error(lambda: client.summarize(TEXT, model=CAPTIONER))
+    assert_status(error, grpc.StatusCode.NOT_FOUND, CAPTIONER)
+
+
+def test_a_running_request_past_its_deadline_stops_and_frees_its_rows(
+    server: InProcessServer, client: AttnserveClient
+):
+    error = rpc_error(lambda: client.summarize(TEXT, timeout=0.5, **LONG_REQUEST))
+
+    assert_status(error, grpc.StatusCode.DEADLINE_EXCEEDED)
+    wait_until(lambda: server.engine.running_rows() == 0, FREED_WITHIN_S, "rows to be freed")
+
+
+def test_a_cancelled_stream_frees_its_rows(server: InProcessServer, client: AttnserveClient):
+    stream = client.summarize_stream(TEXT, **LONG_REQUEST)
+    wait_until(lambda: server.engine.running_rows() == LONG_REQUEST_ROWS, what="the request to run")
+
+    stream.cancel()
+
+    assert stream.code() == grpc.StatusCode.CANCELLED
+    wait_until(lambda: server.engine.running_rows() == 0, FREED_WITHIN_S, "rows to be freed")
+
+
+@pytest.fixture(scope="module")
+def one_batch_server(models_dir: Path) -> Iterator[InProcessServer]:
+    """Room for exactly one long request running and one waiting."""
+    with serving(
+        models_dir,
+        max_batch_rows=LONG_REQUEST_ROWS,
+        max_num_beams=LONG_REQUEST_ROWS,
+        max_queue=1,
+        max_new_tokens_cap=LONG_TOKENS,
+        max_image_pixels=100,
+    ) as running:
+        yield running
+
+
+def test_a_full_queue_is_refused_at_once(one_batch_server: InProcessServer):
+    engine = one_batch_server.engine
+    with AttnserveClient(one_batch_server.target) as client:
+        running = client.summarize_stream(TEXT, **LONG_REQUEST)
+        wait_until(lambda: engine.running_rows() == LONG_REQUEST_ROWS, what="the first to run")
+        waiting = client.summarize_stream(TEXT, **LONG_REQUEST)
+        wait_until(lambda: engine.queue_length() == 1, what="the second to wait")
+
+        started = time.monotonic()
+        error = rpc_error(lambda: client.summarize(TEXT, **SHORT_REQUEST))
+        answered_after = time.monotonic() - started
+        refused_while_busy = not running.done()
+        for call in (waiting, running):
+            call.cancel()
+
+    assert_status(error, grpc.StatusCode.RESOURCE_EXHAUSTED, "queue is full")
+    assert answered_after < 1.0
+    assert refused_while_busy
+    wait_until(lambda: engine.running_rows() == 0, FREED_WITHIN_S, "rows to be freed")
+
+
+def test_a_request_whose_deadline_passes_while_waiting_is_never_run(
+    one_batch_server: InProcessServer,
+):
+    engine = one_batch_server.engine
+    with AttnserveClient(one_batch_server.target) as client:
+        running = client.summarize_stream(TEXT, **LONG_REQUEST)
+        wait_until(lambda: engine.running_rows() == LONG_REQUEST_ROWS, what="the first to run")
+
+        error = rpc_error(lambda: client.summarize(TEXT, timeout=0.5, **LONG_REQUEST))
+        wait_until(lambda: engine.queue_length() == 0, FREED_WITHIN_S, "the queue to empty")
+        rows_while_first_runs = engine.running_rows()
+        running.cancel()
+
+    assert_status(error, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert rows_while_first_runs == LONG_REQUEST_ROWS  # the expired one never joined the batch
+
+
+def test_an_image_over_the_pixel_cap_is_invalid(
+    one_batch_server: InProcessServer, png_image: bytes
+):
+    with AttnserveClient(one_batch_server.target) as client:
+        error = rpc_error(lambda: client.caption(png_image))
+
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "100")
