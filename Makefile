@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: install tools run models test test-slow lint lint-deploy proto proto-check clean
+.PHONY: install tools run models test test-slow lint lint-deploy proto proto-check bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -54,6 +54,14 @@ test: $(STAMP) tools lint lint-deploy proto-check models
 
 test-slow: $(STAMP) models
 	ATTNSERVE_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q -m slow $(PYTEST_ARGS)
+
+# Benchmarks (docs/benchmarks.md): every baseline side by side on random-weight models of real
+# size, exported once into bench-out/ (~20 min); bench-quick runs a tiny model in about a minute.
+bench: $(STAMP)
+	$(BIN)/attnserve bench suite --plan full --out bench-out
+
+bench-quick: $(STAMP)
+	$(BIN)/attnserve bench suite --plan quick --out bench-out
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache .ruff_cache

@@ -16,6 +16,8 @@ from service.runtime.manifest import GenerationDefaults
 TOKENIZER_FILE = "tokenizer.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
+# generate()'s new-token count when no max_length / max_new_tokens is set anywhere.
+TRANSFORMERS_UNSET_MAX_NEW_TOKENS = 20
 
 
 def write_tokenizer(model_path: str, out_dir: Path, model_vocab_size: int) -> None:
@@ -49,8 +51,10 @@ def _save_fast_tokenizer(model_path: str, out_dir: Path) -> None:
     tokenizer.backend_tokenizer.save(str(out_dir / TOKENIZER_FILE))
 
 
-def write_generation_config(model: Any, out_dir: Path) -> None:
-    model.generation_config.to_json_file(out_dir / GENERATION_CONFIG_FILE, use_diff=True)
+def write_generation_config(generation_config: Any, out_dir: Path) -> None:
+    """The GenerationConfig generate() applies (the family says which), as transformers writes
+    it: only what differs from transformers' defaults."""
+    generation_config.to_json_file(out_dir / GENERATION_CONFIG_FILE, use_diff=True)
 
 
 def write_preprocessor_config(model_path: str, out_dir: Path) -> None:
@@ -64,10 +68,17 @@ def write_preprocessor_config(model_path: str, out_dir: Path) -> None:
 
 
 def generation_defaults(generation_config: Any) -> GenerationDefaults:
-    """The manifest's generation defaults: each field the checkpoint sets, else ours."""
+    """The manifest's generation defaults: each field the checkpoint sets, else ours.
+
+    A checkpoint that sets neither max_length nor max_new_tokens gets what generate() does then
+    (transformers 5.24, `_prepare_generated_length`): 20 tokens after the decoder's starting
+    tokens, not a total length of 20.
+    """
     values = {}
     for field in fields(GenerationDefaults):
         value = getattr(generation_config, field.name, None)
         if value is not None:
             values[field.name] = value
+    if "max_length" not in values and "max_new_tokens" not in values:
+        values["max_new_tokens"] = TRANSFORMERS_UNSET_MAX_NEW_TOKENS
     return GenerationDefaults(**values)

@@ -94,9 +94,8 @@ def _build(
     feeds = sample_encoder_feeds(family.task, special, manifest.dims.vocab_size, manifest.image)
     fp32_graphs = OrtGraphs(fp32_dir, manifest.dims)
     report = validate(family, model, fp32_graphs, feeds, special, prefix)
-    if family.task == "summarization":
-        progress(f"checking beam search (num_beams={NUM_BEAMS}) vs generate()")
-        report |= check_beam(model, fp32_dir, special)
+    progress(f"checking the engine's beam search (num_beams={NUM_BEAMS}) vs generate()")
+    report |= check_beam(family, model, fp32_dir, manifest)
     failures = parity_failures(report)
     report["passed"] = not failures
     if failures and not allow_mismatch:
@@ -139,9 +138,10 @@ def _describe(checkpoint: Checkpoint, model_dir: Path, opset: int) -> ModelManif
         decoder=GraphSpec("", [], []),
         dims=family.dims(model),
         special_tokens=family.special_tokens(model),
-        generation=generation_defaults(model.generation_config),
+        generation=generation_defaults(family.generation_config(model)),
         max_input_tokens=family.max_input_tokens(model),
         decoder_prompt=family.decoder_prompt(model),
+        max_decoder_positions=family.max_decoder_positions(model),
         image=image,
         exporter=_tool_versions(),
     )
@@ -149,7 +149,7 @@ def _describe(checkpoint: Checkpoint, model_dir: Path, opset: int) -> ModelManif
 
 def _write_artifacts(checkpoint: Checkpoint, model_dir: Path, vocab_size: int) -> None:
     write_tokenizer(checkpoint.path, model_dir, vocab_size)
-    write_generation_config(checkpoint.model, model_dir)
+    write_generation_config(checkpoint.family.generation_config(checkpoint.model), model_dir)
     if checkpoint.family.task == "captioning":
         write_preprocessor_config(checkpoint.path, model_dir)
 

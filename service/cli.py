@@ -42,6 +42,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="env ATTNSERVE_DEVICE")
     p.add_argument("--intra-op-threads", type=int, default=None)
     p.add_argument("--max-batch-rows", type=int, default=None)
+    p.add_argument("--admission", choices=["continuous", "static"], default=None)
     p.add_argument("--max-queue", type=int, default=None)
     p.add_argument("--max-num-beams", type=int, default=None)
     p.add_argument("--max-new-tokens-cap", type=int, default=None)
@@ -49,11 +50,37 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-image-pixels", type=int, default=None)
     p.add_argument("--max-image-mb", type=int, default=None)
     p.add_argument("--drain-seconds", type=float, default=None)
+    _add_serve_security(p)
+
+
+def _add_serve_security(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-message-mb", type=int, default=None, help="largest request message")
+    p.add_argument("--tls-cert", default=None, help="PEM certificate chain: the port speaks TLS")
+    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", default=None, help="PEM CA: require client certs (mTLS)")
+    p.add_argument("--auth-tokens-file", default=None, help="accepted bearer tokens, one a line")
+    open_help = "callable without a token (default: yes)"
+    p.add_argument(
+        "--auth-open-health", action=argparse.BooleanOptionalAction, default=None, help=open_help
+    )
+    p.add_argument(
+        "--auth-open-reflection",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=open_help,
+    )
+    p.add_argument(
+        "--log-requests", action="store_true", default=None, help="log request contents (debug)"
+    )
 
 
 def _add_client(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("client", help="call a running server")
     p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("--ca-cert", default=None, help="PEM CA to verify the server by: use TLS")
+    p.add_argument("--client-cert", default=None, help="PEM client certificate (mutual TLS)")
+    p.add_argument("--client-key", default=None, help="PEM private key of --client-cert")
+    p.add_argument("--token", default=None, help="bearer token (env ATTNSERVE_TOKEN)")
     client_sub = p.add_subparsers(dest="client_command", required=True)
     for name in ("summarize", "caption"):
         c = client_sub.add_parser(name)
@@ -73,10 +100,16 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
     client_sub.add_parser("models", help="list served models")
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from service.bench.cli import add_bench_arguments
+
+    add_bench_arguments(sub.add_parser("bench", help="load-test a server; compare baselines"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_export, _add_demo, _add_serve, _add_client):
+    for add in (_add_export, _add_demo, _add_serve, _add_client, _add_bench):
         add(sub)
     return parser
 
@@ -99,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         from service.client import run_client
 
         return run_client(args)
+    if args.command == "bench":
+        from service.bench.cli import run_bench
+
+        return run_bench(args)
     raise AssertionError(args.command)
 
 

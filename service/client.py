@@ -9,6 +9,7 @@ with AttnserveClient("127.0.0.1:50051") as client:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import grpc
 from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
 
+TOKEN_ENV = "ATTNSERVE_TOKEN"
 PARAM_FLAGS = ("max_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p", "seed")
 
 
@@ -27,42 +29,76 @@ def _params(params: dict[str, Any]) -> pb.GenerationParams:
     return pb.GenerationParams(**{k: v for k, v in params.items() if v is not None})
 
 
+def _channel(
+    target: str,
+    root_certificates: bytes | None,
+    private_key: bytes | None,
+    certificate_chain: bytes | None,
+) -> grpc.Channel:
+    """TLS when a CA or a client certificate is given, plaintext otherwise."""
+    if (private_key is None) != (certificate_chain is None):
+        raise ValueError("a client certificate and its private key go together")
+    if root_certificates is None and certificate_chain is None:
+        return grpc.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+    return grpc.secure_channel(target, credentials)
+
+
 class AttnserveClient:
     """Calls attnserve.v1.AttentionService over one channel. Generation keyword arguments are
     GenerationParams' fields (max_new_tokens, num_beams, do_sample, temperature, top_k, top_p,
-    seed, ...); `timeout` is the deadline in seconds. Failures raise grpc.RpcError."""
+    seed, ...); `timeout` is the deadline in seconds. Failures raise grpc.RpcError.
 
-    def __init__(self, target: str, channel: grpc.Channel | None = None) -> None:
-        self.channel = channel or grpc.insecure_channel(target)
+    TLS: `root_certificates` is the PEM CA the server's certificate is checked against (None
+    with a client certificate: the system's CAs); `private_key` and `certificate_chain` are the
+    client's own for mutual TLS. `token` is sent as `authorization: Bearer <token>`."""
+
+    def __init__(
+        self,
+        target: str,
+        channel: grpc.Channel | None = None,
+        *,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.channel = channel or _channel(
+            target, root_certificates, private_key, certificate_chain
+        )
         self.stub = pb_grpc.AttentionServiceStub(self.channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
 
     def summarize(
         self, text: str, model: str = "", timeout: float | None = None, **params: Any
     ) -> pb.GenerateResponse:
         request = pb.SummarizeRequest(model=model, text=text, params=_params(params))
-        return self.stub.Summarize(request, timeout=timeout)
+        return self.stub.Summarize(request, timeout=timeout, metadata=self._metadata)
 
     def summarize_stream(
         self, text: str, model: str = "", timeout: float | None = None, **params: Any
     ) -> Iterator[pb.GenerateChunk]:
         """Chunks as the server generates them; the last one carries finish_reason."""
         request = pb.SummarizeRequest(model=model, text=text, params=_params(params))
-        return self.stub.SummarizeStream(request, timeout=timeout)
+        return self.stub.SummarizeStream(request, timeout=timeout, metadata=self._metadata)
 
     def caption(
         self, image: bytes, model: str = "", timeout: float | None = None, **params: Any
     ) -> pb.GenerateResponse:
         request = pb.CaptionRequest(model=model, image=image, params=_params(params))
-        return self.stub.Caption(request, timeout=timeout)
+        return self.stub.Caption(request, timeout=timeout, metadata=self._metadata)
 
     def caption_stream(
         self, image: bytes, model: str = "", timeout: float | None = None, **params: Any
     ) -> Iterator[pb.GenerateChunk]:
         request = pb.CaptionRequest(model=model, image=image, params=_params(params))
-        return self.stub.CaptionStream(request, timeout=timeout)
+        return self.stub.CaptionStream(request, timeout=timeout, metadata=self._metadata)
 
     def list_models(self, task: str = "", timeout: float | None = None) -> list[pb.ModelInfo]:
-        return list(self.stub.ListModels(pb.ListModelsRequest(task=task), timeout=timeout).models)
+        listing = self.stub.ListModels(
+            pb.ListModelsRequest(task=task), timeout=timeout, metadata=self._metadata
+        )
+        return list(listing.models)
 
     def close(self) -> None:
         self.channel.close()
@@ -105,19 +141,37 @@ def _generate(client: AttnserveClient, args: argparse.Namespace) -> None:
     print()
 
 
+def _connect(args: argparse.Namespace) -> AttnserveClient:
+    """A client with the TLS files and token the flags (or ATTNSERVE_TOKEN) name."""
+
+    def read(path: str | None) -> bytes | None:
+        return None if path is None else Path(path).read_bytes()
+
+    return AttnserveClient(
+        args.target,
+        root_certificates=read(args.ca_cert),
+        private_key=read(args.client_key),
+        certificate_chain=read(args.client_cert),
+        token=args.token or os.environ.get(TOKEN_ENV) or None,
+    )
+
+
 def run_client(args: argparse.Namespace) -> int:
     """`attnserve client summarize|caption|models`: 0 on success, 1 on an RPC error,
-    2 if the image file cannot be read."""
-    with AttnserveClient(args.target) as client:
-        try:
+    2 if a file (image, certificate, key) cannot be read or the flags do not fit together."""
+    try:
+        with _connect(args) as client:
             if args.client_command == "models":
                 _print_models(client.list_models())
             else:
                 _generate(client, args)
-        except OSError as exc:
-            print(f"error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
-            return 2
-        except grpc.RpcError as exc:
-            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
+    except OSError as exc:
+        print(f"error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
     return 0

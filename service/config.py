@@ -17,10 +17,44 @@ from service.engine.config import EngineConfig
 
 ENV_PREFIX = "ATTNSERVE_"
 MIB = 1 << 20
+_MESSAGE_SLACK_BYTES = MIB  # room for a request's other fields around the largest image
 
 
 class SettingsError(ValueError):
     """A flag or environment variable has a value the server cannot start with."""
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """Who may connect and call: TLS from certificate files, an optional bearer-token check."""
+
+    tls_cert: Path | None = None
+    """PEM certificate chain the server presents; with tls_key set, the port speaks only TLS."""
+    tls_key: Path | None = None
+    """PEM private key of tls_cert."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle: clients must present a certificate it signed (mutual TLS)."""
+    auth_tokens_file: Path | None = None
+    """File of accepted bearer tokens, one a line; unset = no token check."""
+    auth_open_health: bool = True
+    """Health checks need no token, so that probes and load balancers need no secret."""
+    auth_open_reflection: bool = True
+    """Server reflection needs no token (it describes the API, never serves it)."""
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def validate(self) -> None:
+        """Raise SettingsError naming the first bad or missing security setting."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("tls_cert and tls_key must be given together")
+        if self.tls_client_ca is not None and not self.tls:
+            raise SettingsError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise SettingsError(f"{name} {str(path)!r} is not a readable file")
 
 
 @dataclass(frozen=True)
@@ -37,14 +71,28 @@ class ServerSettings:
     """Port of the Prometheus /metrics endpoint."""
     drain_seconds: float = 30.0
     """On SIGTERM, how long running requests may take to finish before they are cut off."""
+    max_message_bytes: int | None = None
+    """Largest request message gRPC accepts (RESOURCE_EXHAUSTED above it); None = the image
+    cap plus 1 MiB, so an oversized image still reaches the engine's clearer check."""
+    log_requests: bool = False
+    """Log every request's contents (texts, parameters, image sizes); off: never logged."""
     engine: EngineConfig = field(default_factory=EngineConfig)
     """Engine limits and runtime choices (device, threads, batch rows, queue, caps)."""
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    """TLS and bearer-token settings."""
 
     @property
     def address(self) -> str:
         """host:port as gRPC wants it (IPv6 hosts in brackets)."""
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def receive_limit_bytes(self) -> int:
+        """grpc.max_receive_message_length: the setting, else room for the largest image."""
+        if self.max_message_bytes is not None:
+            return self.max_message_bytes
+        return self.engine.max_image_bytes + _MESSAGE_SLACK_BYTES
 
     def validate(self) -> None:
         """Raise SettingsError naming the first bad setting."""
@@ -54,12 +102,15 @@ class ServerSettings:
                 raise SettingsError(f"{name} must be between 0 and 65535, got {value}")
         if self.drain_seconds < 0:
             raise SettingsError(f"drain_seconds must be >= 0, got {self.drain_seconds}")
+        if self.max_message_bytes is not None and self.max_message_bytes <= 0:
+            raise SettingsError(f"max_message_mb must be > 0, got {self.max_message_bytes // MIB}")
         if not self.models.is_dir():
             raise SettingsError(f"models directory {str(self.models)!r} does not exist")
         try:
             self.engine.validate()
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc
+        self.security.validate()
 
 
 def _parse_bool(raw: str) -> bool:
@@ -73,14 +124,20 @@ def _parse_bool(raw: str) -> bool:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "int": int,
+    "int | None": int,
     "float": float,
     "str": str,
     "bool": _parse_bool,
     "Path": Path,
+    "Path | None": Path,
 }
 
 # Settings whose option takes another unit than the field: field -> (option name, multiplier).
-_SCALED = {"kv_budget_bytes": ("kv_budget_mb", MIB), "max_image_bytes": ("max_image_mb", MIB)}
+_SCALED = {
+    "kv_budget_bytes": ("kv_budget_mb", MIB),
+    "max_image_bytes": ("max_image_mb", MIB),
+    "max_message_bytes": ("max_message_mb", MIB),
+}
 
 
 def _lookup(option: str, type_name: str, args: argparse.Namespace, environ: Mapping[str, str]):
@@ -119,11 +176,13 @@ def settings_from_args(
     args: argparse.Namespace, environ: Mapping[str, str] = os.environ
 ) -> ServerSettings:
     """Build and validate the settings of `attnserve serve` (flags win over ATTNSERVE_* vars)."""
-    server_values = _collect(ServerSettings, args, environ, skip=("engine",))
+    server_values = _collect(ServerSettings, args, environ, skip=("engine", "security"))
     if "models" not in server_values:
         raise SettingsError("no models directory: pass --models DIR or set ATTNSERVE_MODELS")
     settings = ServerSettings(
-        **server_values, engine=EngineConfig(**_collect(EngineConfig, args, environ))
+        **server_values,
+        engine=EngineConfig(**_collect(EngineConfig, args, environ)),
+        security=SecuritySettings(**_collect(SecuritySettings, args, environ)),
     )
     settings.validate()
     return settings

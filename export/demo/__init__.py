@@ -1,0 +1,1 @@
+"""Offline demo models: synthetic tasks, their tokenizers, training, and `attnserve demo build`."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from export.demo.demo_models import DEMO_MODELS, build_demo_model
+from export.errors import ExportError
 
 STAMP_FILE = ".built"
 REPORT_FILE = "demo-report.json"
@@ -85,11 +86,18 @@ def run_demo_build(args: argparse.Namespace) -> int:
         print(f"demo models already built in {output} (use --force to rebuild)")
         return 0
     _clear_previous_build(output)
-    report = build_all(output, args.seed)
+    try:
+        report = build_all(output, args.seed)
+    except ExportError as exc:
+        print(f"demo build failed: {exc}", file=sys.stderr)
+        return 1
     (output / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     for result in report["models"]:
         scores = ", ".join(f"{k} {v:.1%}" for k, v in result["held_out_exact_match"].items())
-        print(f"{result['name']}: held-out exact match {scores}; {result['seconds']}")
+        print(
+            f"{result['name']}: held-out exact match {scores}; seconds {result['seconds']}, "
+            f"CPU seconds {result['cpu_seconds']}"
+        )
     print(f"demo build took {report['total_seconds']} s ({report['cpu_load_after']})")
     failures = _failures(report["models"])
     if failures:

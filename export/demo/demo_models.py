@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,7 @@ DEMO_MODELS: dict[str, DemoModel] = {
         evaluations={
             "64x64": train_captioner.evaluate_captioner,
             # the same scenes drawn at 128x128: the served model resizes any image
-            "128x128": lambda model, tokenizer, rng, cases: train_captioner.evaluate_captioner(
-                model, tokenizer, rng, cases, scale=2
-            ),
+            "128x128": partial(train_captioner.evaluate_captioner, scale=2),
         },
         save_extras=_save_image_processor,
     ),

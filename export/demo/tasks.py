@@ -156,21 +156,28 @@ def _pick(rng: np.random.Generator, options: tuple) -> object:
     return options[int(rng.integers(len(options)))]
 
 
-def make_match_report(rng: np.random.Generator) -> tuple[str, str]:
-    """One random match report and its one-sentence summary."""
+def make_match_report(
+    rng: np.random.Generator, max_fillers: int = MAX_FILLERS, shuffled: bool = True
+) -> tuple[str, str]:
+    """One random match report and its one-sentence summary.
+
+    The defaults are the spec. Training starts on easier reports (`max_fillers=0`, and
+    `shuffled=False`: the first team's score first), see train_summarizer.py.
+    """
     first, second = (TEAMS[int(i)] for i in rng.choice(len(TEAMS), size=2, replace=False))
     city, day = _pick(rng, CITIES), _pick(rng, DAYS)
     goals = rng.choice(MAX_GOALS + 1, size=2, replace=False)
     first_goals, second_goals = int(goals[0]), int(goals[1])
-    n_fillers = int(rng.integers(MAX_FILLERS + 1))
+    n_fillers = int(rng.integers(max_fillers + 1))
     fillers = [
         FILLER_TEMPLATES[int(i)][0].format(_pick(rng, FILLER_TEMPLATES[int(i)][1]))
         for i in rng.choice(len(FILLER_TEMPLATES), size=n_fillers, replace=False)
     ]
     body = [f"{first} scored {first_goals} goals.", f"{second} scored {second_goals} goals."]
     body += fillers
-    order = rng.permutation(len(body))
-    sentences = [f"{first} played {second} in {city} on {day}."] + [body[i] for i in order]
+    if shuffled:
+        body = [body[i] for i in rng.permutation(len(body))]
+    sentences = [f"{first} played {second} in {city} on {day}.", *body]
     if first_goals > second_goals:
         winner, loser = first, second
     else:

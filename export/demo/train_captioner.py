@@ -30,7 +30,7 @@ PATCH_SIZE = 8
 PIXEL_MEAN = PIXEL_STD = (0.5, 0.5, 0.5)
 TWIN_SHARE = 0.25  # fraction of training scenes drawn at 128x128 and resized
 MAX_CAPTION_TOKENS = 12  # generation limit, decoder start included; captions have at most 9
-SETTINGS = TrainSettings(steps=2000, learning_rate=3e-3)
+SETTINGS = TrainSettings(steps=1500, learning_rate=3e-3)
 
 
 def build_image_processor() -> ViTImageProcessorPil:
@@ -140,7 +140,7 @@ def train_captioner(
     model = build_model(tokenizer)
     stats = train(
         model,
-        lambda rng, size: scene_batch(tokenizer, rng, size),
+        lambda rng, size, progress: scene_batch(tokenizer, rng, size),
         np.random.default_rng([seed, TRAIN_STREAM]),
         settings,
         label="captioner",

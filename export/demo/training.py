@@ -44,13 +44,14 @@ def _warmup_then_linear_decay(settings: TrainSettings) -> Callable[[int], float]
 
 def train(
     model: torch.nn.Module,
-    next_batch: Callable[[np.random.Generator, int], Batch],
+    next_batch: Callable[[np.random.Generator, int, float], Batch],
     rng: np.random.Generator,
     settings: TrainSettings,
     label: str,
 ) -> dict[str, float]:
-    """Train `model` in place on `settings.steps` batches from `next_batch(rng, batch_size)`
-    (a dict of model keyword arguments including `labels`). Returns the final loss and time."""
+    """Train `model` in place on `settings.steps` batches from `next_batch(rng, batch_size,
+    progress)` (a dict of model keyword arguments including `labels`; progress is the share of
+    training done, in [0, 1), for curricula). Returns the final loss and time."""
     model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
@@ -59,7 +60,7 @@ def train(
     start = time.perf_counter()
     recent_losses: list[float] = []
     for step in range(1, settings.steps + 1):
-        loss = model(**next_batch(rng, settings.batch_size)).loss
+        loss = model(**next_batch(rng, settings.batch_size, (step - 1) / settings.steps)).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)

@@ -13,28 +13,17 @@ from typing import Any
 
 import torch
 
-from export.families.decoder_inputs import (
-    encoder_attention_bias,
-    filled_cache,
-    present_key_values,
-    self_attention_bias,
-)
-from export.families.text_seq2seq import TextSeq2SeqFamily, split_key_values
+from export.families.decoder_inputs import DecoderLayerInputs
+from export.families.text_seq2seq import Seq2SeqDecoderWrapper, TextSeq2SeqFamily
 from service.runtime.manifest import ModelDims
 
 
-class BartDecoderWrapper(torch.nn.Module):
-    """One decoder step over rows with their own positions, past lengths and encoder lengths.
+class BartDecoderWrapper(Seq2SeqDecoderWrapper):
+    """BART-family decoder step: the embedding is computed here from per-row position ids."""
 
-    forward(input_ids, position_ids, self_attention_mask, encoder_attention_mask,
-            past_key_0, past_value_0, ..., cross_key_0, cross_value_0, ...)
-        -> (logits, present_key_0, present_value_0, ...)
-    """
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-        self.decoder = model.get_decoder()
+    @property
+    def num_layers(self) -> int:
+        return len(self.decoder.layers)
 
     def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Token embedding (scaled where the model scales it) plus the per-row position rows."""
@@ -47,34 +36,20 @@ class BartDecoderWrapper(torch.nn.Module):
         norm = getattr(decoder, "layernorm_embedding", None)
         return hidden if norm is None else norm(hidden)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        position_ids: torch.Tensor,
-        self_attention_mask: torch.Tensor,
-        encoder_attention_mask: torch.Tensor,
-        *key_values: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
-        layers = self.decoder.layers
-        past, cross = split_key_values(key_values, len(layers))
-        cache = filled_cache(past, cross)
-        hidden = self.embed(input_ids, position_ids)
-        self_bias = self_attention_bias(self_attention_mask, input_ids.shape[1], hidden.dtype)
-        cross_bias = encoder_attention_bias(encoder_attention_mask, hidden.dtype)
-        for layer_idx, layer in enumerate(layers):
+    def run_layers(self, hidden: torch.Tensor, step: DecoderLayerInputs) -> torch.Tensor:
+        for layer_idx, layer in enumerate(self.decoder.layers):
             hidden = layer(
                 hidden,
-                attention_mask=self_bias,
-                # Only switches cross-attention on: its K/V come from the cache.
-                encoder_hidden_states=cache.cross_attention_cache.layers[layer_idx].keys,
-                encoder_attention_mask=cross_bias,
-                cache=cache,
+                attention_mask=step.self_bias,
+                encoder_hidden_states=step.cross_marker(layer_idx),
+                encoder_attention_mask=step.cross_bias,
+                cache=step.cache,
             )
         final_norm = getattr(self.decoder, "layer_norm", None)
-        if final_norm is not None:
-            hidden = final_norm(hidden)
-        logits = self.model.lm_head(hidden) + self.model.final_logits_bias
-        return (logits.float(), *present_key_values(cache))
+        return hidden if final_norm is None else final_norm(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(hidden) + self.model.final_logits_bias
 
 
 class BartFamily(TextSeq2SeqFamily):

@@ -24,7 +24,7 @@ class ExportFamily(ABC):
     @abstractmethod
     def encoder_wrapper(self, model: Any) -> torch.nn.Module:
         """forward(input_ids, attention_mask) or forward(pixel_values) ->
-        (encoder_hidden_states, cross_key_0, cross_value_0, ..., cross_key_{L-1}, cross_value_{L-1}).
+        (encoder_hidden_states, cross_key_0, cross_value_0, ..., cross_value_{L-1}).
         """
 
     @abstractmethod
@@ -40,9 +40,18 @@ class ExportFamily(ABC):
     @abstractmethod
     def special_tokens(self, model: Any) -> SpecialTokens: ...
 
+    def generation_config(self, model: Any) -> Any:
+        """The GenerationConfig whose settings `model.generate()` actually applies."""
+        return model.generation_config
+
     def max_input_tokens(self, model: Any) -> int:
         """Longest text input (text families) or the encoder length (image families)."""
         return int(getattr(model.config, "max_position_embeddings", 512))
+
+    def max_decoder_positions(self, model: Any) -> int | None:
+        """How many decoder tokens (prompt included) the decoder's position table holds; None
+        where positions are relative and have no hard limit."""
+        return int(model.config.max_position_embeddings)
 
     def decoder_prompt(self, model: Any) -> list[int]:
         """Tokens every decoder sequence starts with after decoder_start (BLIP's prompt)."""
@@ -51,3 +60,12 @@ class ExportFamily(ABC):
     def image_preprocessing(self, model_dir: str) -> ImagePreprocessing | None:
         """Image families: the resize/normalise settings read from the checkpoint's processor."""
         return None
+
+
+def first_set(sources: tuple[Any, ...], name: str) -> Any:
+    """The first non-None `name` among config objects, in the order transformers consults them."""
+    for source in sources:
+        value = getattr(source, name, None)
+        if value is not None:
+            return value
+    return None

@@ -43,6 +43,10 @@ class BlipFamily(ImageCaptioningFamily):
         size = model.config.vision_config.image_size
         return size, size
 
+    def generation_config(self, model: Any) -> Any:
+        """BLIP's generate() hands over to its text decoder, which reads its own config."""
+        return model.text_decoder.generation_config
+
     def special_tokens(self, model: Any) -> SpecialTokens:
         text = model.config.text_config
         return SpecialTokens(

@@ -9,6 +9,9 @@ cross-attention marked as already computed (the layers then never project encode
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
 import torch
 from transformers.cache_utils import Cache, DynamicLayer, EncoderDecoderCache
 
@@ -84,3 +87,65 @@ def _layer_holding(keys: torch.Tensor, values: torch.Tensor) -> DynamicLayer:
     layer.lazy_initialization(keys, values)
     layer.keys, layer.values = keys, values
     return layer
+
+
+@dataclass
+class DecoderLayerInputs:
+    """What every decoder layer of one step reads besides the hidden states."""
+
+    position_ids: torch.Tensor  # [B, T]
+    self_attention_mask: torch.Tensor  # [B, P+T] 0/1, left-padded past
+    self_bias: torch.Tensor  # [B, 1, T, P+T] additive
+    cross_bias: torch.Tensor  # [B, 1, 1, S] additive
+    cache: EncoderDecoderCache  # past and cross K/V; the layers append the new self K/V
+
+    def cross_marker(self, layer_idx: int) -> torch.Tensor:
+        """Passed as a layer's encoder_hidden_states: it only switches cross-attention on, the
+        K/V themselves come from the cache (marked computed)."""
+        return self.cache.cross_attention_cache.layers[layer_idx].keys
+
+
+class DecoderStepWrapper(torch.nn.Module, ABC):
+    """One decoder step over rows with their own positions, past lengths and encoder lengths:
+
+    forward(input_ids, position_ids, self_attention_mask, encoder_attention_mask,
+            past_key_0, past_value_0, ..., cross_key_0, cross_value_0, ...)
+        -> (logits, present_key_0, present_value_0, ...)
+
+    The flat K/V and the masks are turned into a filled cache and 4-D biases here; a family
+    supplies only its embedding step, its layer loop and its head.
+    """
+
+    @property
+    @abstractmethod
+    def num_layers(self) -> int: ...
+
+    @abstractmethod
+    def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def run_layers(self, hidden: torch.Tensor, step: DecoderLayerInputs) -> torch.Tensor:
+        """The hidden states after every decoder layer (and any final norm)."""
+
+    @abstractmethod
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor: ...
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        self_attention_mask: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+        *key_values: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        cache = filled_cache(*split_key_values(key_values, self.num_layers))
+        hidden = self.embed(input_ids, position_ids)
+        step = DecoderLayerInputs(
+            position_ids=position_ids,
+            self_attention_mask=self_attention_mask,
+            self_bias=self_attention_bias(self_attention_mask, input_ids.shape[1], hidden.dtype),
+            cross_bias=encoder_attention_bias(encoder_attention_mask, hidden.dtype),
+            cache=cache,
+        )
+        hidden = self.run_layers(hidden, step)
+        return (self.logits(hidden).float(), *present_key_values(cache))

@@ -16,13 +16,7 @@ from PIL import Image
 from transformers import AutoImageProcessor
 
 from export.families.base import ExportFamily
-from export.families.decoder_inputs import (
-    encoder_attention_bias,
-    filled_cache,
-    present_key_values,
-    self_attention_bias,
-    split_key_values,
-)
+from export.families.decoder_inputs import DecoderLayerInputs, DecoderStepWrapper
 from export.families.text_decoders import TextDecoder, text_decoder_for
 from service.runtime.manifest import ImagePreprocessing, ModelDims
 
@@ -44,36 +38,28 @@ class ImageEncoderWrapper(torch.nn.Module):
         return (states, *cross)
 
 
-class CachedDecoderWrapper(torch.nn.Module):
-    """One decoder step over rows with their own positions, past lengths and encoder lengths.
-
-    forward(input_ids, position_ids, self_attention_mask, encoder_attention_mask,
-            past_key_0, past_value_0, ..., cross_key_0, cross_value_0, ...)
-        -> (logits, present_key_0, present_value_0, ...)
-    """
+class CachedDecoderWrapper(DecoderStepWrapper):
+    """A captioner's text decoder step, through its TextDecoder view."""
 
     def __init__(self, decoder: TextDecoder) -> None:
         super().__init__()
         self.decoder = decoder.model  # a submodule, so eval() and the exporter reach its weights
         self._text_decoder = decoder
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        position_ids: torch.Tensor,
-        self_attention_mask: torch.Tensor,
-        encoder_attention_mask: torch.Tensor,
-        *key_values: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
-        num_layers = len(self._text_decoder.layers)
-        cache = filled_cache(*split_key_values(key_values, num_layers))
-        hidden = self._text_decoder.embed(input_ids, position_ids)
-        self_bias = self_attention_bias(self_attention_mask, input_ids.shape[1], hidden.dtype)
-        cross_bias = encoder_attention_bias(encoder_attention_mask, hidden.dtype)
-        for layer_idx in range(num_layers):
-            hidden = self._text_decoder.run_layer(layer_idx, hidden, self_bias, cross_bias, cache)
-        logits = self._text_decoder.logits(hidden).float()
-        return (logits, *present_key_values(cache))
+    @property
+    def num_layers(self) -> int:
+        return len(self._text_decoder.layers)
+
+    def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        return self._text_decoder.embed(input_ids, position_ids)
+
+    def run_layers(self, hidden: torch.Tensor, step: DecoderLayerInputs) -> torch.Tensor:
+        for layer_idx in range(self.num_layers):
+            hidden = self._text_decoder.run_layer(layer_idx, hidden, step)
+        return hidden
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._text_decoder.logits(hidden)
 
 
 class ImageCaptioningFamily(ExportFamily):
@@ -111,6 +97,10 @@ class ImageCaptioningFamily(ExportFamily):
         blank = torch.zeros(1, 3, height, width, dtype=parameter.dtype, device=parameter.device)
         with torch.no_grad():
             return int(self.vision_encoder(model)(blank).shape[1])
+
+    def max_decoder_positions(self, model: Any) -> int | None:
+        """The text decoder's position table (GPT-2's n_positions is aliased to this name)."""
+        return int(self.text_decoder_model(model).config.max_position_embeddings)
 
     def image_preprocessing(self, model_dir: str) -> ImagePreprocessing:
         return read_image_preprocessing(model_dir)

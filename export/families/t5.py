@@ -13,28 +13,20 @@ from typing import Any
 
 import torch
 
-from export.families.decoder_inputs import (
-    encoder_attention_bias,
-    filled_cache,
-    present_key_values,
-    self_attention_bias,
-)
-from export.families.text_seq2seq import TextSeq2SeqFamily, split_key_values
+from export.families.decoder_inputs import DecoderLayerInputs
+from export.families.text_seq2seq import Seq2SeqDecoderWrapper, TextSeq2SeqFamily
 from service.runtime.manifest import ModelDims
 
 
-class T5DecoderWrapper(torch.nn.Module):
-    """One decoder step over rows with their own positions, past lengths and encoder lengths.
+class T5DecoderWrapper(Seq2SeqDecoderWrapper):
+    """T5-family decoder step: the relative position bias is computed here per row."""
 
-    forward(input_ids, position_ids, self_attention_mask, encoder_attention_mask,
-            past_key_0, past_value_0, ..., cross_key_0, cross_value_0, ...)
-        -> (logits, present_key_0, present_value_0, ...)
-    """
+    @property
+    def num_layers(self) -> int:
+        return len(self.decoder.block)
 
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-        self.decoder = model.get_decoder()
+    def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.decoder.embed_tokens(input_ids)  # no position embedding: a relative bias
 
     def relative_position_bias(
         self, position_ids: torch.Tensor, self_attention_mask: torch.Tensor
@@ -53,36 +45,23 @@ class T5DecoderWrapper(torch.nn.Module):
         )
         return attention.relative_attention_bias(buckets).permute(0, 3, 1, 2)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        position_ids: torch.Tensor,
-        self_attention_mask: torch.Tensor,
-        encoder_attention_mask: torch.Tensor,
-        *key_values: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
-        blocks = self.decoder.block
-        past, cross = split_key_values(key_values, len(blocks))
-        cache = filled_cache(past, cross)
-        hidden = self.decoder.embed_tokens(input_ids)
-        self_bias = self_attention_bias(self_attention_mask, input_ids.shape[1], hidden.dtype)
-        cross_bias = encoder_attention_bias(encoder_attention_mask, hidden.dtype)
-        position_bias = self.relative_position_bias(position_ids, self_attention_mask)
-        for layer_idx, block in enumerate(blocks):
+    def run_layers(self, hidden: torch.Tensor, step: DecoderLayerInputs) -> torch.Tensor:
+        position_bias = self.relative_position_bias(step.position_ids, step.self_attention_mask)
+        for layer_idx, block in enumerate(self.decoder.block):
             hidden, _, _ = block(
                 hidden,
-                attention_mask=self_bias,
+                attention_mask=step.self_bias,
                 position_bias=position_bias.to(hidden.dtype),
-                # Only switches cross-attention on: its K/V come from the cache.
-                encoder_hidden_states=cache.cross_attention_cache.layers[layer_idx].keys,
-                encoder_attention_mask=cross_bias,
-                cache=cache,
+                encoder_hidden_states=step.cross_marker(layer_idx),
+                encoder_attention_mask=step.cross_bias,
+                cache=step.cache,
             )
-        hidden = self.decoder.final_layer_norm(hidden)
+        return self.decoder.final_layer_norm(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.model.config.scale_decoder_outputs:  # original T5 ties the lm head and rescales
             hidden = hidden * (self.model.config.d_model**-0.5)
-        logits = self.model.lm_head(hidden)
-        return (logits.float(), *present_key_values(cache))
+        return self.model.lm_head(hidden)
 
 
 class T5Family(TextSeq2SeqFamily):
@@ -112,3 +91,6 @@ class T5Family(TextSeq2SeqFamily):
     def max_input_tokens(self, model: Any) -> int:
         """T5's relative positions have no hard limit; 512 is what it was trained on."""
         return int(getattr(model.config, "n_positions", 512) or 512)
+
+    def max_decoder_positions(self, model: Any) -> int | None:
+        return None  # relative position buckets: no table to run past

@@ -13,9 +13,8 @@ from abc import ABC, abstractmethod
 
 import torch
 from transformers import BertLMHeadModel, BlipTextLMHeadModel, GPT2LMHeadModel
-from transformers.cache_utils import EncoderDecoderCache
 
-from export.families.decoder_inputs import split_heads
+from export.families.decoder_inputs import DecoderLayerInputs, split_heads
 from service.runtime.manifest import ModelDims
 
 
@@ -37,22 +36,15 @@ class TextDecoder(ABC):
     def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor: ...
 
     def run_layer(
-        self,
-        layer_idx: int,
-        hidden: torch.Tensor,
-        self_bias: torch.Tensor,
-        cross_bias: torch.Tensor,
-        cache: EncoderDecoderCache,
+        self, layer_idx: int, hidden: torch.Tensor, step: DecoderLayerInputs
     ) -> torch.Tensor:
-        """One decoder layer; its cross-attention K/V come from the cache (marked computed), so
-        the encoder_hidden_states it is given only switch its cross-attention on."""
-        cross_marker = cache.cross_attention_cache.layers[layer_idx].keys
+        """One decoder layer, its cross-attention K/V taken from the step's cache."""
         return self.layers[layer_idx](
             hidden,
-            attention_mask=self_bias,
-            encoder_hidden_states=cross_marker,
-            encoder_attention_mask=cross_bias,
-            cache=cache,
+            attention_mask=step.self_bias,
+            encoder_hidden_states=step.cross_marker(layer_idx),
+            encoder_attention_mask=step.cross_bias,
+            cache=step.cache,
         )
 
     @abstractmethod
@@ -119,20 +111,15 @@ class BlipTextDecoder(BertStyleDecoder):
     rows whose encoder K/V are right-padded must not attend to the padding."""
 
     def run_layer(
-        self,
-        layer_idx: int,
-        hidden: torch.Tensor,
-        self_bias: torch.Tensor,
-        cross_bias: torch.Tensor,
-        cache: EncoderDecoderCache,
+        self, layer_idx: int, hidden: torch.Tensor, step: DecoderLayerInputs
     ) -> torch.Tensor:
         layer = self.layers[layer_idx]
-        hidden, _ = layer.attention(hidden, attention_mask=self_bias, cache=cache)
+        hidden, _ = layer.attention(hidden, attention_mask=step.self_bias, cache=step.cache)
         context, _ = layer.crossattention.self(
             hidden,
-            encoder_hidden_states=cache.cross_attention_cache.layers[layer_idx].keys,
-            encoder_attention_mask=cross_bias,
-            cache=cache,
+            encoder_hidden_states=step.cross_marker(layer_idx),
+            encoder_attention_mask=step.cross_bias,
+            cache=step.cache,
         )
         hidden = layer.crossattention.output(context, hidden)
         return layer.feed_forward_chunk(hidden)

@@ -1,4 +1,5 @@
-"""What the text-to-text families (BART, T5) share: the encoder wrapper and the special tokens.
+"""What the text-to-text families (BART, T5) share: the encoder wrapper, the decoder wrapper's
+hold on the model, and the special tokens.
 
 Both run their own encoder over right-padded `input_ids` and then project the final states once
 through every decoder layer's cross-attention key/value weights, so the decoder graph never
@@ -12,7 +13,8 @@ from typing import Any
 
 import torch
 
-from export.families.base import ExportFamily
+from export.families.base import ExportFamily, first_set
+from export.families.decoder_inputs import DecoderStepWrapper, split_heads
 from service.runtime.manifest import SpecialTokens
 
 
@@ -43,21 +45,13 @@ class TextEncoderWrapper(torch.nn.Module):
         return (states, *cross)
 
 
-def split_heads(states: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """[B, S, H*Dh] -> [B, H, S, Dh]."""
-    batch, length, _ = states.shape
-    return states.view(batch, length, num_heads, -1).transpose(1, 2)
+class Seq2SeqDecoderWrapper(DecoderStepWrapper):
+    """The decoder step of a transformers seq2seq model, whose lm head lives on the model."""
 
-
-def split_key_values(
-    key_values: tuple[torch.Tensor, ...], num_layers: int
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[torch.Tensor, torch.Tensor]]]:
-    """The decoder graph's flat (past_key_0, past_value_0, ..., cross_key_0, ...) as
-    (past pairs, cross pairs)."""
-    pairs = list(zip(key_values[0::2], key_values[1::2], strict=True))
-    if len(pairs) != 2 * num_layers:
-        raise ValueError(f"expected {4 * num_layers} key/value tensors, got {len(key_values)}")
-    return pairs[:num_layers], pairs[num_layers:]
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.decoder = model.get_decoder()
 
 
 class TextSeq2SeqFamily(ExportFamily):
@@ -77,24 +71,16 @@ class TextSeq2SeqFamily(ExportFamily):
 
     def special_tokens(self, model: Any) -> SpecialTokens:
         """The ids generate() uses: the generation config first, then the model config."""
-        sources = (model.generation_config, model.config)
-        decoder_start = _first(sources, "decoder_start_token_id")
-        eos = _first(sources, "eos_token_id")
-        pad = _first(sources, "pad_token_id")
+        sources = (self.generation_config(model), model.config)
+        decoder_start = first_set(sources, "decoder_start_token_id")
+        eos = first_set(sources, "eos_token_id")
+        pad = first_set(sources, "pad_token_id")
         if decoder_start is None or eos is None or pad is None:
             raise ValueError("the checkpoint defines no decoder_start/eos/pad token id")
-        bos = _first(sources, "bos_token_id")
+        bos = first_set(sources, "bos_token_id")
         return SpecialTokens(
             pad=int(pad),
             eos=[int(eos)] if isinstance(eos, int) else [int(i) for i in eos],
             decoder_start=int(decoder_start),
             bos=None if bos is None else int(bos),
         )
-
-
-def _first(sources: tuple[Any, ...], name: str) -> Any:
-    for source in sources:
-        value = getattr(source, name, None)
-        if value is not None:
-            return value
-    return None

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from export.families.base import first_set
 from export.families.image_captioning import ImageCaptioningFamily
 from service.runtime.manifest import SpecialTokens
 
@@ -42,27 +43,19 @@ class VisionEncoderDecoderFamily(ImageCaptioningFamily):
 
     def special_tokens(self, model: Any) -> SpecialTokens:
         """The ids generate() uses: its generation_config first, then the model configs."""
-        sources = (model.generation_config, model.config, model.config.decoder)
-        decoder_start = _first(sources, "decoder_start_token_id")
+        sources = (self.generation_config(model), model.config, model.config.decoder)
+        decoder_start = first_set(sources, "decoder_start_token_id")
         if decoder_start is None:
-            decoder_start = _first(sources, "bos_token_id")
-        eos = _first(sources, "eos_token_id")
+            decoder_start = first_set(sources, "bos_token_id")
+        eos = first_set(sources, "eos_token_id")
         if decoder_start is None or eos is None:
             raise ValueError("the checkpoint defines no decoder_start_token_id/eos_token_id")
         eos_ids = [int(eos)] if isinstance(eos, int) else [int(i) for i in eos]
-        pad = _first(sources, "pad_token_id")
-        bos = _first(sources, "bos_token_id")
+        pad = first_set(sources, "pad_token_id")
+        bos = first_set(sources, "bos_token_id")
         return SpecialTokens(
             pad=eos_ids[0] if pad is None else int(pad),
             eos=eos_ids,
             decoder_start=int(decoder_start),
             bos=None if bos is None else int(bos),
         )
-
-
-def _first(sources: tuple[Any, ...], name: str) -> Any:
-    for source in sources:
-        value = getattr(source, name, None)
-        if value is not None:
-            return value
-    return None

@@ -4,7 +4,7 @@ no grpc context, so the KServe servicer can reuse the parameter mapping."""
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service.engine.types import (
@@ -51,15 +51,20 @@ def caption_request(message: pb.CaptionRequest, deadline: float | None) -> Gener
     )
 
 
+def _result_summary(result: GenerationResult) -> dict[str, Any]:
+    """The fields a unary response and a stream's last chunk share."""
+    return {
+        "model": result.model,
+        "model_version": result.model_version,
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+        "finish_reason": result.finish_reason,
+    }
+
+
 def response_from_result(result: GenerationResult) -> pb.GenerateResponse:
     return pb.GenerateResponse(
-        text=result.text,
-        model=result.model,
-        model_version=result.model_version,
-        input_tokens=result.input_tokens,
-        output_tokens=result.output_tokens,
-        finish_reason=result.finish_reason,
-        token_ids=result.token_ids,
+        text=result.text, token_ids=result.token_ids, **_result_summary(result)
     )
 
 
@@ -69,13 +74,7 @@ def chunk_from_delta(delta: TokenDelta) -> pb.GenerateChunk:
 
 def final_chunk(result: GenerationResult) -> pb.GenerateChunk:
     """The stream's last chunk: no new text (the deltas carried it all), the final fields."""
-    return pb.GenerateChunk(
-        model=result.model,
-        model_version=result.model_version,
-        input_tokens=result.input_tokens,
-        output_tokens=result.output_tokens,
-        finish_reason=result.finish_reason,
-    )
+    return pb.GenerateChunk(**_result_summary(result))
 
 
 def model_info_to_proto(info: ModelInfo) -> pb.ModelInfo:

@@ -9,9 +9,7 @@ memory, statistics, trace, logs) answer UNIMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING
 
@@ -21,14 +19,14 @@ from service._pb import grpc_service_pb2 as pb
 from service._pb import grpc_service_pb2_grpc as pb_grpc
 from service._pb import model_config_pb2 as config_pb
 from service.api import kserve_tensors as tensors
-from service.api.status import abort_with
+from service.api.engine_slot import EngineSlot
+from service.api.metrics_interceptor import label_rpc_model
+from service.api.status import abort_with, client_message
 from service.engine.types import GenerationRequest, GenerationResult
 from service.errors import InvalidArgument, NotFound, ServeError, Unavailable
 
 if TYPE_CHECKING:
-    from service.engine.engine import Engine, ModelInfo
-
-log = logging.getLogger(__name__)
+    from service.engine.engine import ModelInfo
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 SERVER_NAME = "attnserve"
@@ -52,38 +50,8 @@ UNSERVED_RPCS = (
 Context = grpc.aio.ServicerContext
 
 
-def _client_message(error: Exception) -> str:
-    """What a stream's per-request error says: the ServeError's message, never internals."""
-    if isinstance(error, ServeError):
-        return str(error)
-    log.error("request failed on a server fault", exc_info=error)
-    return "internal server error (see the server log)"
-
-
-async def _final_result(engine: Engine, request: GenerationRequest) -> GenerationResult:
-    """Run one request to its end; leaving early (cancelled) frees its rows in the engine."""
-    async with aclosing(engine.generate(request)) as outputs:
-        async for output in outputs:
-            if isinstance(output, GenerationResult):
-                return output
-    raise RuntimeError("the engine ended without a result")
-
-
-class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
+class KServeServicer(EngineSlot, pb_grpc.GRPCInferenceServiceServicer):
     """Serves the engine attached with `attach`; until then inference answers UNAVAILABLE."""
-
-    def __init__(self, engine: Engine | None = None) -> None:
-        self._engine = engine
-
-    def attach(self, engine: Engine) -> None:
-        """Start answering with `engine` (once its models are loaded)."""
-        self._engine = engine
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            raise Unavailable("the server is still loading its models; retry shortly")
-        return self._engine
 
     def _model(self, name: str, version: str) -> ModelInfo:
         """The served model `name` (at `version`, "" = its serving version), as our API finds it."""
@@ -91,11 +59,13 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         if task is None:
             raise NotFound(f"Request for unknown model: '{name}' is not found")
         try:
-            return self.engine.resolve(name, task, version)
+            info = self.engine.resolve(name, task, version)
         except NotFound:
             raise NotFound(
                 f"Request for unknown model: '{name}' version {version} is not found"
             ) from None
+        label_rpc_model(info.name, info.version)
+        return info
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context):
         return pb.ServerLiveResponse(live=True)
@@ -192,7 +162,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             return pb.ModelStreamInferResponse(infer_response=await self._infer(request, context))
         except Exception as error:
             return pb.ModelStreamInferResponse(
-                error_message=_client_message(error),
+                error_message=client_message(error),
                 infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id),
             )
 
@@ -225,7 +195,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def element(index: int, request: GenerationRequest) -> GenerationResult:
             try:
-                return await _final_result(self.engine, request)
+                return await self.engine.result(request)
             except InvalidArgument as error:
                 if len(requests) == 1:
                     raise

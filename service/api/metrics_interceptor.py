@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health
 
+from service.api.handler_wrapping import split_method, wrap_handler
 from service.metrics import ServerMetrics
 
 UNMEASURED_SERVICES = frozenset({health.SERVICE_NAME})
@@ -115,8 +117,9 @@ def _measure_stream(
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Records attnserve_requests_total and attnserve_request_duration_seconds for the unary and
-    server-streaming RPCs of every service but health."""
+    """Records attnserve_requests_total and attnserve_request_duration_seconds for the RPCs of
+    every service but health (unary, server-streaming, and bidirectional like KServe's
+    ModelStreamInfer)."""
 
     def __init__(self, metrics: ServerMetrics) -> None:
         self._metrics = metrics
@@ -129,19 +132,15 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        service, method = split_method(handler_call_details.method)
         if service in UNMEASURED_SERVICES:
             return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _measure_unary(self._metrics, method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _measure_stream(self._metrics, method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        measure_stream = partial(_measure_stream, self._metrics, method)
+        return wrap_handler(
+            handler,
+            {
+                "unary_unary": partial(_measure_unary, self._metrics, method),
+                "unary_stream": measure_stream,
+                "stream_stream": measure_stream,  # the request iterator passes through as is
+            },
+        )

@@ -19,9 +19,14 @@ from grpc_reflection.v1alpha import reflection
 
 from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
 from service.api import kserve
+from service.api.auth import token_interceptor
 from service.api.health import HealthState
+from service.api.metrics_interceptor import MetricsInterceptor
+from service.api.request_log import request_log_interceptor
 from service.api.servicer import SERVICE_NAME, AttentionServicer
+from service.api.tls import bind_port
 from service.config import ServerSettings, SettingsError, settings_from_args
+from service.metrics import ServerMetrics, start_metrics_server
 
 if TYPE_CHECKING:
     import argparse
@@ -31,27 +36,32 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 5.0  # after the engine drained: time for the last responses to go out
-_MESSAGE_SLACK_BYTES = 1 << 20  # room for the request's other fields around the largest image
 
 
 class AttnserveServer:
     """A grpc.aio server with AttentionService, health and reflection, and its engine."""
 
-    def __init__(self, settings: ServerSettings, address: str) -> None:
+    def __init__(self, settings: ServerSettings, address: str, metrics: ServerMetrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.engine: Engine | None = None
         self.attention = AttentionServicer()
         self.health = HealthState([SERVICE_NAME, kserve.SERVICE_NAME])
+        # Outermost first: every RPC is counted, refused ones included; only admitted ones logged.
+        interceptors = (
+            MetricsInterceptor(metrics),
+            token_interceptor(settings.security),
+            request_log_interceptor(settings.log_requests),
+        )
         self.grpc_server = grpc.aio.server(
+            interceptors=[i for i in interceptors if i is not None],
             options=[
-                # Larger than any accepted image, so an oversized one reaches the engine's check
-                # and gets INVALID_ARGUMENT with the limit instead of a transport error.
-                (
-                    "grpc.max_receive_message_length",
-                    settings.engine.max_image_bytes + _MESSAGE_SLACK_BYTES,
-                ),
+                # By default larger than any accepted image, so an oversized one reaches the
+                # engine's check and gets INVALID_ARGUMENT with the limit; above this limit
+                # grpc itself answers RESOURCE_EXHAUSTED.
+                ("grpc.max_receive_message_length", settings.receive_limit_bytes),
                 ("grpc.so_reuseport", 0),  # a second server on a busy port fails loudly
-            ]
+            ],
         )
         pb_grpc.add_AttentionServiceServicer_to_server(self.attention, self.grpc_server)
         self.kserve = kserve.add_kserve_servicer(self.grpc_server)
@@ -60,7 +70,7 @@ class AttnserveServer:
             (SERVICE_NAME, kserve.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
             self.grpc_server,
         )
-        self.port = self.grpc_server.add_insecure_port(address)
+        self.port = bind_port(self.grpc_server, address, settings.security)
 
     async def start(self) -> None:
         """Listen; every service reports NOT_SERVING until `serve` is called."""
@@ -89,21 +99,25 @@ class AttnserveServer:
 
 
 async def create_server(
-    settings: ServerSettings, engine: Engine | None, address: str
+    settings: ServerSettings,
+    engine: Engine | None,
+    address: str,
+    metrics: ServerMetrics | None = None,
 ) -> tuple[AttnserveServer, int]:
     """A started server on `address` and its bound port; serving `engine` if given (else call
-    `serve(engine)` once loaded)."""
-    server = AttnserveServer(settings, address)
+    `serve(engine)` once loaded). Its RPCs are counted in `metrics` (give the engine's, so that
+    one /metrics shows both; a private ServerMetrics if None)."""
+    server = AttnserveServer(settings, address, metrics or ServerMetrics())
     await server.start()
     if engine is not None:
         await server.serve(engine)
     return server, server.port
 
 
-def _load_engine(settings: ServerSettings) -> Engine:
+def _load_engine(settings: ServerSettings, metrics: ServerMetrics) -> Engine:
     from service.engine.engine import Engine  # keeps onnxruntime out of service.api's imports
 
-    return Engine.load(settings.models, settings.engine)
+    return Engine.load(settings.models, settings.engine, metrics)
 
 
 def _log_models(engine: Engine) -> None:
@@ -117,14 +131,36 @@ def _log_models(engine: Engine) -> None:
 
 
 async def _serve(settings: ServerSettings) -> int:
+    """Serve /metrics for as long as the gRPC server runs."""
+    metrics = ServerMetrics()
+    try:
+        metrics_server, metrics_port = start_metrics_server(
+            metrics, settings.host, settings.metrics_port
+        )
+    except OSError as exc:  # e.g. the port is taken
+        log.error("cannot serve metrics on %s:%d: %s", settings.host, settings.metrics_port, exc)
+        return 1
+    log.info("metrics on http://%s:%d/metrics", settings.host, metrics_port)
+    try:
+        return await _serve_grpc(settings, metrics)
+    finally:
+        metrics_server.shutdown()
+        metrics_server.server_close()
+
+
+async def _serve_grpc(settings: ServerSettings, metrics: ServerMetrics) -> int:
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
 
-    server, port = await create_server(settings, None, settings.address)
+    try:
+        server, port = await create_server(settings, None, settings.address, metrics)
+    except SettingsError as exc:  # a TLS or tokens file that cannot be used
+        log.error("bad setting: %s", exc)
+        return 2
     log.info("listening on %s:%d; loading models from %s", settings.host, port, settings.models)
-    loading = asyncio.ensure_future(asyncio.to_thread(_load_engine, settings))
+    loading = asyncio.ensure_future(asyncio.to_thread(_load_engine, settings, metrics))
     stopping = asyncio.ensure_future(stop_requested.wait())
     await asyncio.wait((loading, stopping), return_when=asyncio.FIRST_COMPLETED)
     if loading.done():

@@ -10,19 +10,17 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from typing import TYPE_CHECKING
 
 import grpc
 
 from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
 from service.api import convert
+from service.api.engine_slot import EngineSlot
+from service.api.metrics_interceptor import label_rpc_model
 from service.api.status import abort_with
-from service.engine.types import GenerationRequest, GenerationResult, TokenDelta
-from service.errors import InvalidArgument, ServeError, Unavailable
-
-if TYPE_CHECKING:
-    from service.engine.engine import Engine  # type only: service.api never loads the runtime
+from service.engine.types import GenerationRequest, TokenDelta
+from service.errors import InvalidArgument, ServeError
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AttentionService"].full_name
 
@@ -35,21 +33,8 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-class AttentionServicer(pb_grpc.AttentionServiceServicer):
+class AttentionServicer(EngineSlot, pb_grpc.AttentionServiceServicer):
     """Serves the engine attached with `attach`; until then every RPC answers UNAVAILABLE."""
-
-    def __init__(self, engine: Engine | None = None) -> None:
-        self._engine = engine
-
-    def attach(self, engine: Engine) -> None:
-        """Start answering with `engine` (once its models are loaded)."""
-        self._engine = engine
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            raise Unavailable("the server is still loading its models; retry shortly")
-        return self._engine
 
     async def Summarize(
         self, request: pb.SummarizeRequest, context: Context
@@ -90,24 +75,29 @@ class AttentionServicer(pb_grpc.AttentionServiceServicer):
             ]
         )
 
+    def _generation(
+        self, to_request: Callable[..., GenerationRequest], request, context: Context
+    ) -> GenerationRequest:
+        """The engine request for `request`; this RPC's metrics get the model that answers it."""
+        generation = to_request(request, _deadline(context))
+        info = self.engine.resolve(generation.model, generation.task, generation.version)
+        label_rpc_model(info.name, info.version)
+        return generation
+
     async def _unary(
         self, to_request: Callable[..., GenerationRequest], request, context: Context
     ) -> pb.GenerateResponse:
         try:
-            generation = to_request(request, _deadline(context))
-            async with aclosing(self.engine.generate(generation)) as outputs:
-                async for output in outputs:
-                    if isinstance(output, GenerationResult):
-                        return convert.response_from_result(output)
+            generation = self._generation(to_request, request, context)
+            return convert.response_from_result(await self.engine.result(generation))
         except Exception as error:  # every failure gets its status code (INTERNAL if unknown)
             await abort_with(context, error)
-        await abort_with(context, RuntimeError("the engine ended without a result"))
 
     async def _stream(
         self, to_request: Callable[..., GenerationRequest], request, context: Context
     ) -> AsyncIterator[pb.GenerateChunk]:
         try:
-            generation = to_request(request, _deadline(context))
+            generation = self._generation(to_request, request, context)
             async with aclosing(self.engine.generate(generation)) as outputs:
                 async for output in outputs:
                     if isinstance(output, TokenDelta):

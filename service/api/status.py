@@ -1,4 +1,4 @@
-"""Ending an RPC with the status code of the error that stopped it.
+"""What the client is told when an RPC (or one request of a stream) fails.
 
 The code comes from service.errors' table alone. A ServeError's message goes to the client as
 the status details; anything else is a server fault: logged with its traceback, answered
@@ -16,11 +16,17 @@ from service.errors import status_code_for
 
 log = logging.getLogger(__name__)
 
+INTERNAL_MESSAGE = "internal server error (see the server log)"
+
+
+def client_message(error: Exception) -> str:
+    """The message the client gets for `error`; a server fault is logged here, not shown."""
+    if status_code_for(error) is grpc.StatusCode.INTERNAL:
+        log.error("request failed on a server fault", exc_info=error)
+        return INTERNAL_MESSAGE
+    return str(error)
+
 
 async def abort_with(context: grpc.aio.ServicerContext, error: Exception) -> NoReturn:
     """Abort the RPC with the code and message `error` stands for."""
-    code = status_code_for(error)
-    if code is grpc.StatusCode.INTERNAL:
-        log.error("request failed on a server fault", exc_info=error)
-        await context.abort(code, "internal server error (see the server log)")
-    await context.abort(code, str(error))
+    await context.abort(status_code_for(error), client_message(error))

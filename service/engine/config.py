@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEVICES = ("cpu", "cuda")
+ADMISSIONS = ("continuous", "static")
 
 
 @dataclass
@@ -29,11 +30,16 @@ class EngineConfig:
     """Largest width * height of an image input, checked before decoding (decompression bombs)."""
     max_image_bytes: int = 20 << 20
     """Largest encoded image input, in bytes."""
+    admission: str = "continuous"
+    """"continuous": waiting requests join the running batch at any step; "static": only when
+    the batch is empty (request-level batching, kept as a benchmark baseline)."""
 
     def validate(self) -> None:
         """Reject settings the engine cannot run with, naming the setting."""
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.admission not in ADMISSIONS:
+            raise ValueError(f"admission must be one of {ADMISSIONS}, got {self.admission!r}")
         if self.intra_op_threads < 0:
             raise ValueError("intra_op_threads must be >= 0 (0 = ONNX Runtime default)")
         positive = {

@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from pathlib import Path
 
 from service.engine.config import EngineConfig
+from service.engine.reporting import EngineReporter
 from service.engine.scheduler import SequenceGroup, StepEvent
 from service.engine.served import ModelInfo, ServedModel
 from service.engine.types import GenerationRequest, GenerationResult, TokenDelta
-from service.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from service.errors import DeadlineExceeded, InvalidArgument, NotFound, ServeError, Unavailable
+from service.metrics import ServerMetrics
 from service.runtime.manifest import MANIFEST_FILE
 from service.runtime.model import LoadedModel
 
@@ -29,8 +32,14 @@ def _version_key(version: str) -> tuple:
 
 
 class Engine:
-    def __init__(self, served: list[ServedModel], config: EngineConfig) -> None:
+    def __init__(
+        self,
+        served: list[ServedModel],
+        config: EngineConfig,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
         self.config = config
+        self._report = EngineReporter(metrics or ServerMetrics(), config.kv_budget_bytes)
         self._served = sorted(
             served, key=lambda s: (s.manifest.name, _version_key(s.manifest.version))
         )
@@ -44,8 +53,11 @@ class Engine:
         self._abort = False  # stop without drain: fail what is left instead of finishing it
 
     @classmethod
-    def load(cls, models_dir: Path, config: EngineConfig) -> Engine:
-        """Every subdirectory of `models_dir` holding a model.json is a served model."""
+    def load(
+        cls, models_dir: Path, config: EngineConfig, metrics: ServerMetrics | None = None
+    ) -> Engine:
+        """Every subdirectory of `models_dir` holding a model.json is a served model; their
+        metrics go to `metrics` (a private ServerMetrics if None)."""
         config.validate()
         models_dir = Path(models_dir)
         if not models_dir.is_dir():
@@ -53,11 +65,16 @@ class Engine:
         dirs = sorted(p.parent for p in models_dir.glob(f"*/{MANIFEST_FILE}"))
         if not dirs:
             raise FileNotFoundError(f"no model directories (with {MANIFEST_FILE}) in {models_dir}")
-        served = [
-            ServedModel(LoadedModel.load(d, config.device, config.intra_op_threads), config)
-            for d in dirs
-        ]
-        return cls(served, config)
+        served, load_seconds = [], []
+        for model_dir in dirs:
+            started = time.perf_counter()
+            model = LoadedModel.load(model_dir, config.device, config.intra_op_threads)
+            served.append(ServedModel(model, config))
+            load_seconds.append(time.perf_counter() - started)
+        engine = cls(served, config, metrics)
+        for model, seconds in zip(served, load_seconds, strict=True):
+            engine._report.loaded(model, seconds)
+        return engine
 
     # ----- catalogue -----------------------------------------------------------------------
 
@@ -94,9 +111,6 @@ class Engine:
 
     def running_rows(self) -> int:
         return sum(s.runner.rows for s in self._served)
-
-    def kv_bytes(self) -> int:
-        return sum(s.runner.kv_bytes() for s in self._served)
 
     # ----- lifecycle -----------------------------------------------------------------------
 
@@ -140,19 +154,25 @@ class Engine:
             for group in [*served.reset(), *served.scheduler.waiting]:
                 group.emit(StepEvent(tokens=[], error=error))
             served.scheduler.waiting.clear()
+            self._report.queue_state(served)
 
     def _step(self, served: ServedModel) -> None:
         try:
             with self._cond:
                 plan = served.scheduler.schedule(time.monotonic())
+                rows = served.scheduler.running_rows
+            started = time.perf_counter()
             events = served.runner.execute(plan)
+            seconds = time.perf_counter() - started
             with self._cond:
                 for group, event in events:
                     if event.finish_reason:
                         served.scheduler.release(group)
+                self._report.step(served, plan, events, rows, seconds, time.monotonic())
         except Exception as exc:  # a runtime fault fails that model's running requests only
             with self._cond:
                 failed = served.reset()
+                self._report.queue_state(served)
             events = [(g, StepEvent(tokens=[], error=RuntimeError(str(exc)))) for g in failed]
         for group, event in events:
             group.emit(event)
@@ -164,25 +184,17 @@ class Engine:
     ) -> AsyncIterator[TokenDelta | GenerationResult]:
         """Stream TokenDeltas, then one GenerationResult; errors are service.errors types."""
         served = self._find(request.model, request.task, request.version)
-        if self._draining:
-            raise Unavailable("the server is draining and takes no new requests")
-        if request.task == "captioning" and request.text:
-            raise InvalidArgument("captioning takes an image, not text")
-        if request.task == "summarization" and request.image:
-            raise InvalidArgument("summarization takes text, not an image")
-        if request.deadline is not None and time.monotonic() >= request.deadline:
-            raise DeadlineExceeded("the request's deadline passed before it started")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StepEvent] = asyncio.Queue()
 
         def emit(event: StepEvent) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
-        prepare = lambda: served.prepare(  # noqa: E731
-            request.text, request.image, request.params, emit, request.deadline
-        )
-        group = await asyncio.to_thread(prepare) if request.image else prepare()
-        self._submit(served, group)
+        try:
+            group = await self._enqueue(served, request, emit)
+        except ServeError as error:
+            self._report.rejected(served, error)
+            raise
         output = served.output(group)
         finished = False
         try:
@@ -194,11 +206,40 @@ class Engine:
             if not finished:
                 self._cancel(group)
 
+    async def result(self, request: GenerationRequest) -> GenerationResult:
+        """Run one request to its end and return its result alone (for unary RPCs); a caller
+        that stops waiting (cancelled) frees the request's rows."""
+        async with aclosing(self.generate(request)) as outputs:
+            async for output in outputs:
+                if isinstance(output, GenerationResult):
+                    return output
+        raise RuntimeError("the engine ended without a result")
+
+    async def _enqueue(
+        self, served: ServedModel, request: GenerationRequest, emit: Callable[[StepEvent], None]
+    ) -> SequenceGroup:
+        """Check and prepare the request, then queue it; ServeError if it cannot be served."""
+        if self._draining:
+            raise Unavailable("the server is draining and takes no new requests")
+        if request.task == "captioning" and request.text:
+            raise InvalidArgument("captioning takes an image, not text")
+        if request.task == "summarization" and request.image:
+            raise InvalidArgument("summarization takes text, not an image")
+        if request.deadline is not None and time.monotonic() >= request.deadline:
+            raise DeadlineExceeded("the request's deadline passed before it started")
+        prepare = lambda: served.prepare(  # noqa: E731
+            request.text, request.image, request.params, emit, request.deadline
+        )
+        group = await asyncio.to_thread(prepare) if request.image else prepare()
+        self._submit(served, group)
+        return group
+
     def _submit(self, served: ServedModel, group: SequenceGroup) -> None:
         with self._cond:
             if self._draining:
                 raise Unavailable("the server is draining and takes no new requests")
             served.scheduler.add(group)
+            self._report.queue_state(served)
             self._cond.notify_all()
 
     def _cancel(self, group: SequenceGroup) -> None:

@@ -8,6 +8,8 @@ beam bookkeeping runs per request (numpy over its num_beams rows).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from service.engine.batch import DecodeBatch
@@ -28,6 +30,7 @@ class ModelRunner:
         self.pad_id = tokens.pad
         self.batch: DecodeBatch | None = None
         self.groups: list[SequenceGroup] = []
+        self.encoder_seconds: float | None = None  # the last step's encoder run, if it had one
 
     @property
     def rows(self) -> int:
@@ -40,6 +43,7 @@ class ModelRunner:
         """Apply the plan, run one decoder step, and return each request's new tokens."""
         events = [(group, StepEvent(tokens=[], error=error)) for group, error in plan.drop]
         self._remove({id(group) for group, _ in plan.drop})
+        self.encoder_seconds = None
         incoming = self._encode(plan.admit) if plan.admit else None
         if incoming is not None:
             self.groups.extend(plan.admit)
@@ -70,7 +74,9 @@ class ModelRunner:
         """Run the newcomers' encoders as one batch and lay out their decoder rows."""
         model = self.model
         feeds = _stack_encoder_feeds([g.encoder_feeds for g in groups], self.pad_id)
+        started = time.perf_counter()
         encoded = model.run_encoder(feeds)
+        self.encoder_seconds = time.perf_counter() - started
         rows_per_group = np.array([g.rows for g in groups])
         row_owner = np.repeat(np.arange(len(groups)), rows_per_group)
         cross = encoded.cross

@@ -8,6 +8,7 @@ so a big request cannot starve behind a stream of small ones.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ class SequenceGroup:
     beam: BeamSearchGroup | None = None
     rng: np.random.Generator | None = None
     cancelled: bool = False  # set by the consumer's side; honoured at the next step
+    arrived_at: float = field(default_factory=time.monotonic)  # queue wait and TTFT start here
+    admitted_at: float | None = None  # when it joined the decode batch; None while waiting
+    first_token_at: float | None = None
 
     @property
     def rows(self) -> int:
@@ -64,10 +68,13 @@ class StepPlan:
 class Scheduler:
     """FIFO admission under a row limit and a K/V budget."""
 
-    def __init__(self, max_rows: int, kv_budget_bytes: int, max_queue: int) -> None:
+    def __init__(
+        self, max_rows: int, kv_budget_bytes: int, max_queue: int, static: bool = False
+    ) -> None:
         self.max_rows = max_rows
         self.kv_budget_bytes = kv_budget_bytes
         self.max_queue = max_queue
+        self.static = static  # admit only into an empty batch (request-level batching baseline)
         self.waiting: deque[SequenceGroup] = deque()
         self.running: list[SequenceGroup] = []
 
@@ -113,13 +120,14 @@ class Scheduler:
 
         admit: list[SequenceGroup] = []
         rows, reserved = self.running_rows, self.reserved_bytes
-        while self.waiting:
+        while self.waiting and not (self.static and self.running):
             head = self.waiting[0]
             if rows + head.rows > self.max_rows:
                 break
             if reserved + head.kv_reservation > self.kv_budget_bytes:
                 break
             self.waiting.popleft()
+            head.admitted_at = now
             rows += head.rows
             reserved += head.kv_reservation
             admit.append(head)

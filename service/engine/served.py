@@ -40,7 +40,12 @@ class ServedModel:
         self.model = model
         self.config = config
         self.manifest = model.manifest
-        self.scheduler = Scheduler(config.max_batch_rows, config.kv_budget_bytes, config.max_queue)
+        self.scheduler = Scheduler(
+            config.max_batch_rows,
+            config.kv_budget_bytes,
+            config.max_queue,
+            static=config.admission == "static",
+        )
         self.runner = ModelRunner(model)
         self.prompt_len = 1 + len(self.manifest.decoder_prompt)
 
@@ -66,7 +71,13 @@ class ServedModel:
         deadline: float | None = None,
     ) -> SequenceGroup:
         """Validate and encode one request's input; InvalidArgument for anything wrong in it."""
-        resolved = resolve_params(params, self.manifest.generation, self.config, self.prompt_len)
+        resolved = resolve_params(
+            params,
+            self.manifest.generation,
+            self.config,
+            self.prompt_len,
+            self.manifest.max_decoder_positions,
+        )
         if self.manifest.task == "captioning":
             if not image:
                 raise InvalidArgument("image is empty")

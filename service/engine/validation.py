@@ -86,13 +86,27 @@ def resolve_params(
     defaults: GenerationDefaults,
     config: EngineConfig,
     prompt_len: int = 1,
+    max_decoder_positions: int | None = None,
 ) -> ResolvedParams:
-    """Fill every unset field from the model's defaults; InvalidArgument for out-of-range values."""
+    """Fill every unset field from the model's defaults; InvalidArgument for out-of-range values.
+
+    `max_decoder_positions` (the model's position table, prompt included) bounds the length: a
+    request asking beyond it is refused, a model default beyond it is cut to fit, as generate()
+    cuts its own default.
+    """
     cap = config.max_new_tokens_cap
     if params.max_new_tokens is not None:
         max_new = _check_int("max_new_tokens", params.max_new_tokens, 1, cap)
+        if max_decoder_positions is not None and prompt_len + max_new > max_decoder_positions:
+            raise InvalidArgument(
+                f"max_new_tokens ({max_new}) is more than this model can generate: its decoder "
+                f"holds {max_decoder_positions} positions, {prompt_len} of them taken by the "
+                f"decoder prompt, so max_new_tokens must be <= {max_decoder_positions - prompt_len}"
+            )
     else:
         default_new = defaults.max_new_tokens or defaults.max_length - prompt_len
+        if max_decoder_positions is not None:
+            default_new = min(default_new, max_decoder_positions - prompt_len)
         max_new = min(max(default_new, 1), cap)
 
     if params.min_new_tokens is not None:

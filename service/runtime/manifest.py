@@ -97,6 +97,9 @@ class ModelManifest:
     generation: GenerationDefaults
     max_input_tokens: int  # text models: longest accepted input; image models: encoder length
     decoder_prompt: list[int] = field(default_factory=list)  # tokens after decoder_start (BLIP)
+    # Longest decoder sequence (decoder_start and prompt included) the position table allows;
+    # None: no hard limit (T5's relative positions) or a manifest written before this field.
+    max_decoder_positions: int | None = None
     tokenizer_file: str = "tokenizer.json"
     image: ImagePreprocessing | None = None
     exporter: dict[str, str] = field(default_factory=dict)  # tool versions used for the export
@@ -117,6 +120,12 @@ class ModelManifest:
             raise ManifestError("a captioning model needs image preprocessing settings")
         if not self.special_tokens.eos:
             raise ManifestError("special_tokens.eos is empty")
+        prompt_len = 1 + len(self.decoder_prompt)
+        if self.max_decoder_positions is not None and self.max_decoder_positions <= prompt_len:
+            raise ManifestError(
+                f"max_decoder_positions ({self.max_decoder_positions}) leaves no room after the "
+                f"{prompt_len} decoder prompt tokens"
+            )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False)

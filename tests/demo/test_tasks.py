@@ -206,3 +206,13 @@ def test_summary_names_the_winner_first_with_the_score() -> None:
         goals = {m[1]: int(m[2]) for m in map(_SCORED.fullmatch, sentences[1:]) if m}
         (winner, high), (loser, low) = sorted(goals.items(), key=lambda kv: -kv[1])
         assert summary == f"{winner} beat {loser} {high}-{low} in {city} on {day}."
+
+
+def test_curriculum_reports_have_no_fillers_and_the_fixture_order() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        report, _ = make_match_report(rng, max_fillers=0, shuffled=False)
+        sentences = _sentences(report)
+        opening = _OPENING.fullmatch(sentences[0])
+        assert len(sentences) == 3
+        assert [_SCORED.fullmatch(s)[1] for s in sentences[1:]] == [opening[1], opening[2]]

@@ -12,30 +12,10 @@ import pytest
 
 from service.engine.batch import DecodeBatch, NumpyOps
 from service.engine.decoding import RowParams
-from service.engine.validation import ResolvedParams
 from service.runtime.device_ops import OrtValueOps
+from tests.engine.params import GREEDY
 
 H, DH, LAYERS = 2, 3, 2
-
-
-def _params() -> ResolvedParams:
-    return ResolvedParams(
-        prompt_len=1,
-        max_length=20,
-        min_length=0,
-        num_beams=1,
-        do_sample=False,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        length_penalty=1.0,
-        early_stopping=False,
-        forced_bos_token_id=None,
-        forced_eos_token_id=None,
-        seed=0,
-    )
 
 
 def _kv(row_ids: list[int], lengths: list[int], width: int, pad_left: bool) -> np.ndarray:
@@ -68,7 +48,7 @@ def _batch(ops, row_ids: list[int], past_lens: list[int], enc_lens: list[int]) -
         past=[wrap(_kv(row_ids, past_lens, p, True)) for _ in range(2 * LAYERS)],
         encoder_mask=_mask(enc_lens, s, pad_left=False),
         cross=[wrap(_kv(row_ids, enc_lens, s, False)) for _ in range(2 * LAYERS)],
-        params=RowParams.for_request(_params(), n),
+        params=RowParams.for_request(GREEDY, n),
         rngs=np.array([None] * n, dtype=object),
         ops=ops,
     )

@@ -14,6 +14,7 @@ from transformers import BartConfig, BartForConditionalGeneration
 from service.engine.beam_search import BeamSearchGroup
 from service.engine.decoding import RowParams, process_logits
 from service.engine.validation import ResolvedParams
+from tests.engine.params import resolved_params
 
 EOS, START, PAD, BOS = 2, 2, 1, 0
 
@@ -69,27 +70,6 @@ def _beam_search_with_group(model, input_ids: torch.Tensor, params: ResolvedPara
         sequences = np.concatenate([sequences[step.source_beams], step.next_tokens[:, None]], 1)
 
 
-def _resolved(**overrides) -> ResolvedParams:
-    base = dict(
-        prompt_len=1,
-        max_length=21,
-        min_length=0,
-        num_beams=4,
-        do_sample=False,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        length_penalty=1.0,
-        early_stopping=False,
-        forced_bos_token_id=None,
-        forced_eos_token_id=None,
-        seed=0,
-    )
-    return ResolvedParams(**{**base, **overrides})
-
-
 def _hf_generate(model, input_ids: torch.Tensor, params: ResolvedParams) -> list[int]:
     with torch.no_grad():
         out = model.generate(
@@ -111,7 +91,8 @@ def _hf_generate(model, input_ids: torch.Tensor, params: ResolvedParams) -> list
     return tokens
 
 
-CASES = {
+BEAM_SEARCH = {"num_beams": 4, "max_length": 21}
+CASES = {  # settings on top of BEAM_SEARCH
     "plain": dict(),
     "length_penalty": dict(length_penalty=2.0, max_length=16),
     "negative_length_penalty": dict(length_penalty=-0.5),
@@ -126,7 +107,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_beam_search_returns_the_hypothesis_generate_returns(model, case):
-    params = _resolved(**CASES[case])
+    params = resolved_params(**{**BEAM_SEARCH, **CASES[case]})
     generator = torch.Generator().manual_seed(sorted(CASES).index(case))
     for length in (3, 5, 8, 11, 14):
         input_ids = torch.randint(3, 48, (1, length), generator=generator)

@@ -18,30 +18,14 @@ from service.engine.decoding import (
     softmax,
 )
 from service.engine.validation import ResolvedParams
+from tests.engine.params import resolved_params
 
 VOCAB = 40
 EOS = np.array([2])
 
 
 def _params(**overrides) -> ResolvedParams:
-    base = dict(
-        prompt_len=1,
-        max_length=30,
-        min_length=0,
-        num_beams=1,
-        do_sample=False,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        length_penalty=1.0,
-        early_stopping=False,
-        forced_bos_token_id=None,
-        forced_eos_token_id=None,
-        seed=0,
-    )
-    return ResolvedParams(**{**base, **overrides})
+    return resolved_params(**{"max_length": 30, **overrides})
 
 
 def _batch(rng: np.random.Generator, lengths: list[int], vocab: int = VOCAB):

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from export.exporter import export_model
 from service.engine.config import EngineConfig
@@ -21,8 +22,10 @@ from service.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from service.metrics import ServerMetrics
 from service.runtime.model import LoadedModel
 from tests.fixtures.tiny_text_models import build_bart
+from tests.metrics.exposition import value
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,9 +52,9 @@ async def _collect(engine: Engine, request: GenerationRequest) -> list:
     return [item async for item in engine.generate(request)]
 
 
-def _run(models_dir: Path, scenario, **config):
+def _run(models_dir: Path, scenario, metrics: ServerMetrics | None = None, **config):
     """Load an engine, run `scenario(engine)` on a fresh event loop, always stop the engine."""
-    engine = Engine.load(models_dir, EngineConfig(**config))
+    engine = Engine.load(models_dir, EngineConfig(**config), metrics)
 
     async def main():
         try:
@@ -106,7 +109,7 @@ def test_bad_requests_fail_before_anything_is_queued(models_dir, fields, error, 
     assert _run(models_dir, scenario) == 0
 
 
-def test_full_queue_is_refused_at_once(models_dir):
+def test_full_queue_is_refused_at_once_and_counted(models_dir):
     async def scenario(engine):  # the worker is not started: the first request stays queued
         first = asyncio.ensure_future(_collect(engine, _request()))
         await asyncio.sleep(0.05)
@@ -114,7 +117,27 @@ def test_full_queue_is_refused_at_once(models_dir):
             await _collect(engine, _request())
         first.cancel()
 
-    _run(models_dir, scenario, max_queue=1)
+    metrics = ServerMetrics()
+    _run(models_dir, scenario, metrics, max_queue=1)
+    assert _rejections(metrics, "resource_exhausted") == 1
+
+
+def test_a_request_expiring_while_queued_is_counted_as_refused(models_dir):
+    async def scenario(engine):  # queued while the worker is not started; it expires there
+        queued = asyncio.ensure_future(_collect(engine, _request(deadline=time.monotonic() + 0.1)))
+        await asyncio.sleep(0.2)
+        await engine.start()
+        with pytest.raises(DeadlineExceeded, match="before it started"):
+            await queued
+
+    metrics = ServerMetrics()
+    _run(models_dir, scenario, metrics)
+    assert _rejections(metrics, "deadline_exceeded") == 1
+
+
+def _rejections(metrics: ServerMetrics, reason: str) -> float | None:
+    exposition = generate_latest(metrics.registry).decode()
+    return value(exposition, "attnserve_rejected_requests_total", reason=reason)
 
 
 def test_drain_finishes_queued_work_and_refuses_new_requests(models_dir):

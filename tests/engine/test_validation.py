@@ -32,6 +32,28 @@ def test_model_default_above_the_server_cap_is_clamped():
     assert resolved.max_new_tokens == 64
 
 
+def test_request_beyond_the_decoder_positions_is_refused_naming_the_limit():
+    params = GenerationParams(max_new_tokens=40)
+    with pytest.raises(InvalidArgument, match="holds 32 positions.*max_new_tokens must be <= 30"):
+        resolve_params(params, GenerationDefaults(), CONFIG, prompt_len=2, max_decoder_positions=32)
+
+
+def test_request_filling_the_decoder_positions_is_accepted():
+    params = GenerationParams(max_new_tokens=30)
+    resolved = resolve_params(
+        params, GenerationDefaults(), CONFIG, prompt_len=2, max_decoder_positions=32
+    )
+    assert resolved.max_length == 32
+
+
+def test_model_default_beyond_the_decoder_positions_is_clamped():
+    defaults = GenerationDefaults(max_length=50)
+    resolved = resolve_params(
+        GenerationParams(), defaults, CONFIG, prompt_len=2, max_decoder_positions=32
+    )
+    assert resolved.max_length == 32
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [

@@ -11,10 +11,21 @@ from transformers import GPT2Config
 from export.errors import ExportError
 from export.exporter import export_model
 from service.cli import main
+from service.runtime.manifest import ModelManifest
+from tests.fixtures.tiny_text_models import build_bart
 
 
 def _export(model: Path | str, output: Path) -> None:
     export_model(model, "summarization", output, progress=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def mismatching_checkpoint(tmp_path_factory) -> Path:
+    """A BART whose generation_config suppresses most words: generate() applies that, the
+    engine has no such setting, so the export's beam check finds different tokens."""
+    return build_bart(
+        tmp_path_factory.mktemp("suppressing"), generation={"suppress_tokens": list(range(4, 60))}
+    )
 
 
 def _copy_checkpoint(src: Path, dst: Path, *, without: str | None = None) -> Path:
@@ -34,26 +45,26 @@ def test_unsupported_architecture_names_the_supported_ones(tmp_path):
         _export(tmp_path / "gpt2", tmp_path / "out")
 
 
-def test_corrupt_weights_are_reported(text_checkpoints, tmp_path):
-    checkpoint = _copy_checkpoint(text_checkpoints["bart"], tmp_path / "corrupt")
+def test_corrupt_weights_are_reported(checkpoints, tmp_path):
+    checkpoint = _copy_checkpoint(checkpoints["bart"], tmp_path / "corrupt")
     (checkpoint / "model.safetensors").write_bytes(b"\x00not a safetensors file" * 10)
     with pytest.raises(ExportError, match="cannot load the weights"):
         _export(checkpoint, tmp_path / "out")
 
 
-def test_existing_output_directory_is_refused(text_checkpoints, tmp_path):
+def test_existing_output_directory_is_refused(checkpoints, tmp_path):
     output = tmp_path / "out"
     output.mkdir()
     (output / "keep.txt").write_text("user data")
     with pytest.raises(ExportError, match="already exists"):
-        _export(text_checkpoints["bart"], output)
+        _export(checkpoints["bart"], output)
     assert [p.name for p in output.iterdir()] == ["keep.txt"]
 
 
-def test_failed_export_leaves_nothing_behind(text_checkpoints, tmp_path):
+def test_failed_export_leaves_nothing_behind(checkpoints, tmp_path):
     """No tokenizer anywhere: the export fails after the graphs were written and validated."""
     checkpoint = _copy_checkpoint(
-        text_checkpoints["bart"], tmp_path / "no-tokenizer", without="tokenizer.json"
+        checkpoints["bart"], tmp_path / "no-tokenizer", without="tokenizer.json"
     )
     outputs = tmp_path / "models"
     outputs.mkdir()
@@ -78,3 +89,32 @@ def test_cli_reports_an_error_without_a_traceback(tmp_path, capsys):
     assert code != 0
     assert "error:" in stderr and "does not exist" in stderr
     assert "Traceback" not in stderr
+
+
+def test_parity_failure_fails_the_export_and_names_the_way_out(mismatching_checkpoint, tmp_path):
+    with pytest.raises(ExportError, match="beam tokens differ.*--allow-mismatch"):
+        _export(mismatching_checkpoint, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_allow_mismatch_writes_the_model_with_the_failing_report(
+    mismatching_checkpoint, tmp_path, capsys
+):
+    output = tmp_path / "out"
+    code = main(
+        [
+            "export",
+            "--model",
+            str(mismatching_checkpoint),
+            "--task",
+            "summarization",
+            "--output",
+            str(output),
+            "--allow-mismatch",
+        ]
+    )
+    assert code == 0
+    assert "parity FAILED" in capsys.readouterr().out
+    parity = ModelManifest.load(output).parity
+    assert parity["passed"] is False
+    assert parity["beam_tokens_identical"] is False and parity["beam_mismatched_rows"]

@@ -18,14 +18,12 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, BlipForConditionalGeneration, VisionEncoderDecoderModel
 
-from export.exporter import export_model
 from export.families.blip import BlipFamily
 from export.families.image_captioning import ImageCaptioningFamily, read_image_preprocessing
 from export.families.vision_encoder_decoder import VisionEncoderDecoderFamily
 from export.onnx_export import decoder_spec
 from service.runtime.images import pixel_values
 from service.runtime.manifest import ModelManifest
-from tests.fixtures.tiny_image_models import build_blip, build_vit_bert, build_vit_gpt2
 
 TOLERANCE = 1e-4
 ENCODER_PADDING = 3  # noise columns appended to every row's encoder K/V, masked out
@@ -54,28 +52,26 @@ class Captioner:
         return out.logits[0].numpy(), out.cache
 
 
-BUILDERS = {
-    "vit-gpt2": (build_vit_gpt2, VisionEncoderDecoderModel, VisionEncoderDecoderFamily),
-    "vit-bert": (build_vit_bert, VisionEncoderDecoderModel, VisionEncoderDecoderFamily),
-    "blip": (build_blip, BlipForConditionalGeneration, BlipFamily),
+CAPTIONERS = {
+    "vit-gpt2": (VisionEncoderDecoderModel, VisionEncoderDecoderFamily),
+    "vit-bert": (VisionEncoderDecoderModel, VisionEncoderDecoderFamily),
+    "blip": (BlipForConditionalGeneration, BlipFamily),
 }
 
 
-@pytest.fixture(scope="module", params=sorted(BUILDERS))
-def captioner(request, tmp_path_factory) -> Captioner:
-    build, model_class, family_class = BUILDERS[request.param]
-    model_dir = build(tmp_path_factory.mktemp(request.param))
+@pytest.fixture(scope="module", params=sorted(CAPTIONERS))
+def captioner(request, checkpoints) -> Captioner:
+    model_class, family_class = CAPTIONERS[request.param]
+    model_dir = checkpoints[request.param]
     model = model_class.from_pretrained(model_dir).eval()
     pixel_values = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(7))
     return Captioner(request.param, family_class(), model, model_dir, pixel_values)
 
 
 @pytest.fixture(scope="module")
-def exported(captioner, tmp_path_factory) -> Path:
+def exported(captioner, exports) -> Path:
     """The captioner through `export_model`, the path `attnserve export` takes."""
-    out_dir = tmp_path_factory.mktemp(f"{captioner.name}-export") / "model"
-    export_model(captioner.model_dir, "captioning", out_dir, progress=lambda _: None)
-    return out_dir
+    return exports[captioner.name]
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +214,12 @@ def test_export_writes_a_manifest_describing_the_captioner(captioner, exported):
     assert manifest.image == family.image_preprocessing(str(captioner.model_dir))
     assert manifest.parity["passed"], manifest.parity
     assert (exported / "preprocessor_config.json").is_file()
+
+
+def test_export_checks_the_engines_beam_search_on_encoded_images(exported):
+    parity = ModelManifest.load(exported).parity
+    assert parity["beam_num_beams"] == 4
+    assert parity["beam_tokens_identical"], parity
 
 
 def test_onnx_encoder_matches_the_wrapper(captioner, onnx_sessions):

@@ -14,12 +14,10 @@ CASES = [("t5", "fp16"), ("bart", "int8")]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda case: "-".join(case))
-def converted(request, text_checkpoints, tmp_path_factory):
+def converted(request, checkpoints, tmp_path_factory):
     family, dtype = request.param
     output = tmp_path_factory.mktemp(f"{family}-{dtype}") / "model"
-    export_model(
-        text_checkpoints[family], "summarization", output, dtype=dtype, progress=lambda _: None
-    )
+    export_model(checkpoints[family], "summarization", output, dtype=dtype, progress=lambda _: None)
     return dtype, output
 
 

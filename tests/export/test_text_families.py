@@ -35,10 +35,10 @@ class Exported:
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
-def exported(request, text_checkpoints, text_exports) -> Exported:
-    model_dir = text_exports[request.param]
+def exported(request, checkpoints, exports) -> Exported:
+    model_dir = exports[request.param]
     manifest = ModelManifest.load(model_dir)
-    model = AutoModelForSeq2SeqLM.from_pretrained(text_checkpoints[request.param]).eval()
+    model = AutoModelForSeq2SeqLM.from_pretrained(checkpoints[request.param]).eval()
     return Exported(manifest, OrtGraphs(model_dir, manifest.dims), model, model_dir)
 
 
@@ -172,18 +172,18 @@ def test_greedy_tokens_equal_generate(exported):
     assert len({tuple(tokens) for tokens in expected}) > 1  # the outputs depend on the input
 
 
-def test_validation_fails_for_graphs_of_another_model(text_exports, tmp_path):
+def test_validation_fails_for_graphs_of_another_model(exports, tmp_path):
     """The parity check can fail: graphs exported from BART seed 0 against a BART of seed 1."""
     from tests.fixtures.tiny_text_models import build_bart
 
     other = AutoModelForSeq2SeqLM.from_pretrained(build_bart(tmp_path / "seed1", seed=1)).eval()
-    manifest = ModelManifest.load(text_exports["bart"])
+    manifest = ModelManifest.load(exports["bart"])
     special = manifest.special_tokens
     feeds = _padded(_sources(np.random.default_rng(6)), special.pad)
     report = validate(
         family_for("bart", "summarization"),
         other,
-        OrtGraphs(text_exports["bart"], manifest.dims),
+        OrtGraphs(exports["bart"], manifest.dims),
         feeds,
         special,
         [special.decoder_start],

@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny exported models, a real server on 127.0.0.1 port 0, a client."""
+"""Shared fixtures: the tiny exported models, a real server on 127.0.0.1 port 0 (in this process
+or as `attnserve serve`), a client."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from PIL import Image
 from service.client import AttnserveClient
 from tests.fixtures.inprocess_server import InProcessServer, serving
 from tests.integration.models import LONG_TOKENS, MAX_NUM_BEAMS, export_tiny_models
+from tests.integration.serve_process import ServeProcess, serve_in_subprocess
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +26,13 @@ def server(models_dir: Path) -> Iterator[InProcessServer]:
     with serving(
         models_dir, max_new_tokens_cap=LONG_TOKENS, max_num_beams=MAX_NUM_BEAMS
     ) as running:
+        yield running
+
+
+@pytest.fixture
+def serve_process(models_dir: Path) -> Iterator[ServeProcess]:
+    """`attnserve serve` in its own process, ready, with the long-request cap."""
+    with serve_in_subprocess(models_dir, "--max-new-tokens-cap", str(LONG_TOKENS)) as running:
         yield running
 
 

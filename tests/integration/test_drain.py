@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -26,10 +20,10 @@ from tests.integration.models import (
     TEXT,
     wait_until,
 )
+from tests.integration.serve_process import ServeProcess
 
 DRAIN_TOKENS = 600  # with beams: a couple of seconds, finished well within the drain
 DRAIN_REQUEST = {"max_new_tokens": DRAIN_TOKENS, "min_new_tokens": DRAIN_TOKENS, "num_beams": 4}
-READY_LINE = re.compile(r"ready on port (\d+)")
 
 
 def health_statuses(channel: grpc.Channel) -> list[int]:
@@ -72,44 +66,9 @@ def first_refusal(client: AttnserveClient, timeout: float = 10.0) -> grpc.RpcErr
     raise AssertionError(f"requests were still served {timeout} s after SIGTERM")
 
 
-@pytest.fixture
-def server_process(models_dir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`attnserve serve` in its own process on a free port; yields it and its target."""
-    command = [sys.executable, "-m", "service.cli", "serve", "--models", str(models_dir)]
-    command += ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"]
-    command += ["--max-new-tokens-cap", str(LONG_TOKENS)]
-    process = subprocess.Popen(
-        command,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    lines: list[str] = []
-    port = None
-    for line in process.stderr:  # the server logs to stderr; it prints the port once ready
-        lines.append(line)
-        if match := READY_LINE.search(line):
-            port = match.group(1)
-            break
-    if port is None:
-        process.wait(timeout=30)
-        pytest.fail("the server did not start:\n" + "".join(lines))
-    rest: list[str] = []
-    reader = threading.Thread(target=lambda: rest.extend(process.stderr), daemon=True)
-    reader.start()
-    try:
-        yield process, f"127.0.0.1:{port}"
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-        reader.join(timeout=5)
-
-
-def test_sigterm_drains_and_exits_zero(server_process: tuple[subprocess.Popen, str]):
-    process, target = server_process
-    with AttnserveClient(target) as client:
+def test_sigterm_drains_and_exits_zero(serve_process: ServeProcess):
+    process = serve_process.process
+    with AttnserveClient(serve_process.target) as client:
         stream = client.summarize_stream(
             TEXT, max_new_tokens=LONG_TOKENS, min_new_tokens=LONG_TOKENS
         )

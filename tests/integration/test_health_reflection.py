@@ -87,7 +87,7 @@ def test_a_loaded_server_turns_serving(models_dir: Path):
         serving(models_dir, load=False) as loading,
         grpc.insecure_channel(loading.target) as channel,
     ):
-        loading.serve(Engine.load(models_dir, loading.settings.engine))
+        loading.serve(Engine.load(models_dir, loading.settings.engine, loading.metrics))
 
         assert [health_status(channel, name) for name in ("", SERVICE_NAME)] == [SERVING, SERVING]
         assert AttnserveClient(loading.target, channel).summarize(TEXT, **SHORT_REQUEST).text

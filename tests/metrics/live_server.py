@@ -1,21 +1,18 @@
 """A real attnserve server (engine, gRPC, /metrics) on 127.0.0.1 port 0, after known traffic.
 
-The server runs on its own event loop in a thread so that blocking gRPC stubs can call it from
-the test thread; what was sent and answered is kept, so tests can compare the scrape with it.
+The server is the shared in-process one (tests/fixtures/inprocess_server.py), with its metrics
+served on a free port; what was sent and answered is kept, so tests can compare the scrape
+with it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
-import os
-import threading
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,9 +21,11 @@ import pytest
 
 from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
+from service.metrics import start_metrics_server
+from tests.fixtures.inprocess_server import serving
+from tests.fixtures.models_env import demo_models_dir
 from tests.metrics.exposition import scrape, total
 
-MODELS_ENV = "ATTNSERVE_TEST_MODELS"
 TIMEOUT_S = 120
 
 
@@ -35,6 +34,7 @@ class Traffic:
     """What the tests sent, and what the server answered."""
 
     sent: Counter[tuple[str, str]] = field(default_factory=Counter)  # (method, code) -> RPCs
+    refused: Counter[str] = field(default_factory=Counter)  # the engine's refusals, by reason
     model: str = ""  # the default model the requests went to, and its version
     version: str = ""
     unary_method: str = ""  # "Summarize" or "Caption"
@@ -50,13 +50,6 @@ class LiveServer:
     kv_budget_bytes: int
     models: list[pb.ModelInfo]
     traffic: Traffic
-
-
-def models_dir() -> Path:
-    value = os.environ.get(MODELS_ENV, "")
-    if not value:
-        pytest.skip(f"{MODELS_ENV} is not set: build the demo models (`make models`) and set it")
-    return Path(value)
 
 
 def _inputs(task: str, count: int) -> list[str] | list[bytes]:
@@ -111,15 +104,18 @@ def send_traffic(target: str) -> tuple[list[pb.ModelInfo], Traffic]:
             answered(chunks[-1].input_tokens, chunks[-1].output_tokens)
             traffic.sent[stream, "OK"] += 1
 
-        failures = [
-            _request(task, type(inputs[0])()),  # empty text or image
-            _request(task, inputs[0], model="no-such-model"),
-            _request(task, inputs[0], params=pb.GenerationParams(num_beams=10_000)),
+        failures = [  # (request, whether a served model's engine refuses it)
+            (_request(task, type(inputs[0])()), True),  # empty text or image
+            (_request(task, inputs[0], params=pb.GenerationParams(num_beams=10_000)), True),
+            (_request(task, inputs[0], model="no-such-model"), False),
         ]
-        for request in failures:
+        for request, refused in failures:
             with pytest.raises(grpc.RpcError) as failure:
                 call(request, timeout=TIMEOUT_S)
-            traffic.sent[unary, failure.value.code().name] += 1
+            code = failure.value.code().name
+            traffic.sent[unary, code] += 1
+            if refused:
+                traffic.refused[code.lower()] += 1
     return models, traffic
 
 
@@ -135,33 +131,12 @@ def _wait_until_counted(metrics_port: int, rpcs: int, timeout_s: float = 5.0) ->
 
 @contextmanager
 def live_server_after_traffic() -> Iterator[LiveServer]:
-    from service.api.server import create_server
-    from service.config import ServerSettings
-    from service.engine.engine import Engine
-    from service.metrics import ServerMetrics, start_metrics_server
-
-    directory = models_dir()
-    settings = ServerSettings(models=directory, host="127.0.0.1", port=0, drain_seconds=5.0)
-    metrics = ServerMetrics()
-    metrics_server, metrics_port = start_metrics_server(metrics, "127.0.0.1", 0)
-    engine = Engine.load(directory, settings.engine, metrics)
-
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="attnserve-metrics-test", daemon=True)
-    thread.start()
-
-    def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=TIMEOUT_S)
-
-    server, port = run(create_server(settings, engine, "127.0.0.1:0", metrics))
-    try:
-        models, traffic = send_traffic(f"127.0.0.1:{port}")
-        _wait_until_counted(metrics_port, sum(traffic.sent.values()))
-        yield LiveServer(metrics_port, settings.engine.kv_budget_bytes, models, traffic)
-    finally:
-        run(server.drain_and_stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=30)
-        loop.close()
-        metrics_server.shutdown()
-        metrics_server.server_close()
+    with serving(demo_models_dir()) as server:
+        metrics_server, metrics_port = start_metrics_server(server.metrics, "127.0.0.1", 0)
+        try:
+            models, traffic = send_traffic(server.target)
+            _wait_until_counted(metrics_port, sum(traffic.sent.values()))
+            yield LiveServer(metrics_port, server.settings.engine.kv_budget_bytes, models, traffic)
+        finally:
+            metrics_server.shutdown()
+            metrics_server.server_close()

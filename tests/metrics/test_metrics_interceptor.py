@@ -66,6 +66,13 @@ class ProbeService:
         finally:
             self.stream_closed.set()
 
+    async def echoes(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        label_rpc_model("summarizer", "3")
+        async for request in requests:
+            yield request
+
     def handler(self) -> grpc.GenericRpcHandler:
         unary = grpc.unary_unary_rpc_method_handler
         methods = {
@@ -76,6 +83,7 @@ class ProbeService:
             "Crashes": unary(self.crashes),
             "Sleeps": unary(self.sleeps),
             "Streams": grpc.unary_stream_rpc_method_handler(self.streams),
+            "Echoes": grpc.stream_stream_rpc_method_handler(self.echoes),
         }
         return grpc.method_handlers_generic_handler(SERVICE, methods)
 
@@ -203,6 +211,16 @@ def test_a_stream_the_client_cancels_is_counted_cancelled_and_closed_at_once():
 
     text = exposition_after(scenario)
     assert value(text, REQUESTS, method="Streams", code="CANCELLED") == 1
+
+
+def test_a_bidirectional_stream_is_counted_once_ok():
+    async def scenario(channel, _probe):
+        echoes = channel.stream_stream(f"/{SERVICE}/Echoes")(iter([b"x", b"y"]))
+        assert [part async for part in echoes] == [b"x", b"y"]
+
+    text = exposition_after(scenario)
+    assert value(text, REQUESTS, method="Echoes", code="OK", model="summarizer") == 1
+    assert total(text, REQUESTS) == 1
 
 
 def test_health_checks_are_not_counted():

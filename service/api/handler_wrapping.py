@@ -1,0 +1,47 @@
+"""Rebuilding a gRPC method handler around a wrapped behaviour, for our server interceptors.
+
+A grpc.aio server interceptor sees what an RPC receives and how it ends only by replacing the
+handler's behaviour; the handler must then be rebuilt with the factory of its kind and its
+(de)serializers. That rebuilding lives here, once, for every interceptor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grpc
+
+Behavior = Callable[..., Any]
+Wrap = Callable[[Behavior], Behavior]
+
+_FACTORIES = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def split_method(path: str) -> tuple[str, str]:
+    """A method path's full service name and method name: "/pkg.Service/Method" ->
+    ("pkg.Service", "Method")."""
+    service, _, method = path.lstrip("/").rpartition("/")
+    return service, method
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler, wraps: Mapping[str, Wrap]
+) -> grpc.RpcMethodHandler:
+    """`handler` with its behaviour replaced by `wraps[kind](behaviour)`, where kind is the
+    handler's ("unary_unary", "unary_stream", "stream_unary" or "stream_stream"); `handler`
+    itself if `wraps` has nothing for its kind."""
+    for kind, wrap in wraps.items():
+        behavior = getattr(handler, kind)
+        if behavior is not None:
+            return _FACTORIES[kind](
+                wrap(behavior),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler

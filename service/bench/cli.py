@@ -1,0 +1,135 @@
+"""`attnserve bench load` (drive a running server) and `attnserve bench suite` (every baseline,
+side by side): arguments in, JSON + markdown (+ PNG plot) out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from service.bench.driver import LoadDriver, LoadSpec
+from service.bench.render import plot_workload, suite_markdown
+from service.bench.report import load_table, machine_info, write_json
+from service.bench.scrape import decode_batch_probe
+from service.bench.stats import summarize
+from service.bench.workload import load_workload, make_requests
+from service.client import AttnserveClient
+
+PREFLIGHT_TIMEOUT_S = 10.0
+REQUEST_POOL = 256
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    """The `attnserve bench` subcommands and their flags."""
+    sub = p.add_subparsers(dest="bench_command", required=True)
+    load = sub.add_parser("load", help="drive a running server with one workload")
+    load.add_argument("--target", default="127.0.0.1:50051", help="host:port of the server")
+    load.add_argument("--workload", required=True, help="a named workload or a JSON spec file")
+    load.add_argument("--model", default=None, help="served model (default: the workload's)")
+    load.add_argument("--mode", choices=["closed", "open"], default="closed")
+    load.add_argument(
+        "--levels", default="1", help="comma-separated clients (closed) or requests/s (open)"
+    )
+    length = load.add_mutually_exclusive_group(required=True)
+    length.add_argument("--duration", type=float, help="seconds measured per level")
+    length.add_argument("--requests", type=int, help="requests measured per level")
+    load.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up per level")
+    load.add_argument("--metrics-url", default=None, help="the server's /metrics URL")
+    load.add_argument("--out", default="bench-out/load", help="directory for the results")
+    suite = sub.add_parser("suite", help="all baselines on the benchmark models, side by side")
+    suite.add_argument("--plan", choices=["full", "quick"], default="full")
+    suite.add_argument("--out", default="bench-out", help="models cache and results directory")
+
+
+def _levels(raw: str) -> list[float]:
+    try:
+        levels = [float(v) for v in raw.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--levels must be numbers separated by commas, got {raw!r}") from None
+    if not levels:
+        raise ValueError("--levels is empty")
+    return levels
+
+
+def _check_model(target: str, model: str, task: str) -> None:
+    """Fail early, with a message, if the server is down or does not serve `model`."""
+    with AttnserveClient(target) as client:
+        served = client.list_models(task=task, timeout=PREFLIGHT_TIMEOUT_S)
+    names = sorted(m.name for m in served)
+    if model not in names:
+        raise ValueError(f"{target} serves no {task} model {model!r} (it serves: {names})")
+
+
+def run_load(args: argparse.Namespace) -> dict[str, Any]:
+    spec = load_workload(args.workload)
+    model = args.model or spec.model
+    levels = _levels(args.levels)
+    loads = [
+        LoadSpec(args.mode, level, args.warmup, args.duration, args.requests) for level in levels
+    ]
+    for load in loads:
+        load.validate()
+    _check_model(args.target, model, spec.task)
+    spec = replace(spec, model=model)
+    driver = LoadDriver(args.target, spec.task, model, make_requests(spec, REQUEST_POOL))
+    probe = decode_batch_probe(args.metrics_url, model) if args.metrics_url else None
+    results = []
+    for load in loads:
+        results.append(summarize(asyncio.run(driver.run(load, probe))).to_dict())
+        print(load_table([(args.target, results[-1])]).splitlines()[-1], flush=True)
+    return {
+        "machine": machine_info(),
+        "target": args.target,
+        "workload": spec.to_dict(),
+        "results": results,
+    }
+
+
+def _write_load(result: dict[str, Any], out: Path) -> None:
+    write_json(result, out / "load.json")
+    table = load_table([(result["target"], r) for r in result["results"]])
+    (out / "load.md").write_text(table + "\n")
+    workload = {"spec": result["workload"], "servers": {result["target"]: result["results"]}}
+    plot_workload(result["workload"]["name"], workload, out / "load.png")
+    print(f"wrote {out}/load.json, load.md" + (", load.png" if (out / "load.png").exists() else ""))
+
+
+def _write_suite(result: dict[str, Any], out: Path) -> None:
+    results = out / "results"
+    write_json(result, results / f"suite-{result['suite']}.json")
+    plots = {}
+    for name, workload in result["workloads"].items():
+        png = results / f"{result['suite']}-{name}-throughput-p99.png"
+        if plot_workload(name, workload, png):
+            plots[name] = png.name
+    markdown = suite_markdown(result, plots)
+    (results / f"suite-{result['suite']}.md").write_text(markdown)
+    print(markdown)
+    print(f"wrote {results}/suite-{result['suite']}.json, .md and plots")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """0 on success; 2 for bad arguments or workload specs; 1 if the server cannot be used."""
+    out = Path(args.out)
+    try:
+        if args.bench_command == "load":
+            _write_load(run_load(args), out)
+        else:
+            from service.bench.suite import PLANS, run_suite  # imports the exporter
+
+            _write_suite(run_suite(PLANS[args.plan], out), out)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        print(f"error: cannot use the server: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # a suite server that did not start
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,87 @@
+"""What the engine tells its metrics: loads, refusals, and what each step did to its requests.
+
+Kept apart from the step loop so that engine.py reads as scheduling, not bookkeeping; every
+call here is a ServerMetrics method, and the clocks are the engine's own (time.monotonic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from service.engine.scheduler import SequenceGroup, StepEvent, StepPlan
+from service.engine.served import ServedModel
+from service.errors import Cancelled, ServeError
+from service.metrics import ServerMetrics, rejection_reason
+
+
+class EngineReporter:
+    """Reports one engine's events to `metrics`."""
+
+    def __init__(self, metrics: ServerMetrics, kv_budget_bytes: int) -> None:
+        self.metrics = metrics
+        self._kv_budget_bytes = kv_budget_bytes
+
+    def loaded(self, served: ServedModel, seconds: float) -> None:
+        info = served.info(is_default=False)
+        self.metrics.model_loaded(
+            info.name,
+            info.version,
+            dtype=info.dtype,
+            provider=info.provider,
+            architecture=info.architecture,
+            seconds=seconds,
+        )
+        self.queue_state(served)
+
+    def rejected(self, served: ServedModel, error: ServeError) -> None:
+        """A request for `served` was refused before it was queued."""
+        self.metrics.rejected(served.manifest.name, rejection_reason(error))
+
+    def queue_state(self, served: ServedModel) -> None:
+        """Running and waiting requests and K/V bytes of `served`, as they are now."""
+        name, version = served.manifest.name, served.manifest.version
+        scheduler = served.scheduler
+        self.metrics.set_queue_state(name, version, len(scheduler.running), len(scheduler.waiting))
+        self.metrics.set_kv_cache(name, version, served.runner.kv_bytes(), self._kv_budget_bytes)
+
+    def step(
+        self,
+        served: ServedModel,
+        plan: StepPlan,
+        events: Iterable[tuple[SequenceGroup, StepEvent]],
+        rows: int,
+        seconds: float,
+        now: float,
+    ) -> None:
+        """One step over `rows` decode rows took `seconds` (its encoder run included) and
+        ended at `now`."""
+        name, version = served.manifest.name, served.manifest.version
+        metrics = self.metrics
+        for group in plan.admit:
+            assert group.admitted_at is not None  # the scheduler stamps what it admits
+            metrics.queue_wait(name, version, group.admitted_at - group.arrived_at)
+        for group, error in plan.drop:
+            if group.admitted_at is None and not isinstance(error, Cancelled):
+                metrics.rejected(name, rejection_reason(error))  # e.g. expired while waiting
+        if served.runner.encoder_seconds is not None:
+            metrics.encoder_ran(name, version, served.runner.encoder_seconds)
+        if rows:
+            metrics.decode_step(name, version, rows, seconds)
+        for group, event in events:
+            self._request_progress(name, version, group, event, now)
+        self.queue_state(served)
+
+    def _request_progress(
+        self, name: str, version: str, group: SequenceGroup, event: StepEvent, now: float
+    ) -> None:
+        if event.tokens and group.first_token_at is None:
+            group.first_token_at = now
+            self.metrics.first_token(name, version, now - group.arrived_at)
+        if not event.finish_reason:
+            return
+        generated = len(group.generated)
+        self.metrics.tokens(name, version, group.input_tokens, generated)
+        # A beam-search answer arrives whole: it has no time between tokens.
+        if group.beam is None and generated > 1 and group.first_token_at is not None:
+            interval = (now - group.first_token_at) / (generated - 1)
+            self.metrics.token_interval(name, version, interval)
