@@ -36,6 +36,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the gRPC server")
     p.add_argument("--models", default=None, help="directory of model dirs (env ATTNSERVE_MODELS)")
+    p.add_argument("--poll-seconds", type=float, default=None, help="rescan --models (0 = off)")
+    p.add_argument("--keep-versions", type=int, default=None, help="versions served per model")
     p.add_argument("--host", default=None, help="bind address (env ATTNSERVE_HOST)")
     p.add_argument("--port", type=int, default=None, help="gRPC port (env ATTNSERVE_PORT)")
     p.add_argument("--metrics-port", type=int, default=None, help="env ATTNSERVE_METRICS_PORT")

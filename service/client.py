@@ -47,7 +47,8 @@ def _channel(
 class AttnserveClient:
     """Calls attnserve.v1.AttentionService over one channel. Generation keyword arguments are
     GenerationParams' fields (max_new_tokens, num_beams, do_sample, temperature, top_k, top_p,
-    seed, ...); `timeout` is the deadline in seconds. Failures raise grpc.RpcError.
+    seed, ...); `timeout` is the deadline in seconds; `version` picks a model version (default:
+    the serving one). Failures raise grpc.RpcError.
 
     TLS: `root_certificates` is the PEM CA the server's certificate is checked against (None
     with a client certificate: the system's CAs); `private_key` and `certificate_chain` are the
@@ -70,28 +71,56 @@ class AttnserveClient:
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
 
     def summarize(
-        self, text: str, model: str = "", timeout: float | None = None, **params: Any
+        self,
+        text: str,
+        model: str = "",
+        timeout: float | None = None,
+        version: str = "",
+        **params: Any,
     ) -> pb.GenerateResponse:
-        request = pb.SummarizeRequest(model=model, text=text, params=_params(params))
+        request = pb.SummarizeRequest(
+            model=model, version=version, text=text, params=_params(params)
+        )
         return self.stub.Summarize(request, timeout=timeout, metadata=self._metadata)
 
     def summarize_stream(
-        self, text: str, model: str = "", timeout: float | None = None, **params: Any
+        self,
+        text: str,
+        model: str = "",
+        timeout: float | None = None,
+        version: str = "",
+        **params: Any,
     ) -> Iterator[pb.GenerateChunk]:
         """Chunks as the server generates them; the last one carries finish_reason."""
-        request = pb.SummarizeRequest(model=model, text=text, params=_params(params))
+        request = pb.SummarizeRequest(
+            model=model, version=version, text=text, params=_params(params)
+        )
         return self.stub.SummarizeStream(request, timeout=timeout, metadata=self._metadata)
 
     def caption(
-        self, image: bytes, model: str = "", timeout: float | None = None, **params: Any
+        self,
+        image: bytes,
+        model: str = "",
+        timeout: float | None = None,
+        version: str = "",
+        **params: Any,
     ) -> pb.GenerateResponse:
-        request = pb.CaptionRequest(model=model, image=image, params=_params(params))
+        request = pb.CaptionRequest(
+            model=model, version=version, image=image, params=_params(params)
+        )
         return self.stub.Caption(request, timeout=timeout, metadata=self._metadata)
 
     def caption_stream(
-        self, image: bytes, model: str = "", timeout: float | None = None, **params: Any
+        self,
+        image: bytes,
+        model: str = "",
+        timeout: float | None = None,
+        version: str = "",
+        **params: Any,
     ) -> Iterator[pb.GenerateChunk]:
-        request = pb.CaptionRequest(model=model, image=image, params=_params(params))
+        request = pb.CaptionRequest(
+            model=model, version=version, image=image, params=_params(params)
+        )
         return self.stub.CaptionStream(request, timeout=timeout, metadata=self._metadata)
 
     def list_models(self, task: str = "", timeout: float | None = None) -> list[pb.ModelInfo]:

@@ -62,7 +62,12 @@ class ServerSettings:
     """Everything `attnserve serve` needs: where to listen, what to serve, how to stop."""
 
     models: Path
-    """Directory whose subdirectories holding a model.json are the served models."""
+    """The models directory: DIR/<model>/model.json or DIR/<name>/<version>/model.json."""
+    poll_seconds: float = 0.0
+    """How often the models directory is rescanned for new, replaced or removed versions;
+    0 = never (the models loaded at start are served until the server stops)."""
+    keep_versions: int = 1
+    """How many of each model's highest versions are loaded and served."""
     host: str = "0.0.0.0"
     """Address the gRPC server binds."""
     port: int = 50051
@@ -102,6 +107,10 @@ class ServerSettings:
                 raise SettingsError(f"{name} must be between 0 and 65535, got {value}")
         if self.drain_seconds < 0:
             raise SettingsError(f"drain_seconds must be >= 0, got {self.drain_seconds}")
+        if self.poll_seconds < 0:
+            raise SettingsError(f"poll_seconds must be >= 0 (0 = off), got {self.poll_seconds}")
+        if self.keep_versions < 1:
+            raise SettingsError(f"keep_versions must be >= 1, got {self.keep_versions}")
         if self.max_message_bytes is not None and self.max_message_bytes <= 0:
             raise SettingsError(f"max_message_mb must be > 0, got {self.max_message_bytes // MIB}")
         if not self.models.is_dir():

@@ -250,6 +250,20 @@ class ServerMetrics:
         self._model_info.labels(model, version, dtype, provider, architecture).set(1)
         self._model_load_duration.labels(model, version).set(seconds)
 
+    def model_unloaded(
+        self, model: str, version: str, *, dtype: str, provider: str, architecture: str
+    ) -> None:
+        """A model version is no longer served (a reload replaced it): its gauges go away."""
+        self._model_info.remove(model, version, dtype, provider, architecture)
+        for gauge in (
+            self._model_load_duration,
+            self._requests_running,
+            self._requests_waiting,
+            self._kv_cache_bytes,
+            self._kv_cache_budget_bytes,
+        ):
+            gauge.remove(model, version)
+
     # -- exposition --
 
     def exposition_registry(self) -> CollectorRegistry:

@@ -37,6 +37,7 @@ def summarize_request(message: pb.SummarizeRequest, deadline: float | None) -> G
         task=SUMMARIZATION,
         text=message.text,
         params=params_from_proto(message.params),
+        version=message.version,
         deadline=deadline,
     )
 
@@ -47,6 +48,7 @@ def caption_request(message: pb.CaptionRequest, deadline: float | None) -> Gener
         task=CAPTIONING,
         image=message.image,
         params=params_from_proto(message.params),
+        version=message.version,
         deadline=deadline,
     )
 

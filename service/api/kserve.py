@@ -55,14 +55,16 @@ class KServeServicer(EngineSlot, pb_grpc.GRPCInferenceServiceServicer):
 
     def _model(self, name: str, version: str) -> ModelInfo:
         """The served model `name` (at `version`, "" = its serving version), as our API finds it."""
-        task = next((info.task for info in self.engine.models() if info.name == name), None)
-        if task is None:
+        served = [info for info in self.engine.models() if info.name == name]
+        if not served:
             raise NotFound(f"Request for unknown model: '{name}' is not found")
         try:
-            info = self.engine.resolve(name, task, version)
+            info = self.engine.resolve(name, served[0].task, version)
         except NotFound:
+            versions = ", ".join(info.version for info in served)
             raise NotFound(
-                f"Request for unknown model: '{name}' version {version} is not found"
+                f"Request for unknown model: '{name}' version {version} is not found "
+                f"(served versions: {versions})"
             ) from None
         label_rpc_model(info.name, info.version)
         return info

@@ -45,6 +45,7 @@ class AttnserveServer:
         self.settings = settings
         self.metrics = metrics
         self.engine: Engine | None = None
+        self._repository_watch: asyncio.Task | None = None  # --poll-seconds
         self.attention = AttentionServicer()
         self.health = HealthState([SERVICE_NAME, kserve.SERVICE_NAME])
         # Outermost first: every RPC is counted, refused ones included; only admitted ones logged.
@@ -78,16 +79,23 @@ class AttnserveServer:
         await self.grpc_server.start()
 
     async def serve(self, engine: Engine) -> None:
-        """Start the engine and answer requests with it; health turns SERVING."""
+        """Start the engine and answer requests with it; health turns SERVING. With
+        --poll-seconds, new model versions are swapped in as they appear."""
         await engine.start()
         self.engine = engine
         self.attention.attach(engine)
         self.kserve.attach(engine)
+        if self.settings.poll_seconds > 0:
+            watch = engine.watch_repository(self.settings.poll_seconds)
+            self._repository_watch = asyncio.ensure_future(watch)
         await self.health.set_serving()
 
     async def drain_and_stop(self) -> None:
         """Graceful shutdown: NOT_SERVING, refuse new work, finish running work, stop."""
         await self.health.enter_graceful_shutdown()
+        if self._repository_watch is not None:
+            self._repository_watch.cancel()
+            await asyncio.gather(self._repository_watch, return_exceptions=True)
         if self.engine is not None:
             drain_seconds = self.settings.drain_seconds
             try:
@@ -117,7 +125,7 @@ async def create_server(
 def _load_engine(settings: ServerSettings, metrics: ServerMetrics) -> Engine:
     from service.engine.engine import Engine  # keeps onnxruntime out of service.api's imports
 
-    return Engine.load(settings.models, settings.engine, metrics)
+    return Engine.load(settings.models, settings.engine, metrics, settings.keep_versions)
 
 
 def _log_models(engine: Engine) -> None:

@@ -2,7 +2,8 @@
 the engine runs it in-process (service.engine.offline, same scheduler and runner, no transport).
 
 The two are timed alternately on the same request, one at a time, so drift of a shared machine
-falls on both; the overhead is the median of the paired differences.
+falls on both; the overhead is the median of the paired differences. A short pause before each
+timed call lets the other side's ONNX Runtime threads stop spinning (they would steal the CPU).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from service.engine.offline import run_to_completion
 from service.engine.served import ServedModel
 from service.engine.types import GenerationParams
 from service.runtime.model import LoadedModel
+
+SETTLE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ def measure_overhead(
     payload = request.payload
 
     def in_process() -> float:
+        time.sleep(SETTLE_S)
         started = time.perf_counter()
         run_to_completion(served, [payload], [params])
         return time.perf_counter() - started
@@ -49,6 +53,7 @@ def measure_overhead(
         call = client.caption if captioning else client.summarize
 
         def over_grpc() -> float:
+            time.sleep(SETTLE_S)
             started = time.perf_counter()
             call(payload, model=served.manifest.name, **request.params)
             return time.perf_counter() - started

@@ -64,9 +64,11 @@ def plot_lines(
     draw.rectangle([left, top, right, bottom], outline="black")
     draw.text((WIDTH / 2, 18), title, fill="black", font=font, anchor="mt")
     draw.text(((left + right) / 2, HEIGHT - 22), x_label, fill="black", font=font, anchor="mm")
-    y_axis = Image.new("RGBA", (bottom - top, 24), (255, 255, 255, 0))
-    ImageDraw.Draw(y_axis).text((0, 4), y_label, fill="black", font=font)
-    image.paste(y_axis.rotate(90, expand=True), (14, top), y_axis.rotate(90, expand=True))
+    label_width = int(draw.textlength(y_label, font=font)) + 4
+    y_axis = Image.new("RGBA", (label_width, 24), (255, 255, 255, 0))
+    ImageDraw.Draw(y_axis).text((2, 4), y_label, fill="black", font=font)
+    y_axis = y_axis.rotate(90, expand=True)
+    image.paste(y_axis, (14, (top + bottom - label_width) // 2), y_axis)
 
     for index, (name, line) in enumerate(series.items()):
         color = COLORS[index % len(COLORS)]

@@ -21,6 +21,16 @@ def _topk_indices(values: np.ndarray, k: int) -> np.ndarray:
     return candidates[np.argsort(-values[candidates], kind="stable")]
 
 
+def _finished_first(scores: np.ndarray, finished: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best entries: finished hypotheses first, each kind best score first.
+
+    transformers ranks by score alone, so the -1e9 sentinel of an empty slot outranks a finished
+    hypothesis whose normalised score fell below it (a negative length_penalty on a long answer)
+    and the search ends with none. Wherever transformers keeps a hypothesis, the order is the
+    same."""
+    return np.lexsort((-scores, ~finished))[:k]
+
+
 @dataclass
 class BeamStep:
     """What the batch must do after a step: rebuild the group's rows from `source_beams`."""
@@ -104,7 +114,7 @@ class BeamSearchGroup:
         candidates = candidates + (~just_finished).astype(np.float32) * _NEG
         merged_scores = np.concatenate([self.finished_scores, candidates])
         merged_finished = np.concatenate([self.is_finished, just_finished])
-        best = _topk_indices(merged_scores, self.num_beams)
+        best = _finished_first(merged_scores, merged_finished, self.num_beams)
         tokens: list[np.ndarray | None] = []
         for index in best:
             if index < self.num_beams:
@@ -124,8 +134,11 @@ class BeamSearchGroup:
         else:
             best_length = cur_len - self.prompt_len
         best_running = self.running_scores[0] / np.float32(best_length**self.length_penalty)
-        worst_finished = np.where(self.is_finished, self.finished_scores.min(), _NEG)
-        self.improvement_possible &= bool(np.any(best_running > worst_finished))
+        # An empty slot can always be filled. (transformers compares with the slot's -1e9
+        # sentinel instead, which stops the search with no hypothesis at all once the best
+        # running score is normalised below it; elsewhere the outcome is the same.)
+        if self.is_finished.all():
+            self.improvement_possible &= bool(best_running > self.finished_scores.min())
 
     def best(self) -> np.ndarray:
         """The highest-scoring finished hypothesis (prompt included)."""

@@ -3,32 +3,36 @@
 One worker thread runs every model's step loop (ONNX Runtime releases the GIL while it computes);
 asyncio consumers receive their request's events through `loop.call_soon_threadsafe`. A consumer
 that stops iterating marks its request cancelled, and the next step frees its rows.
+
+Model versions change only by swapping the whole ModelTable (`reload`): the step thread never
+loads or unloads anything, it steps the current table's models and the replaced ones still
+finishing their requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
 
 from service.engine.config import EngineConfig
+from service.engine.model_repository import ModelRepository, Reload
+from service.engine.model_table import ModelTable
 from service.engine.reporting import EngineReporter
 from service.engine.scheduler import SequenceGroup, StepEvent
 from service.engine.served import ModelInfo, ServedModel
 from service.engine.types import GenerationRequest, GenerationResult, TokenDelta
-from service.errors import DeadlineExceeded, InvalidArgument, NotFound, ServeError, Unavailable
+from service.errors import DeadlineExceeded, InvalidArgument, ServeError, Unavailable
 from service.metrics import ServerMetrics
-from service.runtime.manifest import MANIFEST_FILE
-from service.runtime.model import LoadedModel
 
 __all__ = ["Engine", "EngineConfig", "ModelInfo"]
 
-
-def _version_key(version: str) -> tuple:
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in version.split("."))
+log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -37,15 +41,14 @@ class Engine:
         served: list[ServedModel],
         config: EngineConfig,
         metrics: ServerMetrics | None = None,
+        repository: ModelRepository | None = None,
     ) -> None:
         self.config = config
+        self.repository = repository  # where `reload` finds new versions; None: fixed models
         self._report = EngineReporter(metrics or ServerMetrics(), config.kv_budget_bytes)
-        self._served = sorted(
-            served, key=lambda s: (s.manifest.name, _version_key(s.manifest.version))
-        )
-        self._defaults: dict[str, str] = {}
-        for s in self._served:
-            self._defaults.setdefault(s.manifest.task, s.manifest.name)
+        self._table = ModelTable(served)  # what new requests resolve against
+        self._retiring: tuple[ServedModel, ...] = ()  # replaced, finishing their requests
+        self._requests: Counter[ServedModel] = Counter()  # generate() calls alive per model
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
         self._draining = False
@@ -54,51 +57,89 @@ class Engine:
 
     @classmethod
     def load(
-        cls, models_dir: Path, config: EngineConfig, metrics: ServerMetrics | None = None
+        cls,
+        models_dir: Path,
+        config: EngineConfig,
+        metrics: ServerMetrics | None = None,
+        keep_versions: int = 1,
     ) -> Engine:
-        """Every subdirectory of `models_dir` holding a model.json is a served model; their
-        metrics go to `metrics` (a private ServerMetrics if None)."""
+        """The models under `models_dir` (either layout, see model_repository), the
+        `keep_versions` highest versions of each; their metrics go to `metrics` (a private
+        ServerMetrics if None). OSError or ValueError if any of them cannot be served."""
         config.validate()
-        models_dir = Path(models_dir)
-        if not models_dir.is_dir():
-            raise FileNotFoundError(f"models directory {models_dir} does not exist")
-        dirs = sorted(p.parent for p in models_dir.glob(f"*/{MANIFEST_FILE}"))
-        if not dirs:
-            raise FileNotFoundError(f"no model directories (with {MANIFEST_FILE}) in {models_dir}")
-        served, load_seconds = [], []
-        for model_dir in dirs:
-            started = time.perf_counter()
-            model = LoadedModel.load(model_dir, config.device, config.intra_op_threads)
-            served.append(ServedModel(model, config))
-            load_seconds.append(time.perf_counter() - started)
-        engine = cls(served, config, metrics)
-        for model, seconds in zip(served, load_seconds, strict=True):
-            engine._report.loaded(model, seconds)
+        repository = ModelRepository(Path(models_dir), config, keep_versions)
+        loaded = repository.load_initial()
+        engine = cls([item.served for item in loaded], config, metrics, repository)
+        for item in loaded:
+            engine._report.loaded(item.served, item.seconds)
         return engine
 
     # ----- catalogue -----------------------------------------------------------------------
 
     def models(self) -> list[ModelInfo]:
-        return [s.info(self._defaults[s.manifest.task] == s.manifest.name) for s in self._served]
+        return self._table.infos()
 
     def _find(self, name: str, task: str, version: str = "") -> ServedModel:
-        name = name or self._defaults.get(task, "")
-        candidates = [s for s in self._served if s.manifest.name == name]
-        if not candidates:
-            known = ", ".join(sorted({s.manifest.name for s in self._served}))
-            raise NotFound(f"unknown model {name!r} for task {task!r} (served: {known})")
-        if version:
-            candidates = [s for s in candidates if s.manifest.version == version]
-            if not candidates:
-                raise NotFound(f"model {name!r} has no version {version!r}")
-        served = candidates[-1]  # the newest version
-        if served.manifest.task != task:
-            raise NotFound(f"model {name!r} serves {served.manifest.task}, not {task}")
-        return served
+        """A replaced version still answers requests naming it until it is unloaded, so that
+        one resolved just before a swap is never refused."""
+        return self._table.find(name, task, version, self._retiring)
 
     def resolve(self, name: str, task: str, version: str = "") -> ModelInfo:
         served = self._find(name, task, version)
-        return served.info(self._defaults[task] == served.manifest.name)
+        return served.info(self._table.is_default(served))
+
+    # ----- reloads -------------------------------------------------------------------------
+
+    async def watch_repository(self, interval_s: float) -> None:
+        """Reload every `interval_s` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.reload()
+            except Exception:  # a bug in one poll must not end polling
+                log.exception("reloading the models failed; the serving versions stay")
+
+    async def reload(self) -> None:
+        """One poll of the repository: unload replaced versions no request uses any more, load
+        new ones (on a worker thread) and swap them in. A version replaced now is unloaded at
+        the next poll at the earliest, so a request that resolved it just before the swap
+        (KServe pins the version before its elements start) still finds it."""
+        if self.repository is None or self._draining:
+            return
+        self._unload_idle()
+        change = await asyncio.to_thread(self.repository.reconcile, self._table.served)
+        if change is not None and not self._draining:
+            self._install(change)
+
+    def _install(self, change: Reload) -> None:
+        new_table = ModelTable(change.serving)
+        with self._cond:
+            old = self._table
+            self._table = new_table
+            replaced = tuple(s for s in old.served if s not in new_table.served)
+            self._retiring = (*self._retiring, *replaced)
+        for item in change.loaded:
+            self._report.loaded(item.served, item.seconds)
+            manifest = item.served.manifest
+            log.info("serving %s version %s", manifest.name, manifest.version)
+        for served in replaced:
+            log.info("retiring %s version %s", served.manifest.name, served.manifest.version)
+
+    def _unload_idle(self) -> None:
+        """Drop retiring versions with no request left; ONNX Runtime frees them with the last
+        reference, here and not on the step thread."""
+        idle = tuple(s for s in self._retiring if not self._requests[s])
+        if not idle:
+            return
+        with self._cond:
+            self._retiring = tuple(s for s in self._retiring if s not in idle)
+        for served in idle:
+            self._report.unloaded(served)
+            log.info("unloaded %s version %s", served.manifest.name, served.manifest.version)
+
+    def _stepped(self) -> tuple[ServedModel, ...]:
+        """Every model the step loop runs: the table's and the retiring ones."""
+        return (*self._table.served, *self._retiring)
 
     # ----- metrics hooks -------------------------------------------------------------------
 
@@ -107,10 +148,10 @@ class Engine:
         return self._draining
 
     def queue_length(self) -> int:
-        return sum(len(s.scheduler.waiting) for s in self._served)
+        return sum(len(s.scheduler.waiting) for s in self._stepped())
 
     def running_rows(self) -> int:
-        return sum(s.runner.rows for s in self._served)
+        return sum(s.runner.rows for s in self._stepped())
 
     # ----- lifecycle -----------------------------------------------------------------------
 
@@ -133,7 +174,7 @@ class Engine:
             self._worker = None
 
     def _has_work(self) -> bool:
-        return any(s.scheduler.has_work() for s in self._served)
+        return any(s.scheduler.has_work() for s in self._stepped())
 
     def _loop(self) -> None:
         while True:
@@ -145,12 +186,12 @@ class Engine:
                     return
                 if not self._has_work():
                     return
-                plans = [s for s in self._served if s.scheduler.has_work()]
+                plans = [s for s in self._stepped() if s.scheduler.has_work()]
             for served in plans:
                 self._step(served)
 
     def _fail_all(self, error: Exception) -> None:
-        for served in self._served:
+        for served in self._stepped():
             for group in [*served.reset(), *served.scheduler.waiting]:
                 group.emit(StepEvent(tokens=[], error=error))
             served.scheduler.waiting.clear()
@@ -184,6 +225,19 @@ class Engine:
     ) -> AsyncIterator[TokenDelta | GenerationResult]:
         """Stream TokenDeltas, then one GenerationResult; errors are service.errors types."""
         served = self._find(request.model, request.task, request.version)
+        self._requests[served] += 1  # keeps a replaced version loaded until this ends
+        try:
+            async with aclosing(self._generate_on(served, request)) as items:
+                async for item in items:
+                    yield item
+        finally:
+            self._requests[served] -= 1
+            if not self._requests[served]:
+                del self._requests[served]
+
+    async def _generate_on(
+        self, served: ServedModel, request: GenerationRequest
+    ) -> AsyncIterator[TokenDelta | GenerationResult]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StepEvent] = asyncio.Queue()
 

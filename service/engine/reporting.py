@@ -33,6 +33,16 @@ class EngineReporter:
         )
         self.queue_state(served)
 
+    def unloaded(self, served: ServedModel) -> None:
+        info = served.info(is_default=False)
+        self.metrics.model_unloaded(
+            info.name,
+            info.version,
+            dtype=info.dtype,
+            provider=info.provider,
+            architecture=info.architecture,
+        )
+
     def rejected(self, served: ServedModel, error: ServeError) -> None:
         """A request for `served` was refused before it was queued."""
         self.metrics.rejected(served.manifest.name, rejection_reason(error))

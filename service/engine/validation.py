@@ -17,6 +17,16 @@ from service.engine.types import GenerationParams
 from service.errors import InvalidArgument
 from service.runtime.manifest import GenerationDefaults
 
+FLOAT32_MAX = 3.4028234663852886e38
+# Bounds that keep decoding's float32 arithmetic finite, found by fuzzing the API. Below
+# MIN_SAMPLING_TEMPERATURE, logits / temperature overflow to inf and sampling breaks (it is
+# greedy decoding by then). Beam search divides scores by length ** length_penalty, which
+# overflows beyond LENGTH_PENALTY_RANGE. Repetition penalties outside their range turn a
+# repeated token's score into inf or 0.
+MIN_SAMPLING_TEMPERATURE = 1e-4
+REPETITION_PENALTY_RANGE = (1e-4, 1e4)
+LENGTH_PENALTY_RANGE = (-10.0, 10.0)
+
 
 @dataclass(frozen=True)
 class ResolvedParams:
@@ -53,9 +63,16 @@ def _check_int(name: str, value: int, low: int, high: int | None = None) -> int:
 
 
 def _check_float(name: str, value: float) -> float:
+    """Decoding runs in float32: a value float32 cannot hold would turn into inf there."""
     value = float(value)
-    if not math.isfinite(value):
-        raise InvalidArgument(f"{name} must be a finite number, got {value}")
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise InvalidArgument(f"{name} must be a finite number (float32), got {value}")
+    return value
+
+
+def _check_range(name: str, value: float, low: float, high: float, why: str) -> float:
+    if not low <= value <= high:
+        raise InvalidArgument(f"{name} must be between {low:g} and {high:g}, got {value} ({why})")
     return value
 
 
@@ -125,10 +142,10 @@ def resolve_params(
         return default if value is None else value
 
     temperature = _check_float("temperature", pick(params.temperature, defaults.temperature))
-    if temperature < 0 or (do_sample and temperature == 0):
+    if temperature < 0 or (do_sample and temperature < MIN_SAMPLING_TEMPERATURE):
         raise InvalidArgument(
-            f"temperature must be > 0 when sampling, got {temperature} "
-            "(for greedy decoding set do_sample=false)"
+            f"temperature must be > 0 (at least {MIN_SAMPLING_TEMPERATURE:g}) when sampling, got "
+            f"{temperature} (for greedy decoding set do_sample=false)"
         )
     top_k = _check_int("top_k", pick(params.top_k, defaults.top_k), 0)
     top_p = _check_float("top_p", pick(params.top_p, defaults.top_p))
@@ -137,8 +154,12 @@ def resolve_params(
     repetition_penalty = _check_float(
         "repetition_penalty", pick(params.repetition_penalty, defaults.repetition_penalty)
     )
-    if repetition_penalty <= 0:
-        raise InvalidArgument(f"repetition_penalty must be > 0, got {repetition_penalty}")
+    _check_range(
+        "repetition_penalty",
+        repetition_penalty,
+        *REPETITION_PENALTY_RANGE,
+        "it divides or multiplies the scores of tokens already generated",
+    )
     no_repeat = _check_int(
         "no_repeat_ngram_size",
         pick(params.no_repeat_ngram_size, defaults.no_repeat_ngram_size),
@@ -146,6 +167,12 @@ def resolve_params(
     )
     length_penalty = _check_float(
         "length_penalty", pick(params.length_penalty, defaults.length_penalty)
+    )
+    _check_range(
+        "length_penalty",
+        length_penalty,
+        *LENGTH_PENALTY_RANGE,
+        "beam scores are divided by length ** length_penalty",
     )
     if params.seed is not None:
         seed = _check_int("seed", params.seed, 0, 2**64 - 1)

@@ -28,16 +28,18 @@ def mostly(usual: st.SearchStrategy, unusual: st.SearchStrategy) -> st.SearchStr
     return st.integers(0, 4).flatmap(lambda n: usual if n < 4 else unusual)
 
 
-models = mostly(
-    st.sampled_from(["", SUMMARIZER, CAPTIONER]),
-    st.text(max_size=30),
-)
+def models(own: str, other: str) -> st.SearchStrategy[str]:
+    """Mostly the task's default ("") or its own model; else the other task's, or any name."""
+    return mostly(st.sampled_from(["", own]), st.one_of(st.just(other), st.text(max_size=30)))
+
+
+versions = mostly(st.just(""), st.sampled_from(["1", "2", "0", "latest"]) | st.text(max_size=5))
 uint32s = mostly(st.integers(0, 12), st.integers(0, UINT32_MAX))
 doubles = mostly(
     st.floats(0.05, 3.0),
     st.one_of(
         st.floats(allow_nan=True, allow_infinity=True),
-        st.sampled_from([0.0, -0.0, -1.0, 5e-324, 1e-300, 1e300]),
+        st.sampled_from([0.0, -0.0, -1.0, 5e-324, 1e-300, 1e300, 3.5e38, 1e4, 1e-4, -10.0, 10.0]),
     ),
 )
 texts = mostly(
@@ -125,10 +127,12 @@ def attention_calls(draw: st.DrawFn) -> AttentionCall:
     if method == "ListModels":
         task = draw(st.one_of(st.sampled_from(["", "summarization", "captioning"]), st.text()))
         return AttentionCall(method, pb.ListModelsRequest(task=task))
-    fields = {"model": draw(models), "params": draw(generation_params())}
+    fields = {"params": draw(generation_params()), "version": draw(versions)}
     if method.startswith("Summarize"):
-        return AttentionCall(method, pb.SummarizeRequest(text=draw(texts), **fields))
-    return AttentionCall(method, pb.CaptionRequest(image=draw(images), **fields))
+        model = draw(models(SUMMARIZER, CAPTIONER))
+        return AttentionCall(method, pb.SummarizeRequest(model=model, text=draw(texts), **fields))
+    model = draw(models(CAPTIONER, SUMMARIZER))
+    return AttentionCall(method, pb.CaptionRequest(model=model, image=draw(images), **fields))
 
 
 def _infer_parameter(field_name: str, value: bool | int | float) -> kserve_pb.InferParameter:
@@ -228,7 +232,8 @@ def infer_requests(draw: st.DrawFn) -> kserve_pb.ModelInferRequest:
         tensor.contents.bytes_contents.extend(elements)
     for field, value in draw(generation_params()).ListFields():
         request.parameters[field.name].CopyFrom(_infer_parameter(field.name, value))
-    for mutate in draw(st.lists(st.sampled_from(MUTATIONS), max_size=3)):
+    mutations = st.one_of(st.just([]), st.lists(st.sampled_from(MUTATIONS), min_size=1, max_size=3))
+    for mutate in draw(mutations):
         mutate(draw, request)
     return request
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61ttnserve/v1/attnserve.proto\x12\x0c\x61ttnserve.v1\"_\n\x10SummarizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12.\n\x06params\x18\x03 \x01(\x0b\x32\x1e.attnserve.v1.GenerationParams\"^\n\x0e\x43\x61ptionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12.\n\x06params\x18\x03 \x01(\x0b\x32\x1e.attnserve.v1.GenerationParams\"\xe4\x03\n\x10GenerationParams\x12\x1b\n\x0emax_new_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0emin_new_tokens\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x16\n\tnum_beams\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x16\n\tdo_sample\x18\x04 \x01(\x08H\x03\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x12\n\x05top_k\x18\x06 \x01(\rH\x05\x88\x01\x01\x12\x12\n\x05top_p\x18\x07 \x01(\x01H\x06\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x08 \x01(\x01H\x07\x88\x01\x01\x12!\n\x14no_repeat_ngram_size\x18\t \x01(\rH\x08\x88\x01\x01\x12\x1b\n\x0elength_penalty\x18\n \x01(\x01H\t\x88\x01\x01\x12\x11\n\x04seed\x18\x0b \x01(\x04H\n\x88\x01\x01\x42\x11\n\x0f_max_new_tokensB\x11\n\x0f_min_new_tokensB\x0c\n\n_num_beamsB\x0c\n\n_do_sampleB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x15\n\x13_repetition_penaltyB\x17\n\x15_no_repeat_ngram_sizeB\x11\n\x0f_length_penaltyB\x07\n\x05_seed\"\x9d\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\r\x12\x15\n\routput_tokens\x18\x05 \x01(\r\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12\x11\n\ttoken_ids\x18\x07 \x03(\r\"\xa0\x01\n\rGenerateChunk\x12\x12\n\ntext_delta\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\r\x12\x15\n\routput_tokens\x18\x06 \x01(\r\x12\x15\n\rfinish_reason\x18\x07 \x01(\t\"!\n\x11ListModelsRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\"\x9d\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x04 \x01(\t\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x12\n\nis_default\x18\x07 \x01(\x08\x12\x18\n\x10max_input_tokens\x18\x08 \x01(\r\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.attnserve.v1.ModelInfo2\x99\x03\n\x10\x41ttentionService\x12K\n\tSummarize\x12\x1e.attnserve.v1.SummarizeRequest\x1a\x1e.attnserve.v1.GenerateResponse\x12P\n\x0fSummarizeStream\x12\x1e.attnserve.v1.SummarizeRequest\x1a\x1b.attnserve.v1.GenerateChunk0\x01\x12G\n\x07\x43\x61ption\x12\x1c.attnserve.v1.CaptionRequest\x1a\x1e.attnserve.v1.GenerateResponse\x12L\n\rCaptionStream\x12\x1c.attnserve.v1.CaptionRequest\x1a\x1b.attnserve.v1.GenerateChunk0\x01\x12O\n\nListModels\x12\x1f.attnserve.v1.ListModelsRequest\x1a .attnserve.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61ttnserve/v1/attnserve.proto\x12\x0c\x61ttnserve.v1\"p\n\x10SummarizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12.\n\x06params\x18\x03 \x01(\x0b\x32\x1e.attnserve.v1.GenerationParams\x12\x0f\n\x07version\x18\x04 \x01(\t\"o\n\x0e\x43\x61ptionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12.\n\x06params\x18\x03 \x01(\x0b\x32\x1e.attnserve.v1.GenerationParams\x12\x0f\n\x07version\x18\x04 \x01(\t\"\xe4\x03\n\x10GenerationParams\x12\x1b\n\x0emax_new_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0emin_new_tokens\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x16\n\tnum_beams\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x16\n\tdo_sample\x18\x04 \x01(\x08H\x03\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x12\n\x05top_k\x18\x06 \x01(\rH\x05\x88\x01\x01\x12\x12\n\x05top_p\x18\x07 \x01(\x01H\x06\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x08 \x01(\x01H\x07\x88\x01\x01\x12!\n\x14no_repeat_ngram_size\x18\t \x01(\rH\x08\x88\x01\x01\x12\x1b\n\x0elength_penalty\x18\n \x01(\x01H\t\x88\x01\x01\x12\x11\n\x04seed\x18\x0b \x01(\x04H\n\x88\x01\x01\x42\x11\n\x0f_max_new_tokensB\x11\n\x0f_min_new_tokensB\x0c\n\n_num_beamsB\x0c\n\n_do_sampleB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x15\n\x13_repetition_penaltyB\x17\n\x15_no_repeat_ngram_sizeB\x11\n\x0f_length_penaltyB\x07\n\x05_seed\"\x9d\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\r\x12\x15\n\routput_tokens\x18\x05 \x01(\r\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12\x11\n\ttoken_ids\x18\x07 \x03(\r\"\xa0\x01\n\rGenerateChunk\x12\x12\n\ntext_delta\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\r\x12\x15\n\routput_tokens\x18\x06 \x01(\r\x12\x15\n\rfinish_reason\x18\x07 \x01(\t\"!\n\x11ListModelsRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\"\x9d\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x04 \x01(\t\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x12\n\nis_default\x18\x07 \x01(\x08\x12\x18\n\x10max_input_tokens\x18\x08 \x01(\r\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.attnserve.v1.ModelInfo2\x99\x03\n\x10\x41ttentionService\x12K\n\tSummarize\x12\x1e.attnserve.v1.SummarizeRequest\x1a\x1e.attnserve.v1.GenerateResponse\x12P\n\x0fSummarizeStream\x12\x1e.attnserve.v1.SummarizeRequest\x1a\x1b.attnserve.v1.GenerateChunk0\x01\x12G\n\x07\x43\x61ption\x12\x1c.attnserve.v1.CaptionRequest\x1a\x1e.attnserve.v1.GenerateResponse\x12L\n\rCaptionStream\x12\x1c.attnserve.v1.CaptionRequest\x1a\x1b.attnserve.v1.GenerateChunk0\x01\x12O\n\nListModels\x12\x1f.attnserve.v1.ListModelsRequest\x1a .attnserve.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'attnserve.v1.attnserve_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUMMARIZEREQUEST']._serialized_start=46
-  _globals['_SUMMARIZEREQUEST']._serialized_end=141
-  _globals['_CAPTIONREQUEST']._serialized_start=143
-  _globals['_CAPTIONREQUEST']._serialized_end=237
-  _globals['_GENERATIONPARAMS']._serialized_start=240
-  _globals['_GENERATIONPARAMS']._serialized_end=724
-  _globals['_GENERATERESPONSE']._serialized_start=727
-  _globals['_GENERATERESPONSE']._serialized_end=884
-  _globals['_GENERATECHUNK']._serialized_start=887
-  _globals['_GENERATECHUNK']._serialized_end=1047
-  _globals['_LISTMODELSREQUEST']._serialized_start=1049
-  _globals['_LISTMODELSREQUEST']._serialized_end=1082
-  _globals['_MODELINFO']._serialized_start=1085
-  _globals['_MODELINFO']._serialized_end=1242
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1244
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1305
-  _globals['_ATTENTIONSERVICE']._serialized_start=1308
-  _globals['_ATTENTIONSERVICE']._serialized_end=1717
+  _globals['_SUMMARIZEREQUEST']._serialized_end=158
+  _globals['_CAPTIONREQUEST']._serialized_start=160
+  _globals['_CAPTIONREQUEST']._serialized_end=271
+  _globals['_GENERATIONPARAMS']._serialized_start=274
+  _globals['_GENERATIONPARAMS']._serialized_end=758
+  _globals['_GENERATERESPONSE']._serialized_start=761
+  _globals['_GENERATERESPONSE']._serialized_end=918
+  _globals['_GENERATECHUNK']._serialized_start=921
+  _globals['_GENERATECHUNK']._serialized_end=1081
+  _globals['_LISTMODELSREQUEST']._serialized_start=1083
+  _globals['_LISTMODELSREQUEST']._serialized_end=1116
+  _globals['_MODELINFO']._serialized_start=1119
+  _globals['_MODELINFO']._serialized_end=1276
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1278
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1339
+  _globals['_ATTENTIONSERVICE']._serialized_start=1342
+  _globals['_ATTENTIONSERVICE']._serialized_end=1751
 # @@protoc_insertion_point(module_scope)

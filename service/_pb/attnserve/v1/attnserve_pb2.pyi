@@ -8,24 +8,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SummarizeRequest(_message.Message):
-    __slots__ = ("model", "text", "params")
+    __slots__ = ("model", "text", "params", "version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     text: str
     params: GenerationParams
-    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ...) -> None: ...
+    version: str
+    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class CaptionRequest(_message.Message):
-    __slots__ = ("model", "image", "params")
+    __slots__ = ("model", "image", "params", "version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     image: bytes
     params: GenerationParams
-    def __init__(self, model: _Optional[str] = ..., image: _Optional[bytes] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ...) -> None: ...
+    version: str
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[bytes] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class GenerationParams(_message.Message):
     __slots__ = ("max_new_tokens", "min_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "seed")

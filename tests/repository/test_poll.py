@@ -1,0 +1,235 @@
+"""Poll mode (--poll-seconds): new versions are loaded off the step thread and swapped in
+atomically, broken or half-copied ones are refused while the serving version goes on, and
+removed ones are unloaded once their requests are done. Figures go to the test report
+(`record_property`), for docs/reliability.md."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import tritonclient.grpc as triton
+
+from service.client import AttnserveClient
+from tests.fixtures.inprocess_server import InProcessServer
+from tests.integration.models import LONG_TOKENS, TEXT, wait_until
+from tests.repository.repository import (
+    POLL_SECONDS,
+    SUMMARIZER,
+    SWITCH_WITHIN_S,
+    answering_version,
+    copy_model,
+    loaded_versions,
+    publish,
+    served_versions,
+    stage,
+    status_of,
+    version_dir,
+    wait_for_versions,
+)
+
+CLIENTS = 4
+AFTER_SWITCH_S = 1.0  # traffic kept up after the first answer from the new version
+QUIET_POLLS = 5  # polls during which nothing may change
+# Greedy to its full length: seconds of streamed tokens, so it runs across a switch.
+LONG_STREAM = {"max_new_tokens": LONG_TOKENS, "min_new_tokens": LONG_TOKENS}
+
+RepositoryLog = pytest.LogCaptureFixture
+
+
+@dataclass
+class Call:
+    started: float
+    ended: float
+    version: str | None  # None: it failed
+    error: grpc.StatusCode | None = None
+
+
+def _traffic(client: AttnserveClient, calls: list[Call], stop: threading.Event) -> None:
+    """Short requests naming no version, one after another, until `stop`."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            version, error = answering_version(client), None
+        except grpc.RpcError as failure:
+            version, error = None, failure.code()
+        calls.append(Call(started, time.monotonic(), version, error))
+
+
+@pytest.fixture
+def repository_log(caplog: pytest.LogCaptureFixture) -> RepositoryLog:
+    caplog.set_level(logging.INFO, logger="service.engine.model_repository")
+    return caplog
+
+
+def _wait_for_log(log: RepositoryLog, phrase: str) -> float:
+    started = time.monotonic()
+    wait_until(lambda: phrase in log.text, SWITCH_WITHIN_S, f"{phrase!r} in the log")
+    return time.monotonic() - started
+
+
+def test_a_new_version_takes_over_atomically_without_failing_a_request(
+    client: AttnserveClient,
+    repository: Path,
+    summarizer_dir: Path,
+    record_property: Callable[[str, object], None],
+):
+    running = client.summarize_stream(TEXT, model=SUMMARIZER, timeout=120, **LONG_STREAM)
+    next(running)  # it is decoding on version 1
+    calls: list[Call] = []
+    stop = threading.Event()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        workers = [pool.submit(_traffic, client, calls, stop) for _ in range(CLIENTS)]
+        wait_until(lambda: len(calls) >= CLIENTS, SWITCH_WITHIN_S, "traffic on version 1")
+        published = time.monotonic()
+        publish(summarizer_dir, repository, SUMMARIZER, 2)
+        wait_until(lambda: any(c.version == "2" for c in calls), SWITCH_WITHIN_S, "version 2")
+        switched = min(c.ended for c in calls if c.version == "2")
+        time.sleep(AFTER_SWITCH_S)
+        stop.set()
+        for worker in workers:
+            worker.result()
+    *_, last = running
+    long_done = time.monotonic()
+
+    assert [c.error for c in calls if c.error] == []
+    assert {c.version for c in calls} == {"1", "2"}
+    assert {c.version for c in calls if c.started > switched} == {"2"}  # no way back to 1
+    assert (last.model_version, last.output_tokens) == ("1", LONG_TOKENS)  # ran on across it
+    assert switched < long_done
+    record_property("switch_requests", len(calls))
+    record_property("switch_requests_on_version_1", sum(c.version == "1" for c in calls))
+    record_property("switch_failures", sum(c.error is not None for c in calls))
+    record_property("switch_seconds_after_publish", round(switched - published, 3))
+
+
+BROKEN = {
+    "corrupt decoder.onnx": (
+        lambda d: (d / "decoder.onnx").write_bytes(b"not an onnx graph " * 64),
+        "decoder.onnx",
+    ),
+    "malformed model.json": (
+        lambda d: (d / "model.json").write_text('{"name": "half a manifest'),
+        "is not valid JSON",
+    ),
+    "graph named in the manifest missing": (
+        lambda d: (d / "encoder.onnx").unlink(),
+        "is missing encoder.onnx",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage, reason", BROKEN.values(), ids=BROKEN.keys())
+def test_a_broken_version_is_refused_with_its_reason_and_the_old_one_keeps_serving(
+    client: AttnserveClient,
+    repository: Path,
+    summarizer_dir: Path,
+    repository_log: RepositoryLog,
+    damage: Callable[[Path], None],
+    reason: str,
+    record_property: Callable[[str, object], None],
+):
+    staged = stage(summarizer_dir, repository, SUMMARIZER, 2)
+    damage(staged)
+    staged.rename(version_dir(repository, SUMMARIZER, 2))
+
+    refused_after = _wait_for_log(repository_log, f"refused {SUMMARIZER} version 2")
+
+    assert reason in repository_log.text
+    assert served_versions(client, SUMMARIZER) == ["1"]
+    assert answering_version(client) == "1"
+    assert status_of(lambda: answering_version(client, "2")) == grpc.StatusCode.NOT_FOUND
+    record_property("refused_seconds_after_publish", round(refused_after, 3))
+
+
+def test_a_version_without_model_json_waits_until_its_copy_completes(
+    client: AttnserveClient,
+    repository: Path,
+    summarizer_dir: Path,
+    repository_log: RepositoryLog,
+):
+    target = copy_model(summarizer_dir, version_dir(repository, SUMMARIZER, 2), skip=["model.json"])
+    _wait_for_log(repository_log, f"{target}: no model.json yet")
+    time.sleep(QUIET_POLLS * POLL_SECONDS)
+    assert served_versions(client, SUMMARIZER) == ["1"]
+
+    shutil.copyfile(summarizer_dir / "model.json", target / "model.json")
+
+    wait_for_versions(client, SUMMARIZER, ["2"])
+    assert answering_version(client) == "2"
+
+
+def test_a_refused_version_is_retried_once_its_files_change(
+    client: AttnserveClient,
+    repository: Path,
+    summarizer_dir: Path,
+    repository_log: RepositoryLog,
+):
+    target = version_dir(repository, SUMMARIZER, 2)
+    copy_model(summarizer_dir, target, skip=["decoder.onnx", "model.json"])
+    decoder = (summarizer_dir / "decoder.onnx").read_bytes()
+    (target / "decoder.onnx").write_bytes(decoder[: len(decoder) // 2])  # still being copied
+    shutil.copyfile(summarizer_dir / "model.json", target / "model.json")
+    _wait_for_log(repository_log, f"refused {SUMMARIZER} version 2")
+    time.sleep(QUIET_POLLS * POLL_SECONDS)
+    assert repository_log.text.count(f"refused {SUMMARIZER} version 2") == 1  # not reloaded
+
+    (target / "decoder.onnx").write_bytes(decoder)  # the copy completes
+
+    wait_for_versions(client, SUMMARIZER, ["2"])
+    assert answering_version(client) == "2"
+
+
+def test_a_removed_version_finishes_its_running_request_then_unloads(
+    polling_server: InProcessServer,
+    client: AttnserveClient,
+    repository: Path,
+    summarizer_dir: Path,
+    record_property: Callable[[str, object], None],
+):
+    publish(summarizer_dir, repository, SUMMARIZER, 2)
+    wait_for_versions(client, SUMMARIZER, ["2"])
+    running = client.summarize_stream(TEXT, model=SUMMARIZER, timeout=120, **LONG_STREAM)
+    next(running)  # it is decoding on version 2
+
+    shutil.rmtree(version_dir(repository, SUMMARIZER, 2))
+
+    wait_for_versions(client, SUMMARIZER, ["1"])  # back to the highest version left
+    *_, last = running
+    assert (last.model_version, last.output_tokens) == ("2", LONG_TOKENS)
+    removed = time.monotonic()
+    wait_until(
+        lambda: loaded_versions(polling_server.metrics, SUMMARIZER) == ["1"],
+        SWITCH_WITHIN_S,
+        "version 2 unloaded",
+    )
+    record_property("unload_seconds_after_last_request", round(time.monotonic() - removed, 3))
+    assert status_of(lambda: answering_version(client, "2")) == grpc.StatusCode.NOT_FOUND
+
+
+def test_kserve_readiness_and_metadata_follow_a_switch(
+    polling_server: InProcessServer,
+    client: AttnserveClient,
+    repository: Path,
+    summarizer_dir: Path,
+):
+    triton_client = triton.InferenceServerClient(polling_server.target)
+    publish(summarizer_dir, repository, SUMMARIZER, 2)
+    wait_for_versions(client, SUMMARIZER, ["2"])
+    wait_until(
+        lambda: not triton_client.is_model_ready(SUMMARIZER, "1"),
+        SWITCH_WITHIN_S,
+        "version 1 unloaded",
+    )
+
+    assert triton_client.is_server_ready()
+    assert triton_client.is_model_ready(SUMMARIZER, "2")
+    assert list(triton_client.get_model_metadata(SUMMARIZER).versions) == ["2"]
