@@ -23,7 +23,14 @@ from transformers import (
 
 from export.demo.tasks import CANVAS, render_shapes
 from export.demo.tokenizers import BOS, EOS, PAD, caption_tokenizer, special_id
-from export.demo.training import TRAIN_STREAM, Batch, TrainSettings, exact_match, pad_right, train
+from export.demo.training import (
+    Batch,
+    TrainSettings,
+    generated_exact_match,
+    pad_right,
+    set_greedy_generation,
+    train_from_seed,
+)
 
 IMAGE_SIZE = CANVAS
 PATCH_SIZE = 8
@@ -90,11 +97,9 @@ def build_model(tokenizer: Tokenizer) -> VisionEncoderDecoderModel:
     config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = bos, pad, eos
     model = VisionEncoderDecoderModel(config=config)
     _start_positions_as_2d_sincos(model.encoder.embeddings.position_embeddings)
-    generation = model.generation_config
-    generation.decoder_start_token_id, generation.eos_token_id = bos, eos
-    generation.pad_token_id, generation.bos_token_id = pad, bos
-    generation.num_beams, generation.do_sample = 1, False
-    generation.max_length, generation.min_length = MAX_CAPTION_TOKENS, 0
+    set_greedy_generation(
+        model.generation_config, pad=pad, bos=bos, eos=eos, max_length=MAX_CAPTION_TOKENS
+    )
     return model
 
 
@@ -135,20 +140,16 @@ def scene_batch(tokenizer: Tokenizer, rng: np.random.Generator, size: int) -> Ba
 def train_captioner(
     seed: int, settings: TrainSettings = SETTINGS
 ) -> tuple[VisionEncoderDecoderModel, Tokenizer, dict[str, float]]:
-    torch.manual_seed(seed)
-    tokenizer = caption_tokenizer()
-    model = build_model(tokenizer)
-    stats = train(
-        model,
-        lambda rng, size, progress: scene_batch(tokenizer, rng, size),
-        np.random.default_rng([seed, TRAIN_STREAM]),
+    return train_from_seed(
+        seed,
+        caption_tokenizer,
+        build_model,
+        lambda tokenizer, rng, size, progress: scene_batch(tokenizer, rng, size),
         settings,
         label="captioner",
     )
-    return model, tokenizer, stats
 
 
-@torch.no_grad()
 def evaluate_captioner(
     model: VisionEncoderDecoderModel,
     tokenizer: Tokenizer,
@@ -160,10 +161,11 @@ def evaluate_captioner(
     preprocessed by the checkpoint's own image processor."""
     processor = build_image_processor()
     scenes = [render_shapes(rng, scale=scale) for _ in range(cases)]
-    predictions: list[str] = []
-    for start in range(0, cases, 100):
-        images = [image for image, _ in scenes[start : start + 100]]
-        inputs = processor(images=images, return_tensors="pt")
-        output = model.generate(pixel_values=inputs["pixel_values"])
-        predictions += tokenizer.decode_batch(output.tolist(), skip_special_tokens=True)
-    return exact_match(predictions, [caption for _, caption in scenes])
+    return generated_exact_match(
+        model,
+        tokenizer,
+        scenes,
+        lambda images: {
+            "pixel_values": processor(images=images, return_tensors="pt")["pixel_values"]
+        },
+    )

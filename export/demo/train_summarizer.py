@@ -12,13 +12,19 @@ order, then the spec's reports for the rest.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
 from transformers import BartConfig, BartForConditionalGeneration
 
 from export.demo.tasks import make_match_report
 from export.demo.tokenizers import BOS, EOS, PAD, report_tokenizer, special_id
-from export.demo.training import TRAIN_STREAM, Batch, TrainSettings, exact_match, pad_right, train
+from export.demo.training import (
+    Batch,
+    TrainSettings,
+    generated_exact_match,
+    pad_right,
+    set_greedy_generation,
+    train_from_seed,
+)
 
 MAX_POSITIONS = 64  # a report is at most 40 tokens, its summary 12
 MAX_SUMMARY_TOKENS = 16  # generation limit, decoder start included
@@ -51,13 +57,17 @@ def build_model(tokenizer: Tokenizer) -> BartForConditionalGeneration:
     )
     model = BartForConditionalGeneration(config)
     generation = model.generation_config
-    generation.decoder_start_token_id, generation.eos_token_id = bos, eos
-    generation.pad_token_id, generation.bos_token_id = pad, bos
+    set_greedy_generation(generation, pad=pad, bos=bos, eos=eos, max_length=MAX_SUMMARY_TOKENS)
     generation.forced_bos_token_id = generation.forced_eos_token_id = None
-    generation.num_beams, generation.do_sample = 1, False
-    generation.max_length, generation.min_length = MAX_SUMMARY_TOKENS, 0
     generation.no_repeat_ngram_size = 0
     return model
+
+
+def encode_reports(tokenizer: Tokenizer, reports: list[str]) -> Batch:
+    """Reports as right-padded BART inputs with their attention mask."""
+    pad = special_id(tokenizer, PAD)
+    input_ids = pad_right([e.ids for e in tokenizer.encode_batch(reports)], pad)
+    return {"input_ids": input_ids, "attention_mask": (input_ids != pad).long()}
 
 
 def report_batch(
@@ -70,39 +80,23 @@ def report_batch(
         pairs = [make_match_report(rng, max_fillers=0, shuffled=shuffled) for _ in range(size)]
     else:
         pairs = [make_match_report(rng) for _ in range(size)]
-    pad = special_id(tokenizer, PAD)
-    inputs = pad_right([e.ids for e in tokenizer.encode_batch([r for r, _ in pairs])], pad)
     labels = pad_right([e.ids for e in tokenizer.encode_batch([s for _, s in pairs])], -100)
-    return {"input_ids": inputs, "attention_mask": (inputs != pad).long(), "labels": labels}
+    return encode_reports(tokenizer, [r for r, _ in pairs]) | {"labels": labels}
 
 
 def train_summarizer(
     seed: int, settings: TrainSettings = SETTINGS
 ) -> tuple[BartForConditionalGeneration, Tokenizer, dict[str, float]]:
-    torch.manual_seed(seed)
-    tokenizer = report_tokenizer()
-    model = build_model(tokenizer)
-    stats = train(
-        model,
-        lambda rng, size, progress: report_batch(tokenizer, rng, size, progress),
-        np.random.default_rng([seed, TRAIN_STREAM]),
-        settings,
-        label="summarizer",
+    return train_from_seed(
+        seed, report_tokenizer, build_model, report_batch, settings, label="summarizer"
     )
-    return model, tokenizer, stats
 
 
-@torch.no_grad()
 def evaluate_summarizer(
     model: BartForConditionalGeneration, tokenizer: Tokenizer, rng: np.random.Generator, cases: int
 ) -> float:
     """Exact match of greedy `generate()` summaries on `cases` fresh reports."""
     pairs = [make_match_report(rng) for _ in range(cases)]
-    pad = special_id(tokenizer, PAD)
-    predictions: list[str] = []
-    for start in range(0, cases, 100):
-        chunk = [r for r, _ in pairs[start : start + 100]]
-        input_ids = pad_right([e.ids for e in tokenizer.encode_batch(chunk)], pad)
-        output = model.generate(input_ids=input_ids, attention_mask=(input_ids != pad).long())
-        predictions += tokenizer.decode_batch(output.tolist(), skip_special_tokens=True)
-    return exact_match(predictions, [s for _, s in pairs])
+    return generated_exact_match(
+        model, tokenizer, pairs, lambda reports: encode_reports(tokenizer, reports)
+    )

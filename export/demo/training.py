@@ -1,5 +1,6 @@
-"""The training loop both demo models share: fixed steps, fresh synthetic batches, AdamW with
-warmup then linear decay, progress lines.
+"""What both demo models share: greedy generation defaults, the training loop (fixed steps,
+fresh synthetic batches, AdamW with warmup then linear decay, progress lines) and the held-out
+exact-match measure.
 
 Training is by steps, never by time, so that a seed gives the same weights on any machine; a
 fresh batch every step means the model never sees the same case twice and cannot overfit.
@@ -8,17 +9,24 @@ fresh batch every step means the model never sees the same case twice and cannot
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
+from transformers import GenerationConfig, PreTrainedModel
 
 Batch = dict[str, torch.Tensor]
+Model = TypeVar("Model", bound=PreTrainedModel)
+Source = TypeVar("Source")
 
 # A build's random cases come from np.random.default_rng([seed, stream]): training and the
 # held-out check draw from different streams of the same seed, so they never share a case.
 TRAIN_STREAM, HELD_OUT_STREAM = 0, 1
+EVALUATION_CHUNK = 100  # cases per generate() call when measuring: bounds memory
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,17 @@ class TrainSettings:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     log_every: int = 100  # steps between progress lines
+
+
+def set_greedy_generation(
+    generation: GenerationConfig, *, pad: int, bos: int, eos: int, max_length: int
+) -> None:
+    """Greedy decoding that starts with bos and stops at eos or `max_length` tokens: saved
+    with the checkpoint, so it becomes the served model's default."""
+    generation.decoder_start_token_id, generation.eos_token_id = bos, eos
+    generation.pad_token_id, generation.bos_token_id = pad, bos
+    generation.num_beams, generation.do_sample = 1, False
+    generation.max_length, generation.min_length = max_length, 0
 
 
 def _warmup_then_linear_decay(settings: TrainSettings) -> Callable[[int], float]:
@@ -77,6 +96,41 @@ def train(
             recent_losses.clear()
     model.eval()
     return {"final_loss": mean_loss, "train_seconds": round(time.perf_counter() - start, 1)}
+
+
+def train_from_seed(
+    seed: int,
+    make_tokenizer: Callable[[], Tokenizer],
+    build_model: Callable[[Tokenizer], Model],
+    next_batch: Callable[[Tokenizer, np.random.Generator, int, float], Batch],
+    settings: TrainSettings,
+    label: str,
+) -> tuple[Model, Tokenizer, dict[str, float]]:
+    """Seed torch (the initial weights), build the tokenizer and the model, then `train` on
+    `next_batch(tokenizer, rng, batch_size, progress)` batches from the seed's training stream."""
+    torch.manual_seed(seed)
+    tokenizer = make_tokenizer()
+    model = build_model(tokenizer)
+    rng = np.random.default_rng([seed, TRAIN_STREAM])
+    stats = train(model, partial(next_batch, tokenizer), rng, settings, label)
+    return model, tokenizer, stats
+
+
+@torch.no_grad()
+def generated_exact_match(
+    model: PreTrainedModel,
+    tokenizer: Tokenizer,
+    cases: Sequence[tuple[Source, str]],
+    model_inputs: Callable[[list[Source]], Batch],
+) -> float:
+    """Exact match of greedy `generate()` outputs on (source, reference) `cases`; a chunk of
+    sources becomes `generate()` keyword arguments through `model_inputs`."""
+    predictions: list[str] = []
+    for start in range(0, len(cases), EVALUATION_CHUNK):
+        sources = [source for source, _ in cases[start : start + EVALUATION_CHUNK]]
+        output = model.generate(**model_inputs(sources))
+        predictions += tokenizer.decode_batch(output.tolist(), skip_special_tokens=True)
+    return exact_match(predictions, [reference for _, reference in cases])
 
 
 def exact_match(predictions: list[str], references: list[str]) -> float:

@@ -54,6 +54,7 @@ def request_kinds(client: AttnserveClient) -> list[Callable[[], object]]:
         stream = client.summarize_stream(TEXT, max_new_tokens=64, min_new_tokens=64, timeout=30)
         next(stream)
         stream.cancel()
+        list(stream)  # raises the CANCELLED the client sees
 
     return [
         lambda: client.summarize(TEXT, max_new_tokens=8, timeout=30),
