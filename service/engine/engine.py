@@ -214,6 +214,11 @@ class Engine:
             with self._cond:
                 failed = served.reset()
                 self._report.queue_state(served)
+            log.exception(
+                "a decode step of %s failed; its %d running requests fail, the server goes on",
+                served.manifest.name,
+                len(failed),
+            )
             events = [(g, StepEvent(tokens=[], error=RuntimeError(str(exc)))) for g in failed]
         for group, event in events:
             group.emit(event)
