@@ -56,7 +56,7 @@ test-slow: $(STAMP) models
 	ATTNSERVE_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q -m slow $(PYTEST_ARGS)
 
 # Benchmarks (docs/benchmarks.md): every baseline side by side on random-weight models of real
-# size, exported once into bench-out/ (~20 min); bench-quick runs a tiny model in about a minute.
+# size, exported once into bench-out/ (~30 min); bench-quick runs a tiny model in about a minute.
 bench: $(STAMP)
 	$(BIN)/attnserve bench suite --plan full --out bench-out
 

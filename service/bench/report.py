@@ -110,5 +110,5 @@ def machine_markdown(machine: dict[str, Any]) -> str:
         f"- CPU: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB memory\n"
         f"- OS: {machine['os']}, Python {machine['python']}\n"
         f"- Packages: {packages}\n"
-        f"- Load average (1, 5, 15 min) when measured: {load}"
+        f"- Load average (1, 5, 15 min) at the start: {load}"
     )
