@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from export.artifacts import (
@@ -18,6 +18,8 @@ from export.artifacts import (
     write_preprocessor_config,
     write_tokenizer,
 )
+from export.attention_parity import attention_failures, check_cross_attention
+from export.attention_spec import cross_attention_spec, resolve_layers
 from export.beam_parity import NUM_BEAMS, check_beam
 from export.checkpoint import Checkpoint, load_checkpoint
 from export.errors import ExportError
@@ -40,21 +42,26 @@ def export_model(
     name: str | None = None,
     version: str = "1",
     allow_mismatch: bool = False,
+    attention_layers: Sequence[int] | None = None,
     progress: Progress = print,
 ) -> ModelManifest:
     """Export a transformers checkpoint (local directory or hub id) to an attnserve model
-    directory at `output`; returns its manifest. Raises ExportError with a message for the user."""
+    directory at `output`; returns its manifest. The decoder's cross_attention output averages
+    `attention_layers` (0-based; None: all layers). Raises ExportError with a message for the
+    user."""
     if dtype not in DTYPES:
         raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     output = Path(output)
     _check_output(output)
     checkpoint = load_checkpoint(str(model_path), task, progress)
+    num_layers = checkpoint.family.dims(checkpoint.model).num_layers
+    layers = resolve_layers(attention_layers, num_layers)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(
         tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
     )
     try:
-        manifest = _build(checkpoint, staging, dtype, opset, allow_mismatch, progress)
+        manifest = _build(checkpoint, staging, dtype, opset, layers, allow_mismatch, progress)
         manifest.name = name or output.name
         manifest.version = version
         manifest.validate()
@@ -72,6 +79,7 @@ def _build(
     out_dir: Path,
     dtype: str,
     opset: int,
+    layers: list[int],
     allow_mismatch: bool,
     progress: Progress,
 ) -> ModelManifest:
@@ -81,9 +89,9 @@ def _build(
     fp32_dir = out_dir if dtype == "fp32" else out_dir / "fp32"
     fp32_dir.mkdir(exist_ok=True)
     progress(f"exporting encoder and decoder graphs (opset {opset})")
-    manifest = _describe(checkpoint, fp32_dir, opset)
+    manifest = _describe(checkpoint, fp32_dir, opset, layers)
     manifest.encoder, manifest.decoder = export_graphs(
-        family, model, fp32_dir, opset, manifest.image
+        family, model, fp32_dir, opset, manifest.image, layers
     )
     _write_artifacts(checkpoint, fp32_dir, manifest.dims.vocab_size)
     manifest.save(fp32_dir)
@@ -96,7 +104,9 @@ def _build(
     report = validate(family, model, fp32_graphs, feeds, special, prefix)
     progress(f"checking the engine's beam search (num_beams={NUM_BEAMS}) vs generate()")
     report |= check_beam(family, model, fp32_dir, manifest)
-    failures = parity_failures(report)
+    progress(f"checking cross_attention (layers {layers}) vs transformers' output_attentions")
+    report |= check_cross_attention(family, model, fp32_graphs, feeds, prefix, layers)
+    failures = parity_failures(report) + attention_failures(report)
     report["passed"] = not failures
     if failures and not allow_mismatch:
         raise ExportError(
@@ -122,10 +132,13 @@ def _build(
     return manifest
 
 
-def _describe(checkpoint: Checkpoint, model_dir: Path, opset: int) -> ModelManifest:
+def _describe(
+    checkpoint: Checkpoint, model_dir: Path, opset: int, layers: list[int]
+) -> ModelManifest:
     """The manifest of the fp32 model (graph specs and parity are filled in later)."""
     family, model = checkpoint.family, checkpoint.model
     image = family.image_preprocessing(checkpoint.path) if family.task == "captioning" else None
+    max_input_tokens = family.max_input_tokens(model)
     return ModelManifest(
         name=model_dir.name,
         version="1",
@@ -139,10 +152,11 @@ def _describe(checkpoint: Checkpoint, model_dir: Path, opset: int) -> ModelManif
         dims=family.dims(model),
         special_tokens=family.special_tokens(model),
         generation=generation_defaults(family.generation_config(model)),
-        max_input_tokens=family.max_input_tokens(model),
+        max_input_tokens=max_input_tokens,
         decoder_prompt=family.decoder_prompt(model),
         max_decoder_positions=family.max_decoder_positions(model),
         image=image,
+        cross_attention=cross_attention_spec(family, model, layers, max_input_tokens),
         exporter=_tool_versions(),
     )
 

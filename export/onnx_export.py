@@ -8,6 +8,7 @@ gets specialised to a constant.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
@@ -20,6 +21,7 @@ from service.runtime.manifest import GraphSpec, ImagePreprocessing, ModelDims
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 DECODER_INPUTS = ["input_ids", "position_ids", "self_attention_mask", "encoder_attention_mask"]
+CROSS_ATTENTION_OUTPUT = "cross_attention"  # [B, T, S] float32, the decoder's last output
 _SAMPLE_ROWS, _SAMPLE_PAST, _SAMPLE_NEW, _SAMPLE_SOURCE = 2, 3, 2, 7
 
 
@@ -37,7 +39,7 @@ def encoder_spec(task: str, num_layers: int) -> GraphSpec:
 def decoder_spec(num_layers: int) -> GraphSpec:
     inputs = DECODER_INPUTS + key_value_names("past", num_layers)
     inputs += key_value_names("cross", num_layers)
-    outputs = ["logits", *key_value_names("present", num_layers)]
+    outputs = ["logits", *key_value_names("present", num_layers), CROSS_ATTENTION_OUTPUT]
     return GraphSpec(file=DECODER_FILE, inputs=inputs, outputs=outputs)
 
 
@@ -74,8 +76,10 @@ def export_graphs(
     out_dir: Path,
     opset: int,
     image: ImagePreprocessing | None,
+    attention_layers: Sequence[int] | None = None,
 ) -> tuple[GraphSpec, GraphSpec]:
-    """Write encoder.onnx and decoder.onnx into out_dir; returns their specs."""
+    """Write encoder.onnx and decoder.onnx into out_dir; returns their specs. The decoder's
+    cross_attention averages `attention_layers` (None: all layers)."""
     dims = family.dims(model)
     enc_spec, dec_spec = encoder_spec(family.task, dims.num_layers), decoder_spec(dims.num_layers)
     encoder = family.encoder_wrapper(model)
@@ -94,13 +98,14 @@ def export_graphs(
         "self_attention_mask": {0: "B", 1: "P_plus_T"},
         "encoder_attention_mask": {0: "B", 1: "S"},
         "logits": {0: "B", 1: "T"},
+        CROSS_ATTENTION_OUTPUT: {0: "B", 1: "T", 2: "S"},
     }
     decoder_axes |= {name: {0: "B", 2: "P"} for name in key_value_names("past", dims.num_layers)}
     decoder_axes |= {name: {0: "B", 2: "S"} for name in key_value_names("cross", dims.num_layers)}
     decoder_axes |= {
         name: {0: "B", 2: "P_plus_T"} for name in key_value_names("present", dims.num_layers)
     }
-    decoder = family.decoder_wrapper(model)
+    decoder = family.decoder_wrapper(model, attention_layers)
     _trace(
         decoder, decoder_sample(dims, cross), out_dir / DECODER_FILE, dec_spec, decoder_axes, opset
     )

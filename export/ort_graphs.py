@@ -13,7 +13,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from export.onnx_export import DECODER_FILE, ENCODER_FILE, key_value_names
+from export.onnx_export import (
+    CROSS_ATTENTION_OUTPUT,
+    DECODER_FILE,
+    ENCODER_FILE,
+    key_value_names,
+)
 from service.runtime.manifest import ModelDims
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -51,6 +56,7 @@ class OrtGraphs:
         self.encoder = ort.InferenceSession(str(model_dir / ENCODER_FILE), options, providers)
         self.decoder = ort.InferenceSession(str(model_dir / DECODER_FILE), options, providers)
         self.dims = dims
+        self._step_outputs = ["logits", *key_value_names("present", dims.num_layers)]
         self.float_type = _NUMPY_TYPES[self.decoder.get_inputs()[-1].type]  # a cross K/V input
 
     def run_encoder(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -62,11 +68,19 @@ class OrtGraphs:
 
     def run_decoder(self, step: DecoderStep) -> tuple[np.ndarray, list[np.ndarray]]:
         """(logits [B, T, V] as float32, present K/V)."""
+        logits, *presents = self.decoder.run(self._step_outputs, self._decoder_feeds(step))
+        return logits.astype(np.float32), presents
+
+    def run_cross_attention(self, step: DecoderStep) -> np.ndarray:
+        """The decoder's cross_attention output [B, T, S] for the step."""
+        (weights,) = self.decoder.run([CROSS_ATTENTION_OUTPUT], self._decoder_feeds(step))
+        return weights
+
+    def _decoder_feeds(self, step: DecoderStep) -> dict[str, np.ndarray]:
         feeds = step.feeds(self.dims.num_layers)
         for name in key_value_names("past", self.dims.num_layers):
             feeds[name] = feeds[name].astype(self.float_type)
-        logits, *presents = self.decoder.run(None, feeds)
-        return logits.astype(np.float32), presents
+        return feeds
 
     def empty_past(self, rows: int) -> list[np.ndarray]:
         shape = (rows, self.dims.num_heads, 0, self.dims.head_dim)

@@ -113,7 +113,7 @@ def check_logits(
     with torch.no_grad():
         torch_encoder = encoder(*(torch.from_numpy(feeds[name]) for name in feeds))
     encoder_diff = max(
-        _max_diff(t.numpy(), o) for t, o in zip(torch_encoder, onnx_encoder, strict=True)
+        max_abs_diff(t.numpy(), o) for t, o in zip(torch_encoder, onnx_encoder, strict=True)
     )
 
     states, *cross = onnx_encoder
@@ -125,15 +125,15 @@ def check_logits(
         prefix + rng.integers(0, graphs.dims.vocab_size, max(past_lengths) + 3).tolist()
         for _ in range(rows)
     ]
-    alone = [_RowAlone(graphs, row, enc_mask, cross) for row in range(rows)]
+    alone = [RowAlone(graphs, row, enc_mask, cross) for row in range(rows)]
     for row, length in enumerate(past_lengths):
         alone[row].prefill(sequences[row][:length])
 
-    batched = _batched_step(alone, sequences, past_lengths, enc_mask, cross)
+    batched = batched_step(alone, sequences, past_lengths, enc_mask, cross)
     onnx_logits, presents = graphs.run_decoder(batched)
-    decoder_diff = _max_diff(_torch_logits(decoder, batched), onnx_logits)
+    decoder_diff = max_abs_diff(_torch_logits(decoder, batched), onnx_logits)
     alone_diff = max(
-        _max_diff(onnx_logits[row], row_alone.step(sequences[row], _STEP_TOKENS))
+        max_abs_diff(onnx_logits[row], row_alone.step(sequences[row], _STEP_TOKENS))
         for row, row_alone in enumerate(alone)
     )
     # A second batched step, over the presents of the first (T = 1).
@@ -148,7 +148,7 @@ def check_logits(
     batched.past = presents
     onnx_logits, _ = graphs.run_decoder(batched)
     assert batched.self_attention_mask.shape[1] == total + 1
-    decoder_diff = max(decoder_diff, _max_diff(_torch_logits(decoder, batched), onnx_logits))
+    decoder_diff = max(decoder_diff, max_abs_diff(_torch_logits(decoder, batched), onnx_logits))
     return {
         "encoder_max_abs_diff": encoder_diff,
         "decoder_logits_max_abs_diff": decoder_diff,
@@ -209,7 +209,7 @@ def until_eos(tokens: list[int], eos: list[int]) -> list[int]:
     return tokens
 
 
-class _RowAlone:
+class RowAlone:
     """One row decoded on its own: its unpadded encoder length and its own past."""
 
     def __init__(
@@ -229,8 +229,12 @@ class _RowAlone:
 
     def step(self, sequence: list[int], count: int) -> np.ndarray:
         """Logits [count, V] for the next `count` tokens of `sequence` (past kept unchanged)."""
-        logits, _ = self.graphs.run_decoder(self._step(sequence[self.length : self.length + count]))
+        logits, _ = self.graphs.run_decoder(self.step_inputs(sequence, count))
         return logits[0]
+
+    def step_inputs(self, sequence: list[int], count: int) -> DecoderStep:
+        """The decoder inputs for the next `count` tokens of `sequence`, over this row's past."""
+        return self._step(sequence[self.length : self.length + count])
 
     def _step(self, tokens: list[int]) -> DecoderStep:
         count = len(tokens)
@@ -244,8 +248,8 @@ class _RowAlone:
         )
 
 
-def _batched_step(
-    alone: list[_RowAlone],
+def batched_step(
+    alone: list[RowAlone],
     sequences: list[list[int]],
     past_lengths: list[int],
     enc_mask: np.ndarray,
@@ -286,5 +290,5 @@ def _torch_logits(decoder: torch.nn.Module, step: DecoderStep) -> np.ndarray:
     return outputs[0].numpy()
 
 
-def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).max())

@@ -1,8 +1,9 @@
 """fp16 and int8 versions of the fp32 graphs, and how often they choose fp32's tokens.
 
-fp16: onnxruntime's float16 converter; logits stay float32 (the contract) and so does the lm
-head's last MatMul. T5 additionally keeps its residual stream, RMS norms and FFN output
-projections in float32, as onnxruntime's own T5 tools do: T5's activations overflow float16.
+fp16: onnxruntime's float16 converter; logits and cross_attention stay float32 outputs (the
+contract) and so does the lm head's last MatMul. T5 additionally keeps its residual stream, RMS
+norms and FFN output projections in float32, as onnxruntime's own T5 tools do: T5's activations
+overflow float16.
 int8: dynamic quantization of the weights (onnxruntime.quantization.quantize_dynamic).
 """
 
@@ -14,11 +15,12 @@ import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-from export.onnx_export import DECODER_FILE, ENCODER_FILE
+from export.onnx_export import CROSS_ATTENTION_OUTPUT, DECODER_FILE, ENCODER_FILE
 
 _EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf caps a file at 2 GB: weights beyond go outside
 _FP32_OPS = {"t5": ["Add", "Pow", "ReduceMean", "Sqrt", "Div"]}
 _FP32_NODE_NAME_PARTS = {"t5": ["/DenseReluDense/wo/"]}
+_FLOAT32_OUTPUTS = ("logits", CROSS_ATTENTION_OUTPUT)  # cast back to float32 inside the graph
 
 
 def convert_graphs(src_dir: Path, dst_dir: Path, dtype: str, architecture: str) -> None:
@@ -45,9 +47,10 @@ def _to_fp16(src: Path, dst: Path, architecture: str) -> None:
     outputs = [output.name for output in model.graph.output]
     if "logits" in outputs:
         keep_fp32 += _logits_head(model)
+    float32_outputs = [name for name in _FLOAT32_OUTPUTS if name in outputs]
     converted = convert_float_to_float16(
         model,
-        keep_io_types=["logits"] if "logits" in outputs else False,
+        keep_io_types=float32_outputs or False,
         op_block_list=DEFAULT_OP_BLOCK_LIST + _FP32_OPS.get(architecture, []),
         node_block_list=keep_fp32,
     )

@@ -22,6 +22,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--allow-mismatch", action="store_true", help="write the model even if parity fails"
     )
+    p.add_argument(
+        "--attention-layers",
+        default=None,
+        help="decoder layers (0-based, comma-separated, e.g. 0,2) whose cross-attention the "
+        "cross_attention output averages (default: all)",
+    )
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -99,6 +105,16 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
         c.add_argument("--top-k", type=int, default=None)
         c.add_argument("--top-p", type=float, default=None)
         c.add_argument("--seed", type=int, default=None)
+        c.add_argument(
+            "--explain",
+            action="store_true",
+            default=None,
+            help="print where each generated token's cross-attention went",
+        )
+        if name == "summarize":
+            c.add_argument("--explain-top-k", type=int, default=None, help="source words per token")
+        else:
+            c.add_argument("--heatmap", default=None, help="with --explain: write a heatmap PNG")
     client_sub.add_parser("models", help="list served models")
 
 

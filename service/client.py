@@ -21,7 +21,17 @@ from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
 
 TOKEN_ENV = "ATTNSERVE_TOKEN"
-PARAM_FLAGS = ("max_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p", "seed")
+PARAM_FLAGS = (
+    "max_new_tokens",
+    "num_beams",
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "seed",
+    "explain",
+    "explain_top_k",
+)
 
 
 def _params(params: dict[str, Any]) -> pb.GenerationParams:
@@ -153,7 +163,10 @@ def _print_models(models: list[pb.ModelInfo]) -> None:
 
 
 def _generate(client: AttnserveClient, args: argparse.Namespace) -> None:
-    params = {name: getattr(args, name) for name in PARAM_FLAGS}
+    heatmap = getattr(args, "heatmap", None)
+    if heatmap and not args.explain:
+        raise ValueError("--heatmap needs --explain")
+    params = {name: getattr(args, name, None) for name in PARAM_FLAGS}
     if args.client_command == "summarize":
         payload, unary, stream = args.text, client.summarize, client.summarize_stream
     else:
@@ -162,12 +175,33 @@ def _generate(client: AttnserveClient, args: argparse.Namespace) -> None:
             client.caption,
             client.caption_stream,
         )
-    if not args.stream:
-        print(unary(payload, model=args.model, **params).text)
-        return
-    for chunk in stream(payload, model=args.model, **params):
-        print(chunk.text_delta, end="", flush=True)
-    print()
+    if args.stream:
+        attribution = pb.Attribution()
+        for chunk in stream(payload, model=args.model, **params):
+            print(chunk.text_delta, end="", flush=True)
+            attribution.MergeFrom(chunk.attribution)  # repeated tokens append, header stays
+        print()
+    else:
+        response = unary(payload, model=args.model, **params)
+        print(response.text)
+        attribution = response.attribution
+    if args.explain:
+        _show_attribution(payload, attribution, heatmap)
+
+
+def _show_attribution(payload: str | bytes, attribution: pb.Attribution, heatmap: str | None):
+    from service import explain_view  # Pillow and numpy: only loaded when asked for
+
+    print(f"\nattention ({attribution.reduction}):")
+    if isinstance(payload, str):
+        lines = explain_view.text_explanation(attribution)
+    else:
+        lines = explain_view.image_explanation(attribution)
+    print("\n".join(lines))
+    if heatmap:
+        assert isinstance(payload, bytes)
+        explain_view.write_heatmap(payload, attribution, Path(heatmap))
+        print(f"heatmap: {heatmap}")
 
 
 def _connect(args: argparse.Namespace) -> AttnserveClient:

@@ -9,6 +9,7 @@ wrapper embeds per-row `position_ids` itself and calls the decoder layers with 4
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,6 +25,9 @@ class BartDecoderWrapper(Seq2SeqDecoderWrapper):
     @property
     def num_layers(self) -> int:
         return len(self.decoder.layers)
+
+    def cross_attention_modules(self) -> list[torch.nn.Module]:
+        return [layer.encoder_attn for layer in self.decoder.layers]
 
     def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Token embedding (scaled where the model scales it) plus the per-row position rows."""
@@ -56,8 +60,10 @@ class BartFamily(TextSeq2SeqFamily):
     architecture = "bart"
     model_types = ("bart", "mbart", "pegasus", "marian")
 
-    def decoder_wrapper(self, model: Any) -> torch.nn.Module:
-        return BartDecoderWrapper(model).eval()
+    def decoder_wrapper(
+        self, model: Any, attention_layers: Sequence[int] | None = None
+    ) -> torch.nn.Module:
+        return BartDecoderWrapper(model, attention_layers).eval()
 
     def cross_projections(self, model: Any) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
         return [

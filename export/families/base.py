@@ -9,6 +9,7 @@ shared by all families in export/.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -28,10 +29,13 @@ class ExportFamily(ABC):
         """
 
     @abstractmethod
-    def decoder_wrapper(self, model: Any) -> torch.nn.Module:
+    def decoder_wrapper(
+        self, model: Any, attention_layers: Sequence[int] | None = None
+    ) -> torch.nn.Module:
         """forward(input_ids, position_ids, self_attention_mask, encoder_attention_mask,
         past_key_0, past_value_0, ..., cross_key_0, cross_value_0, ...) ->
-        (logits, present_key_0, present_value_0, ...).
+        (logits, present_key_0, present_value_0, ..., cross_attention), the cross-attention
+        averaged over heads and `attention_layers` (None: all decoder layers).
         """
 
     @abstractmethod
@@ -39,6 +43,14 @@ class ExportFamily(ABC):
 
     @abstractmethod
     def special_tokens(self, model: Any) -> SpecialTokens: ...
+
+    def reference_cross_attentions(
+        self, model: Any, inputs: dict[str, torch.Tensor], decoder_input_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """transformers' own cross-attention weights, one [B, H, T, S] per decoder layer, from the
+        model's forward with output_attentions=True: the reference for the graph's output."""
+        outputs = model(**inputs, decoder_input_ids=decoder_input_ids, output_attentions=True)
+        return outputs.cross_attentions
 
     def generation_config(self, model: Any) -> Any:
         """The GenerationConfig whose settings `model.generate()` actually applies."""
@@ -56,6 +68,10 @@ class ExportFamily(ABC):
     def decoder_prompt(self, model: Any) -> list[int]:
         """Tokens every decoder sequence starts with after decoder_start (BLIP's prompt)."""
         return []
+
+    def patch_grid(self, model: Any) -> tuple[int, int] | None:
+        """Image families: (rows, cols) of the vision encoder's patch grid; None for text."""
+        return None
 
     def image_preprocessing(self, model_dir: str) -> ImagePreprocessing | None:
         """Image families: the resize/normalise settings read from the checkpoint's processor."""

@@ -39,9 +39,21 @@ class BlipFamily(ImageCaptioningFamily):
     def text_decoder_model(self, model: Any) -> torch.nn.Module:
         return model.text_decoder
 
-    def image_size(self, model: Any) -> tuple[int, int]:
-        size = model.config.vision_config.image_size
-        return size, size
+    def vision_config(self, model: Any) -> Any:
+        return model.config.vision_config
+
+    def reference_cross_attentions(
+        self, model: Any, inputs: dict[str, torch.Tensor], decoder_input_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """BLIP's own forward drops its text decoder's cross_attentions: ask the text decoder,
+        over the image states BLIP's forward gives it."""
+        image_states = self.vision_encoder(model)(inputs["pixel_values"])
+        outputs = model.text_decoder(
+            input_ids=decoder_input_ids,
+            encoder_hidden_states=image_states,
+            output_attentions=True,
+        )
+        return outputs.cross_attentions
 
     def generation_config(self, model: Any) -> Any:
         """BLIP's generate() hands over to its text decoder, which reads its own config."""

@@ -5,11 +5,17 @@ are built here per row (a 4-D additive bias) instead of by transformers' mask he
 derive positions from one shared past length. The past and the cross-attention K/V arrive as
 flat tensors; the layers read them from an `EncoderDecoderCache`, so one is filled here with the
 cross-attention marked as already computed (the layers then never project encoder states).
+
+The cross-attention weights are read the way transformers' own `output_attentions` reads them:
+a forward hook on each layer's cross-attention module takes the softmax weights it returns (eager
+attention always computes them), so the layers run unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -105,20 +111,47 @@ class DecoderLayerInputs:
         return self.cache.cross_attention_cache.layers[layer_idx].keys
 
 
+@contextlib.contextmanager
+def recorded_attention(modules: Sequence[torch.nn.Module]) -> Iterator[list[torch.Tensor]]:
+    """While open, each call of modules[i] appends its attention weights (the last element of its
+    output, [B, H, T, S]) to the yielded list; the hooks are removed on exit."""
+    recorded: list[torch.Tensor] = []
+    handles = [
+        module.register_forward_hook(lambda _module, _args, output: recorded.append(output[-1]))
+        for module in modules
+    ]
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class DecoderStepWrapper(torch.nn.Module, ABC):
     """One decoder step over rows with their own positions, past lengths and encoder lengths:
 
     forward(input_ids, position_ids, self_attention_mask, encoder_attention_mask,
             past_key_0, past_value_0, ..., cross_key_0, cross_value_0, ...)
-        -> (logits, present_key_0, present_value_0, ...)
+        -> (logits, present_key_0, present_value_0, ..., cross_attention)
 
-    The flat K/V and the masks are turned into a filled cache and 4-D biases here; a family
-    supplies only its embedding step, its layer loop and its head.
+    cross_attention [B, T, S] is the cross-attention softmax averaged over the heads and over
+    `attention_layers` (default: all layers). The flat K/V and the masks are turned into a filled
+    cache and 4-D biases here; a family supplies only its embedding step, its layer loop, its head
+    and where each layer's cross-attention module lives.
     """
+
+    def __init__(self, attention_layers: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.attention_layers = None if attention_layers is None else list(attention_layers)
 
     @property
     @abstractmethod
     def num_layers(self) -> int: ...
+
+    @abstractmethod
+    def cross_attention_modules(self) -> list[torch.nn.Module]:
+        """Each layer's cross-attention module, in layer order: one whose output ends with its
+        softmax weights [B, H, T, S] (the weights transformers returns as `cross_attentions`)."""
 
     @abstractmethod
     def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor: ...
@@ -147,5 +180,14 @@ class DecoderStepWrapper(torch.nn.Module, ABC):
             cross_bias=encoder_attention_bias(encoder_attention_mask, hidden.dtype),
             cache=cache,
         )
-        hidden = self.run_layers(hidden, step)
-        return (self.logits(hidden).float(), *present_key_values(cache))
+        modules = self.cross_attention_modules()
+        layers = range(self.num_layers) if self.attention_layers is None else self.attention_layers
+        with recorded_attention([modules[layer] for layer in layers]) as weights:
+            hidden = self.run_layers(hidden, step)
+        if len(weights) != len(layers) or any(w is None for w in weights):
+            raise ValueError(
+                f"no cross-attention weights from layers {list(layers)}: the wrapper needs the "
+                'model loaded with attn_implementation="eager"'
+            )
+        cross_attention = torch.stack(weights).float().mean(dim=(0, 2))  # over layers and heads
+        return (self.logits(hidden).float(), *present_key_values(cache), cross_attention)

@@ -41,14 +41,17 @@ class ImageEncoderWrapper(torch.nn.Module):
 class CachedDecoderWrapper(DecoderStepWrapper):
     """A captioner's text decoder step, through its TextDecoder view."""
 
-    def __init__(self, decoder: TextDecoder) -> None:
-        super().__init__()
+    def __init__(self, decoder: TextDecoder, attention_layers: Sequence[int] | None = None) -> None:
+        super().__init__(attention_layers)
         self.decoder = decoder.model  # a submodule, so eval() and the exporter reach its weights
         self._text_decoder = decoder
 
     @property
     def num_layers(self) -> int:
         return len(self._text_decoder.layers)
+
+    def cross_attention_modules(self) -> list[torch.nn.Module]:
+        return [self._text_decoder.cross_attention(i) for i in range(self.num_layers)]
 
     def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         return self._text_decoder.embed(input_ids, position_ids)
@@ -74,8 +77,18 @@ class ImageCaptioningFamily(ExportFamily):
         """The decoder model with cross-attention (e.g. GPT2LMHeadModel)."""
 
     @abstractmethod
+    def vision_config(self, model: Any) -> Any:
+        """The vision encoder's config (its image_size and patch_size)."""
+
     def image_size(self, model: Any) -> tuple[int, int]:
         """(height, width) the vision encoder was built for."""
+        return _pair(self.vision_config(model).image_size)
+
+    def patch_grid(self, model: Any) -> tuple[int, int]:
+        """(rows, cols) of non-overlapping patches the vision encoder cuts the image into."""
+        height, width = self.image_size(model)
+        patch_height, patch_width = _pair(self.vision_config(model).patch_size)
+        return height // patch_height, width // patch_width
 
     def text_decoder(self, model: Any) -> TextDecoder:
         return text_decoder_for(self.text_decoder_model(model))
@@ -83,8 +96,10 @@ class ImageCaptioningFamily(ExportFamily):
     def encoder_wrapper(self, model: Any) -> torch.nn.Module:
         return ImageEncoderWrapper(self.vision_encoder(model), self.text_decoder(model)).eval()
 
-    def decoder_wrapper(self, model: Any) -> torch.nn.Module:
-        return CachedDecoderWrapper(self.text_decoder(model)).eval()
+    def decoder_wrapper(
+        self, model: Any, attention_layers: Sequence[int] | None = None
+    ) -> torch.nn.Module:
+        return CachedDecoderWrapper(self.text_decoder(model), attention_layers).eval()
 
     def dims(self, model: Any) -> ModelDims:
         return self.text_decoder(model).dims()
@@ -124,6 +139,11 @@ def read_image_preprocessing(model_dir: str) -> ImagePreprocessing:
         rescale_factor=float(processor.rescale_factor) if processor.do_rescale else 1.0,
         resample=Image.Resampling(int(processor.resample)).name.lower(),
     )
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """A config size given as one int (square) or as (height, width)."""
+    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def _per_channel(value: float | Sequence[float]) -> list[float]:

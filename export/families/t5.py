@@ -9,6 +9,7 @@ cross-attention has no position bias, only the encoder mask.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,6 +25,9 @@ class T5DecoderWrapper(Seq2SeqDecoderWrapper):
     @property
     def num_layers(self) -> int:
         return len(self.decoder.block)
+
+    def cross_attention_modules(self) -> list[torch.nn.Module]:
+        return [block.layer[1].EncDecAttention for block in self.decoder.block]
 
     def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         return self.decoder.embed_tokens(input_ids)  # no position embedding: a relative bias
@@ -68,8 +72,10 @@ class T5Family(TextSeq2SeqFamily):
     architecture = "t5"
     model_types = ("t5", "mt5")
 
-    def decoder_wrapper(self, model: Any) -> torch.nn.Module:
-        return T5DecoderWrapper(model).eval()
+    def decoder_wrapper(
+        self, model: Any, attention_layers: Sequence[int] | None = None
+    ) -> torch.nn.Module:
+        return T5DecoderWrapper(model, attention_layers).eval()
 
     def cross_projections(self, model: Any) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
         attentions = [block.layer[1].EncDecAttention for block in model.get_decoder().block]

@@ -51,6 +51,10 @@ class TextDecoder(ABC):
     def logits(self, hidden_states: torch.Tensor) -> torch.Tensor: ...
 
     @abstractmethod
+    def cross_attention(self, layer_idx: int) -> torch.nn.Module:
+        """The layer's cross-attention module whose output ends with its softmax weights."""
+
+    @abstractmethod
     def cross_key_value(self, layer_idx: int, encoder_states: torch.Tensor):
         """The projected cross-attention (key, value) of one layer, each [B, H, S, Dh]."""
 
@@ -79,8 +83,11 @@ class Gpt2Decoder(TextDecoder):
     def logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(self.model.transformer.ln_f(hidden_states))
 
+    def cross_attention(self, layer_idx: int) -> torch.nn.Module:
+        return self.layers[layer_idx].crossattention
+
     def cross_key_value(self, layer_idx: int, encoder_states: torch.Tensor):
-        attention = self.layers[layer_idx].crossattention
+        attention = self.cross_attention(layer_idx)
         keys, values = attention.c_attn(encoder_states).split(attention.split_size, dim=2)
         return split_heads(keys, self.num_heads), split_heads(values, self.num_heads)
 
@@ -99,8 +106,11 @@ class BertStyleDecoder(TextDecoder):
     def logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.model.cls(hidden_states)
 
+    def cross_attention(self, layer_idx: int) -> torch.nn.Module:
+        return self.layers[layer_idx].crossattention.self
+
     def cross_key_value(self, layer_idx: int, encoder_states: torch.Tensor):
-        attention = self.layers[layer_idx].crossattention.self
+        attention = self.cross_attention(layer_idx)
         keys, values = attention.key(encoder_states), attention.value(encoder_states)
         return split_heads(keys, self.num_heads), split_heads(values, self.num_heads)
 

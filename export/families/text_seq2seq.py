@@ -9,6 +9,7 @@ touches encoder states. They differ only in where those projections live and in 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -48,8 +49,8 @@ class TextEncoderWrapper(torch.nn.Module):
 class Seq2SeqDecoderWrapper(DecoderStepWrapper):
     """The decoder step of a transformers seq2seq model, whose lm head lives on the model."""
 
-    def __init__(self, model: Any) -> None:
-        super().__init__()
+    def __init__(self, model: Any, attention_layers: Sequence[int] | None = None) -> None:
+        super().__init__(attention_layers)
         self.model = model
         self.decoder = model.get_decoder()
 

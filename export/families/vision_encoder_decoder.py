@@ -37,9 +37,8 @@ class VisionEncoderDecoderFamily(ImageCaptioningFamily):
     def text_decoder_model(self, model: Any) -> torch.nn.Module:
         return model.decoder
 
-    def image_size(self, model: Any) -> tuple[int, int]:
-        size = model.config.encoder.image_size
-        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    def vision_config(self, model: Any) -> Any:
+        return model.config.encoder
 
     def special_tokens(self, model: Any) -> SpecialTokens:
         """The ids generate() uses: its generation_config first, then the model configs."""

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service.engine.types import (
+    Attribution,
     GenerationParams,
     GenerationRequest,
     GenerationResult,
+    SourceSpan,
     TokenDelta,
 )
 
@@ -64,14 +66,45 @@ def _result_summary(result: GenerationResult) -> dict[str, Any]:
     }
 
 
+def _span_to_proto(span: SourceSpan) -> pb.SourceSpan:
+    return pb.SourceSpan(start=span.start, end=span.end, text=span.text, weight=span.weight)
+
+
+def attribution_to_proto(attribution: Attribution | None) -> pb.Attribution | None:
+    if attribution is None:
+        return None
+    return pb.Attribution(
+        reduction=attribution.reduction,
+        grid_rows=attribution.grid_rows,
+        grid_cols=attribution.grid_cols,
+        source_tokens=[_span_to_proto(span) for span in attribution.source_tokens],
+        tokens=[
+            pb.TokenAttribution(
+                token_id=token.token_id,
+                token_text=token.token_text,
+                top_spans=[_span_to_proto(span) for span in token.top_spans],
+                weights=token.weights,
+            )
+            for token in attribution.tokens
+        ],
+    )
+
+
 def response_from_result(result: GenerationResult) -> pb.GenerateResponse:
     return pb.GenerateResponse(
-        text=result.text, token_ids=result.token_ids, **_result_summary(result)
+        text=result.text,
+        token_ids=result.token_ids,
+        attribution=attribution_to_proto(result.attribution),
+        **_result_summary(result),
     )
 
 
 def chunk_from_delta(delta: TokenDelta) -> pb.GenerateChunk:
-    return pb.GenerateChunk(text_delta=delta.text, token_ids=delta.token_ids)
+    return pb.GenerateChunk(
+        text_delta=delta.text,
+        token_ids=delta.token_ids,
+        attribution=attribution_to_proto(delta.attribution),
+    )
 
 
 def final_chunk(result: GenerationResult) -> pb.GenerateChunk:

@@ -32,9 +32,12 @@ _CHOICES_BY_TYPE: dict[type, tuple[str, ...]] = {
     int: ("int64_param", "uint64_param"),
     float: ("double_param", "int64_param", "uint64_param"),
 }
+# Attribution has no place in the text output tensor: it is served by the attnserve API only.
+_NOT_ON_KSERVE = ("explain", "explain_top_k", "explain_full")
 _GENERATION_PARAM_TYPES: dict[str, type] = {
     name: next(t for t in typing.get_args(hint) if t is not type(None))
     for name, hint in typing.get_type_hints(GenerationParams).items()
+    if name not in _NOT_ON_KSERVE
 }
 _PARAMETER_TYPES = {**_GENERATION_PARAM_TYPES, TIMEOUT_PARAMETER: int}
 
@@ -133,6 +136,11 @@ def check_requested_outputs(request: pb.ModelInferRequest, model: str) -> None:
 
 def _parameter_value(name: str, parameter: pb.InferParameter, model: str) -> bool | int | float:
     """The parameter's value as the Python type its name stands for."""
+    if name in _NOT_ON_KSERVE:
+        raise InvalidArgument(
+            f"parameter '{name}': per-token attribution is served by the attnserve API "
+            "(attnserve.v1.AttentionService, GenerationParams.explain), not over KServe v2"
+        )
     if name not in _PARAMETER_TYPES:
         raise InvalidArgument(
             f"unexpected inference parameter '{name}' for model '{model}', "

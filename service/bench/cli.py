@@ -44,6 +44,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     suite = sub.add_parser("suite", help="all baselines on the benchmark models, side by side")
     suite.add_argument("--plan", choices=["full", "quick"], default="full")
     suite.add_argument("--out", default="bench-out", help="models cache and results directory")
+    explain = sub.add_parser("explain", help="the cost of per-token attribution, in-process")
+    explain.add_argument("--model-dir", required=True, help="an exported model directory")
+    explain.add_argument("--workload", default="W1", help="a named workload or a JSON spec file")
+    explain.add_argument("--concurrent", default="1,8", help="comma-separated batch sizes")
+    explain.add_argument("--repeats", type=int, default=5, help="timed runs per variant")
+    explain.add_argument("--out", default="bench-out/explain", help="directory for the results")
 
 
 def _levels(raw: str) -> list[float]:
@@ -99,6 +105,33 @@ def _write_load(result: dict[str, Any], out: Path) -> None:
     print(f"wrote {out}/load.json, load.md" + (", load.png" if (out / "load.png").exists() else ""))
 
 
+def run_explain(args: argparse.Namespace) -> dict[str, Any]:
+    from service.bench.explain_cost import measure_explain_cost, to_dict  # imports onnx
+
+    spec = load_workload(args.workload)
+    levels = [int(level) for level in _levels(args.concurrent)]
+    results = []
+    for level in levels:
+        results.append(measure_explain_cost(Path(args.model_dir), spec, level, args.repeats))
+        print(f"{level} concurrent: {results[-1].median_s}", flush=True)
+    return {
+        "machine": machine_info(),
+        "model_dir": args.model_dir,
+        "workload": spec.to_dict(),
+        "results": [to_dict(result) for result in results],
+    }
+
+
+def _write_explain(result: dict[str, Any], out: Path) -> None:
+    from service.bench.explain_cost import ExplainCost, explain_cost_table
+
+    write_json(result, out / "explain.json")
+    table = explain_cost_table([ExplainCost(**r) for r in result["results"]])
+    (out / "explain.md").write_text(table + "\n")
+    print(table)
+    print(f"wrote {out}/explain.json, explain.md")
+
+
 def _write_suite(result: dict[str, Any], out: Path) -> None:
     results = out / "results"
     write_json(result, results / f"suite-{result['suite']}.json")
@@ -119,6 +152,8 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         if args.bench_command == "load":
             _write_load(run_load(args), out)
+        elif args.bench_command == "explain":
+            _write_explain(run_explain(args), out)
         else:
             from service.bench.suite import PLANS, run_suite  # imports the exporter
 

@@ -65,11 +65,23 @@ class BeamSearchGroup:
         self.finished_tokens: list[np.ndarray | None] = [None] * num_beams
         self.is_finished = np.zeros(num_beams, dtype=bool)
         self.improvement_possible = True
+        # explain: each running beam's per-token cross-attention so far [num_beams, steps, S],
+        # and each finished hypothesis's; None while the request does not collect it
+        self.running_attention: np.ndarray | None = None
+        self.finished_attention: list[np.ndarray | None] = [None] * num_beams
 
-    def step(self, log_probs: np.ndarray, sequences: np.ndarray, cur_len: int) -> BeamStep:
+    def step(
+        self,
+        log_probs: np.ndarray,
+        sequences: np.ndarray,
+        cur_len: int,
+        attention: np.ndarray | None = None,
+    ) -> BeamStep:
         """Advance by one token given the processed log-probs [num_beams, V] of the group's rows.
 
-        `sequences` are the rows' tokens so far ([num_beams, >= cur_len]), prompt included.
+        `sequences` are the rows' tokens so far ([num_beams, >= cur_len]), prompt included;
+        `attention` ([num_beams, S], explain only) is the cross-attention that chose this step's
+        tokens: it follows each hypothesis as its tokens do.
         """
         nb, vocab = log_probs.shape
         accumulated = (log_probs + self.running_scores[:, None]).reshape(-1)
@@ -83,7 +95,12 @@ class BeamSearchGroup:
         keep = _topk_indices(running, nb)
         self.running_scores = running[keep]
 
-        self._update_finished(top_scores, top_beams, top_tokens, hits_stop, sequences, cur_len)
+        histories = self._attention_histories(attention)
+        self._update_finished(
+            top_scores, top_beams, top_tokens, hits_stop, sequences, cur_len, histories
+        )
+        if histories is not None:
+            self.running_attention = histories[top_beams[keep]]
         self._check_early_stop(cur_len + 1)
         done = (
             not self.improvement_possible
@@ -100,6 +117,7 @@ class BeamSearchGroup:
         hits_stop: np.ndarray,
         sequences: np.ndarray,
         cur_len: int,
+        histories: np.ndarray | None,
     ) -> None:
         """f. Finished candidates among the top num_beams may enter the finished hypotheses."""
         just_finished = hits_stop & (np.arange(hits_stop.size) < self.num_beams)
@@ -116,14 +134,18 @@ class BeamSearchGroup:
         merged_finished = np.concatenate([self.is_finished, just_finished])
         best = _finished_first(merged_scores, merged_finished, self.num_beams)
         tokens: list[np.ndarray | None] = []
+        attention: list[np.ndarray | None] = []
         for index in best:
             if index < self.num_beams:
                 tokens.append(self.finished_tokens[index])
+                attention.append(self.finished_attention[index])
             else:
                 k = index - self.num_beams
                 hypothesis = np.append(sequences[top_beams[k], :cur_len], top_tokens[k])
                 tokens.append(hypothesis)
+                attention.append(None if histories is None else histories[top_beams[k]])
         self.finished_tokens = tokens
+        self.finished_attention = attention
         self.finished_scores = merged_scores[best]
         self.is_finished = merged_finished[best]
 
@@ -139,6 +161,19 @@ class BeamSearchGroup:
         # running score is normalised below it; elsewhere the outcome is the same.)
         if self.is_finished.all():
             self.improvement_possible &= bool(best_running > self.finished_scores.min())
+
+    def _attention_histories(self, attention: np.ndarray | None) -> np.ndarray | None:
+        """Each current row's attention history with this step's appended [num_beams, t, S]."""
+        if attention is None:
+            return None
+        step = attention[:, None, :]
+        if self.running_attention is None:
+            return step
+        return np.concatenate([self.running_attention, step], axis=1)
+
+    def best_attention(self) -> np.ndarray | None:
+        """The per-token attention of `best()`'s generated tokens, when it was collected."""
+        return self.finished_attention[0]
 
     def best(self) -> np.ndarray:
         """The highest-scoring finished hypothesis (prompt included)."""

@@ -34,6 +34,7 @@ class RowParams:
     no_repeat_ngram_size: np.ndarray  # int64, 0 = off
     forced_bos: np.ndarray  # int64, NO_TOKEN = off
     forced_eos: np.ndarray  # int64, NO_TOKEN = off
+    explain: np.ndarray  # bool: the row's cross-attention is collected
 
     @classmethod
     def for_request(cls, params: ResolvedParams, rows: int) -> RowParams:
@@ -54,6 +55,7 @@ class RowParams:
             no_repeat_ngram_size=column(params.no_repeat_ngram_size, np.int64),
             forced_bos=column(_or_none(params.forced_bos_token_id), np.int64),
             forced_eos=column(_or_none(params.forced_eos_token_id), np.int64),
+            explain=column(params.explain, np.bool_),
         )
 
     def take(self, rows: np.ndarray) -> RowParams:

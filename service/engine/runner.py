@@ -47,10 +47,10 @@ class ModelRunner:
         incoming = self._encode(plan.admit) if plan.admit else None
         if incoming is not None:
             self.groups.extend(plan.admit)
-        logits = self._decode(incoming)
-        if logits is None:
+        decoded = self._decode(incoming)
+        if decoded is None:
             return events
-        events.extend(self._choose_tokens(logits))
+        events.extend(self._choose_tokens(*decoded))
         finished = {id(group) for group, event in events if event.finish_reason}
         self._remove(finished)
         return events
@@ -114,24 +114,39 @@ class ModelRunner:
         elif params.do_sample:
             group.rng = np.random.default_rng(params.seed)
 
-    def _decode(self, incoming: DecodeBatch | None) -> np.ndarray | None:
-        """One decoder call over every row (two when newcomers bring a multi-token prompt)."""
+    def _decode(self, incoming: DecodeBatch | None) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """One decoder call over every row (two when newcomers bring a multi-token prompt).
+
+        Returns the logits of every row and, when a row asked for explain, every row's
+        cross-attention [B, S] (zeros for rows of a call where nobody asked)."""
         calls = [b for b in (self.batch, incoming) if b is not None]
         if not calls:
             return None
         if len(calls) == 2 and calls[0].new_tokens == calls[1].new_tokens:
             calls = [DecodeBatch.concatenate(calls)]
-        logits = []
+        outputs = []
         for batch in calls:
-            step_logits, presents = self.model.run_decoder(
-                batch.decoder_inputs(), batch.past, batch.cross
+            wants_attention = bool(batch.params.explain.any())
+            output = self.model.run_decoder(
+                batch.decoder_inputs(), batch.past, batch.cross, wants_attention
             )
-            batch.absorb_presents(presents)
-            logits.append(step_logits)
+            batch.absorb_presents(output.presents)
+            outputs.append(output)
         self.batch = DecodeBatch.concatenate(calls)
-        return np.concatenate(logits) if len(logits) > 1 else logits[0]
+        logits = np.concatenate([output.logits for output in outputs])
+        if all(output.attention is None for output in outputs):
+            return logits, None
+        attention = np.zeros((self.batch.size, self.batch.encoder_mask.shape[1]), np.float32)
+        row = 0
+        for batch, output in zip(calls, outputs, strict=True):
+            if output.attention is not None:
+                attention[row : row + batch.size, : output.attention.shape[1]] = output.attention
+            row += batch.size
+        return logits, attention
 
-    def _choose_tokens(self, logits: np.ndarray) -> list[tuple[SequenceGroup, StepEvent]]:
+    def _choose_tokens(
+        self, logits: np.ndarray, attention: np.ndarray | None
+    ) -> list[tuple[SequenceGroup, StepEvent]]:
         batch = self.batch
         assert batch is not None
         params = batch.params
@@ -147,7 +162,12 @@ class ModelRunner:
         for group in self.groups:
             if group.beam is not None:
                 rows = slice(row, row + group.rows)
-                step = group.beam.step(scores[rows], batch.sequences[rows], int(batch.lengths[row]))
+                step = group.beam.step(
+                    scores[rows],
+                    batch.sequences[rows],
+                    int(batch.lengths[row]),
+                    _attention_of(group, attention, rows),
+                )
                 tokens[rows] = step.next_tokens
                 moves_dst.append(np.arange(row, row + group.rows))
                 moves_src.append(row + step.source_beams)
@@ -168,7 +188,12 @@ class ModelRunner:
                 reason = None
                 if stopped[row]:
                     reason = "eos" if ended[row] else "length"
-                events.append((group, StepEvent(tokens=[token], finish_reason=reason)))
+                event = StepEvent(
+                    tokens=[token],
+                    finish_reason=reason,
+                    attention=_attention_of(group, attention, slice(row, row + 1)),
+                )
+                events.append((group, event))
             row += group.rows
         return events
 
@@ -177,7 +202,21 @@ class ModelRunner:
         hypothesis = group.beam.best()[group.params.prompt_len :].tolist()
         group.generated = hypothesis
         ended = bool(hypothesis) and hypothesis[-1] in self.eos_ids
-        return StepEvent(tokens=hypothesis, finish_reason="eos" if ended else "length")
+        return StepEvent(
+            tokens=hypothesis,
+            finish_reason="eos" if ended else "length",
+            attention=group.beam.best_attention(),
+        )
+
+
+def _attention_of(
+    group: SequenceGroup, attention: np.ndarray | None, rows: slice
+) -> np.ndarray | None:
+    """The group's rows of this step's cross-attention, cut to its own source length (the
+    batch's encoder width changes as rows come and go), if the group asked for it."""
+    if attention is None or not group.params.explain:
+        return None
+    return attention[rows, : group.input_tokens].copy()
 
 
 def _stack_encoder_feeds(feeds: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, np.ndarray]:

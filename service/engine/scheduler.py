@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.engine.attribution import SourceLayout
 from service.engine.beam_search import BeamSearchGroup
 from service.engine.validation import ResolvedParams
 from service.errors import Cancelled, DeadlineExceeded, ResourceExhausted, ServeError
@@ -27,6 +28,7 @@ class StepEvent:
     tokens: list[int]  # new tokens; for beam search the whole answer, once, when it ends
     finish_reason: str | None = None  # "eos" or "length" once the request is done
     error: ServeError | None = None  # the request ended without an answer
+    attention: np.ndarray | None = None  # explain: float32 [len(tokens), S], one row per token
 
 
 @dataclass(eq=False)
@@ -46,6 +48,7 @@ class SequenceGroup:
     arrived_at: float = field(default_factory=time.monotonic)  # queue wait and TTFT start here
     admitted_at: float | None = None  # when it joined the decode batch; None while waiting
     first_token_at: float | None = None
+    explain_source: SourceLayout | None = None  # explain: how to read the source positions
 
     @property
     def rows(self) -> int:

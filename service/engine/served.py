@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from service.engine.attribution import (
+    Attributor,
+    ImageSource,
+    SourceLayout,
+    TextSource,
+    describe_reduction,
+)
 from service.engine.config import EngineConfig
 from service.engine.runner import ModelRunner
 from service.engine.scheduler import Scheduler, SequenceGroup, StepEvent
-from service.engine.types import GenerationParams, GenerationResult, TokenDelta
+from service.engine.types import (
+    Attribution,
+    GenerationParams,
+    GenerationResult,
+    TokenAttribution,
+    TokenDelta,
+)
 from service.engine.validation import resolve_params
 from service.errors import InvalidArgument
 from service.runtime.images import load_pixel_values
@@ -77,7 +90,9 @@ class ServedModel:
             self.config,
             self.prompt_len,
             self.manifest.max_decoder_positions,
+            explainable=self.model.explainable,
         )
+        source: SourceLayout | None = None
         if self.manifest.task == "captioning":
             if not image:
                 raise InvalidArgument("image is empty")
@@ -88,10 +103,16 @@ class ServedModel:
             )
             feeds = {"pixel_values": pixels.astype(self.model.kv_dtype)}
             input_tokens = encoder_length = self.manifest.max_input_tokens
+            if resolved.explain:
+                source = self._image_source()
         else:
-            ids = self.model.tokenizer.encode(text or "")
-            feeds = {"input_ids": ids[None, :]}
-            input_tokens = encoder_length = int(ids.size)
+            encoded = self.model.tokenizer.encode_with_offsets(text or "")
+            feeds = {"input_ids": encoded.ids[None, :]}
+            input_tokens = encoder_length = int(encoded.ids.size)
+            if resolved.explain:
+                source = TextSource.from_encoding(
+                    text or "", encoded, resolved.explain_top_k, resolved.explain_full
+                )
         reservation = (
             resolved.num_beams
             * (resolved.max_length + encoder_length)
@@ -104,7 +125,20 @@ class ServedModel:
             emit=emit,
             deadline=deadline,
             kv_reservation=reservation,
+            explain_source=source,
         )
+
+    def _image_source(self) -> ImageSource:
+        spec = self.manifest.cross_attention
+        assert spec is not None and spec.patch_grid is not None  # checked by the manifest
+        rows, cols = spec.patch_grid
+        return ImageSource(rows=rows, cols=cols, prefix=spec.source_prefix)
+
+    def attributor(self, source: SourceLayout) -> Attributor:
+        spec = self.manifest.cross_attention
+        assert spec is not None  # requests only ask for explain on models that have it
+        reduction = describe_reduction(spec, self.manifest.dims.num_layers)
+        return Attributor(source, reduction, self.model.tokenizer.token_text)
 
     def step(self, now: float | None = None) -> list[tuple[SequenceGroup, StepEvent]]:
         """Plan and run one step; finished requests leave the scheduler. Not thread-safe."""
@@ -134,6 +168,10 @@ class RequestOutput:
         self._served = served
         self._group = group
         self._detokenizer = IncrementalDetokenizer(served.model.tokenizer)
+        source = group.explain_source
+        self._attributor = served.attributor(source) if source is not None else None
+        self._attributions: list[TokenAttribution] = []
+        self._header: Attribution | None = None  # the first attribution: source described
 
     def feed(self, event: StepEvent) -> list[TokenDelta | GenerationResult]:
         """The outputs this event produces; raises the request's error if it failed."""
@@ -142,12 +180,13 @@ class RequestOutput:
         out: list[TokenDelta | GenerationResult] = []
         beam = self._group.beam is not None
         if event.tokens and not beam:
-            out.append(TokenDelta(self._detokenizer.push(event.tokens), list(event.tokens)))
+            text = self._detokenizer.push(event.tokens)
+            out.append(TokenDelta(text, list(event.tokens), self._attribute(event)))
         if event.finish_reason is None:
             return out
         if beam:  # the answer is only known at the end: one delta with all of it
             text = self._served.model.tokenizer.decode(event.tokens)
-            out.append(TokenDelta(text, list(event.tokens)))
+            out.append(TokenDelta(text, list(event.tokens), self._attribute(event)))
         else:
             tail, text = self._detokenizer.finish()
             if tail:
@@ -162,6 +201,24 @@ class RequestOutput:
                 output_tokens=len(self._group.generated),
                 finish_reason=event.finish_reason,
                 token_ids=[int(t) for t in np.asarray(self._group.generated)],
+                attribution=self._whole_attribution(),
             )
         )
         return out
+
+    def _attribute(self, event: StepEvent) -> Attribution | None:
+        """The attribution of the event's tokens (explain requests); kept for the result."""
+        if self._attributor is None:
+            return None
+        if event.attention is None:
+            raise RuntimeError("an explain request's step came without cross-attention")
+        attribution = self._attributor.attribute(event.tokens, event.attention)
+        if self._header is None:  # the first carries the source description: keep it
+            self._header = attribution
+        self._attributions.extend(attribution.tokens)
+        return attribution
+
+    def _whole_attribution(self) -> Attribution | None:
+        if self._header is None:
+            return None
+        return replace(self._header, tokens=list(self._attributions))

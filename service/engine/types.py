@@ -20,6 +20,9 @@ class GenerationParams:
     no_repeat_ngram_size: int | None = None
     length_penalty: float | None = None
     seed: int | None = None
+    explain: bool | None = None  # return per-token cross-attention attribution
+    explain_top_k: int | None = None  # text: source words per token
+    explain_full: bool | None = None  # text: also the full distribution over source tokens
 
 
 @dataclass
@@ -36,11 +39,43 @@ class GenerationRequest:
 
 
 @dataclass
+class SourceSpan:
+    """Characters [start, end) of the request's text, and an attention weight on them."""
+
+    start: int
+    end: int
+    text: str
+    weight: float = 0.0
+
+
+@dataclass
+class TokenAttribution:
+    """Where one generated token's cross-attention went over the source."""
+
+    token_id: int
+    token_text: str
+    top_spans: list[SourceSpan]  # text models: the most attended source words, best first
+    weights: list[float]  # text with explain_full: per source token; images: per patch, row-major
+
+
+@dataclass
+class Attribution:
+    """Per-token attribution of (part of) an answer; the header fields describe the source."""
+
+    reduction: str
+    tokens: list[TokenAttribution]
+    grid_rows: int = 0  # image models: the encoder's patch grid
+    grid_cols: int = 0
+    source_tokens: list[SourceSpan] = field(default_factory=list)  # text with explain_full
+
+
+@dataclass
 class TokenDelta:
     """Streamed text produced since the previous delta (may be empty for partial characters)."""
 
     text: str
     token_ids: list[int]
+    attribution: Attribution | None = None  # with explain: the attribution of token_ids
 
 
 @dataclass
@@ -54,3 +89,4 @@ class GenerationResult:
     output_tokens: int
     finish_reason: str  # "eos" or "length"
     token_ids: list[int] = field(default_factory=list)
+    attribution: Attribution | None = None  # with explain: every generated token's attribution

@@ -26,6 +26,8 @@ FLOAT32_MAX = 3.4028234663852886e38
 MIN_SAMPLING_TEMPERATURE = 1e-4
 REPETITION_PENALTY_RANGE = (1e-4, 1e4)
 LENGTH_PENALTY_RANGE = (-10.0, 10.0)
+DEFAULT_EXPLAIN_TOP_K = 5
+MAX_EXPLAIN_TOP_K = 64
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class ResolvedParams:
     forced_bos_token_id: int | None
     forced_eos_token_id: int | None
     seed: int
+    explain: bool = False  # collect each generated token's cross-attention
+    explain_top_k: int = DEFAULT_EXPLAIN_TOP_K
+    explain_full: bool = False
 
     @property
     def max_new_tokens(self) -> int:
@@ -98,12 +103,33 @@ def _resolve_beams_and_sampling(
     return num_beams, do_sample
 
 
+def _resolve_explain(params: GenerationParams, explainable: bool) -> tuple[bool, int, bool]:
+    """(explain, top_k, full): the options only make sense with explain on a model that has
+    cross-attention weights, and a request that asks otherwise is told so."""
+    explain = bool(params.explain)
+    if not explain:
+        for name in ("explain_top_k", "explain_full"):
+            if getattr(params, name) is not None:
+                raise InvalidArgument(f"{name} needs explain=true")
+        return False, DEFAULT_EXPLAIN_TOP_K, False
+    if not explainable:
+        raise InvalidArgument(
+            "explain is not available for this model: it was exported without cross-attention "
+            "weights (export it again with this attnserve version)"
+        )
+    top_k = DEFAULT_EXPLAIN_TOP_K
+    if params.explain_top_k is not None:
+        top_k = _check_int("explain_top_k", params.explain_top_k, 1, MAX_EXPLAIN_TOP_K)
+    return True, top_k, bool(params.explain_full)
+
+
 def resolve_params(
     params: GenerationParams,
     defaults: GenerationDefaults,
     config: EngineConfig,
     prompt_len: int = 1,
     max_decoder_positions: int | None = None,
+    explainable: bool = False,
 ) -> ResolvedParams:
     """Fill every unset field from the model's defaults; InvalidArgument for out-of-range values.
 
@@ -178,6 +204,7 @@ def resolve_params(
         seed = _check_int("seed", params.seed, 0, 2**64 - 1)
     else:
         seed = secrets.randbits(63)
+    explain, explain_top_k, explain_full = _resolve_explain(params, explainable)
 
     return ResolvedParams(
         prompt_len=prompt_len,
@@ -195,4 +222,7 @@ def resolve_params(
         forced_bos_token_id=defaults.forced_bos_token_id,
         forced_eos_token_id=defaults.forced_eos_token_id,
         seed=seed,
+        explain=explain,
+        explain_top_k=explain_top_k,
+        explain_full=explain_full,
     )

@@ -82,6 +82,40 @@ class ImagePreprocessing:
 
 
 @dataclass
+class CrossAttentionSpec:
+    """The decoder's cross-attention output: which layers it averages and, for images, how its
+    encoder positions map onto the image (see docs/graph-contract.md)."""
+
+    layers: list[int]  # decoder layers averaged (0-based)
+    output: str = "cross_attention"  # the decoder output name
+    reduction: str = "mean over heads and layers"
+    source_prefix: int = 0  # image models: encoder positions before the patch grid (class tokens)
+    patch_grid: list[int] | None = None  # image models: [rows, cols], row-major after the prefix
+
+    def validate(self, num_layers: int, max_input_tokens: int, image_model: bool) -> None:
+        if not self.layers:
+            raise ManifestError("cross_attention.layers is empty")
+        if len(set(self.layers)) != len(self.layers):
+            raise ManifestError(f"cross_attention.layers has duplicates: {self.layers}")
+        if any(not 0 <= layer < num_layers for layer in self.layers):
+            raise ManifestError(
+                f"cross_attention.layers {self.layers} must lie in 0..{num_layers - 1}"
+            )
+        if not image_model:
+            return
+        if self.patch_grid is None or len(self.patch_grid) != 2 or min(self.patch_grid) < 1:
+            raise ManifestError(
+                "cross_attention.patch_grid must be [rows, cols] for an image model"
+            )
+        rows, cols = self.patch_grid
+        if self.source_prefix < 0 or self.source_prefix + rows * cols != max_input_tokens:
+            raise ManifestError(
+                f"cross_attention: source_prefix {self.source_prefix} + patch_grid {rows}x{cols} "
+                f"!= the encoder length max_input_tokens {max_input_tokens}"
+            )
+
+
+@dataclass
 class ModelManifest:
     name: str
     version: str
@@ -102,6 +136,8 @@ class ModelManifest:
     max_decoder_positions: int | None = None
     tokenizer_file: str = "tokenizer.json"
     image: ImagePreprocessing | None = None
+    # None: exported without the cross_attention output (older model directories stay servable)
+    cross_attention: CrossAttentionSpec | None = None
     exporter: dict[str, str] = field(default_factory=dict)  # tool versions used for the export
     parity: dict[str, Any] = field(default_factory=dict)  # the export-time parity report
     format_version: int = FORMAT_VERSION
@@ -126,6 +162,15 @@ class ModelManifest:
                 f"max_decoder_positions ({self.max_decoder_positions}) leaves no room after the "
                 f"{prompt_len} decoder prompt tokens"
             )
+        attention = self.cross_attention
+        if attention is not None:
+            attention.validate(
+                self.dims.num_layers, self.max_input_tokens, self.task == "captioning"
+            )
+            if attention.output not in self.decoder.outputs:
+                raise ManifestError(
+                    f"cross_attention.output {attention.output!r} is not a decoder output"
+                )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False)
@@ -136,7 +181,7 @@ class ModelManifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelManifest:
         try:
-            image = data.get("image")
+            image, attention = data.get("image"), data.get("cross_attention")
             manifest = cls(
                 **{
                     **data,
@@ -146,6 +191,7 @@ class ModelManifest:
                     "special_tokens": SpecialTokens(**data["special_tokens"]),
                     "generation": GenerationDefaults(**data["generation"]),
                     "image": ImagePreprocessing(**image) if image else None,
+                    "cross_attention": CrossAttentionSpec(**attention) if attention else None,
                 }
             )
         except (KeyError, TypeError) as exc:

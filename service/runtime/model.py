@@ -23,6 +23,13 @@ KV_DTYPES = {"fp32": np.float32, "int8": np.float32, "fp16": np.float16}
 
 
 @dataclass
+class DecoderOutput:
+    logits: np.ndarray  # float32 [B, V]: each row's last new token
+    presents: list[Tensor]  # present_key_0, present_value_0, ...
+    attention: np.ndarray | None  # float32 [B, S]: the last new token's cross-attention
+
+
+@dataclass
 class EncoderOutput:
     encoder_mask: np.ndarray  # int64 [B, S]
     cross: list[Tensor]  # cross_key_0, cross_value_0, ... [B, H, S, Dh]
@@ -84,20 +91,39 @@ class LoadedModel:
             mask = np.ones((rows, length), np.int64)
         return EncoderOutput(encoder_mask=mask, cross=list(cross))
 
+    @property
+    def explainable(self) -> bool:
+        """The decoder also returns cross-attention weights (models exported since issue #9)."""
+        return self.manifest.cross_attention is not None
+
     def run_decoder(
-        self, inputs: dict[str, np.ndarray], past: list[Tensor], cross: list[Tensor]
-    ) -> tuple[np.ndarray, list[Tensor]]:
-        """(logits of each row's last new token [B, V] float32, presents)."""
+        self,
+        inputs: dict[str, np.ndarray],
+        past: list[Tensor],
+        cross: list[Tensor],
+        with_attention: bool = False,
+    ) -> DecoderOutput:
+        """One decoder call; the cross-attention output is fetched only when asked for."""
         device_feeds = dict(zip(self._past_names, past, strict=True))
         device_feeds.update(zip(self._cross_names, cross, strict=True))
-        names = ["logits", *self._present_names]
+        host_names = ["logits"]
+        if with_attention:
+            assert self.manifest.cross_attention is not None
+            host_names.append(self.manifest.cross_attention.output)
+        names = [*host_names, *self._present_names]
         if self.device == "cuda":
-            outputs = self._run_bound(self.decoder, inputs, device_feeds, names, host_outputs=1)
-            logits = outputs[0].numpy()
+            outputs = self._run_bound(
+                self.decoder, inputs, device_feeds, names, host_outputs=len(host_names)
+            )
+            host = [value.numpy() for value in outputs[: len(host_names)]]
         else:
             outputs = self.decoder.run(names, {**inputs, **device_feeds})
-            logits = outputs[0]
-        return np.asarray(logits[:, -1, :], dtype=np.float32), list(outputs[1:])
+            host = outputs[: len(host_names)]
+        return DecoderOutput(
+            logits=np.asarray(host[0][:, -1, :], dtype=np.float32),
+            presents=list(outputs[len(host_names) :]),
+            attention=np.asarray(host[1][:, -1, :], np.float32) if with_attention else None,
+        )
 
     def _run_bound(
         self,

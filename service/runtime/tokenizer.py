@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,15 @@ from tokenizers import Tokenizer
 from service.errors import InvalidArgument
 
 REPLACEMENT_CHAR = "\ufffd"  # what a partial UTF-8 character decodes to
+
+
+@dataclass
+class EncodedText:
+    """A request text's tokens and where each came from (for attribution)."""
+
+    ids: np.ndarray  # int64 [S]
+    offsets: list[tuple[int, int]]  # character span of each token in the text
+    word_ids: list[int | None]  # the word each token belongs to; None for special tokens
 
 
 class TextTokenizer:
@@ -23,18 +33,30 @@ class TextTokenizer:
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids (int64, special tokens added as the model was trained)."""
+        return self.encode_with_offsets(text).ids
+
+    def encode_with_offsets(self, text: str) -> EncodedText:
         if not text or not text.strip():
             raise InvalidArgument("text is empty")
-        ids = self._tokenizer.encode(text).ids
+        encoding = self._tokenizer.encode(text)
+        ids = encoding.ids
         if len(ids) > self.max_input_tokens:
             raise InvalidArgument(
                 f"text is {len(ids)} tokens long; this model accepts at most "
                 f"{self.max_input_tokens} input tokens"
             )
-        return np.asarray(ids, dtype=np.int64)
+        word_ids = [
+            None if special else word
+            for word, special in zip(encoding.word_ids, encoding.special_tokens_mask, strict=True)
+        ]
+        return EncodedText(np.asarray(ids, dtype=np.int64), list(encoding.offsets), word_ids)
 
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
+
+    def token_text(self, token_id: int) -> str:
+        """One token as text, special tokens included (an EOS reads as what it is)."""
+        return self._tokenizer.decode([token_id], skip_special_tokens=False)
 
     def detokenizer(self) -> IncrementalDetokenizer:
         return IncrementalDetokenizer(self)

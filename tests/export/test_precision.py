@@ -37,13 +37,13 @@ def test_float_io_types_follow_the_contract(converted):
     types |= {o.name: o.type for o in graphs.decoder.get_outputs()}
     expected = "tensor(float16)" if dtype == "fp16" else "tensor(float)"
     assert types["past_key_0"] == types["cross_value_0"] == types["present_key_0"] == expected
-    assert types["logits"] == "tensor(float)"
+    assert types["logits"] == types["cross_attention"] == "tensor(float)"
 
 
-def test_converted_model_decodes_finite_logits(converted):
-    _, output = converted
-    manifest = ModelManifest.load(output)
-    graphs = OrtGraphs(output, manifest.dims)
+def _first_step(model_dir):
+    """The converted graphs, the sample feeds, and the first decoder step over them."""
+    manifest = ModelManifest.load(model_dir)
+    graphs = OrtGraphs(model_dir, manifest.dims)
     special = manifest.special_tokens
     feeds = sample_encoder_feeds("summarization", special, manifest.dims.vocab_size, None)
     states, *cross = graphs.run_encoder(feeds)
@@ -56,7 +56,25 @@ def test_converted_model_decodes_finite_logits(converted):
         past=graphs.empty_past(rows),
         cross=cross,
     )
+    return graphs, feeds, states, step
+
+
+def test_converted_model_decodes_finite_logits(converted):
+    _, output = converted
+    graphs, feeds, states, step = _first_step(output)
+    special = ModelManifest.load(output).special_tokens
     logits, presents = graphs.run_decoder(step)
     assert np.isfinite(states).all() and np.isfinite(logits).all()
     assert all(np.isfinite(p).all() for p in presents)
     assert all(greedy_tokens(graphs, feeds, [special.decoder_start], special.eos, 4))
+
+
+def test_converted_cross_attention_stays_float32_and_close_to_fp32(converted, exports):
+    _, output = converted
+    graphs, feeds, _, step = _first_step(output)
+    fp32_graphs, _, _, fp32_step = _first_step(exports[ModelManifest.load(output).architecture])
+    weights = graphs.run_cross_attention(step)
+    assert weights.dtype == np.float32
+    np.testing.assert_allclose(weights, fp32_graphs.run_cross_attention(fp32_step), atol=2e-2)
+    real = feeds["attention_mask"][:, None, :].astype(bool)
+    np.testing.assert_allclose(np.where(real, weights, 0).sum(axis=-1), 1.0, atol=1e-2)

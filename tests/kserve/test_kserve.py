@@ -228,6 +228,18 @@ def test_unknown_parameter_is_invalid_argument(client, kserve_server):
     assert "unexpected inference parameter 'beams'" in message
 
 
+def test_explain_is_refused_with_a_pointer_to_our_api(client, kserve_server):
+    status, message = _status_of(
+        lambda: client.infer(
+            kserve_server.summarizer,
+            [_bytes_input("text", TEXTS[:1], [1])],
+            parameters={"explain": True},
+        )
+    )
+    assert status == str(grpc.StatusCode.INVALID_ARGUMENT)
+    assert "attnserve.v1.AttentionService" in message
+
+
 def test_protocol_timeout_parameter_is_a_deadline(client, kserve_server):
     status, _ = _status_of(
         lambda: client.infer(

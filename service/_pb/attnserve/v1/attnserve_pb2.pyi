@@ -32,7 +32,7 @@ class CaptionRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., image: _Optional[bytes] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class GenerationParams(_message.Message):
-    __slots__ = ("max_new_tokens", "min_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "seed")
+    __slots__ = ("max_new_tokens", "min_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "seed", "explain", "explain_top_k", "explain_full")
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MIN_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     NUM_BEAMS_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,9 @@ class GenerationParams(_message.Message):
     NO_REPEAT_NGRAM_SIZE_FIELD_NUMBER: _ClassVar[int]
     LENGTH_PENALTY_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_TOP_K_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FULL_FIELD_NUMBER: _ClassVar[int]
     max_new_tokens: int
     min_new_tokens: int
     num_beams: int
@@ -55,10 +58,51 @@ class GenerationParams(_message.Message):
     no_repeat_ngram_size: int
     length_penalty: float
     seed: int
-    def __init__(self, max_new_tokens: _Optional[int] = ..., min_new_tokens: _Optional[int] = ..., num_beams: _Optional[int] = ..., do_sample: _Optional[bool] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., repetition_penalty: _Optional[float] = ..., no_repeat_ngram_size: _Optional[int] = ..., length_penalty: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    explain: bool
+    explain_top_k: int
+    explain_full: bool
+    def __init__(self, max_new_tokens: _Optional[int] = ..., min_new_tokens: _Optional[int] = ..., num_beams: _Optional[int] = ..., do_sample: _Optional[bool] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., repetition_penalty: _Optional[float] = ..., no_repeat_ngram_size: _Optional[int] = ..., length_penalty: _Optional[float] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., explain_top_k: _Optional[int] = ..., explain_full: _Optional[bool] = ...) -> None: ...
+
+class SourceSpan(_message.Message):
+    __slots__ = ("start", "end", "text", "weight")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    text: str
+    weight: float
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., text: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class TokenAttribution(_message.Message):
+    __slots__ = ("token_id", "token_text", "top_spans", "weights")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOP_SPANS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    token_id: int
+    token_text: str
+    top_spans: _containers.RepeatedCompositeFieldContainer[SourceSpan]
+    weights: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, token_id: _Optional[int] = ..., token_text: _Optional[str] = ..., top_spans: _Optional[_Iterable[_Union[SourceSpan, _Mapping]]] = ..., weights: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Attribution(_message.Message):
+    __slots__ = ("reduction", "grid_rows", "grid_cols", "source_tokens", "tokens")
+    REDUCTION_FIELD_NUMBER: _ClassVar[int]
+    GRID_ROWS_FIELD_NUMBER: _ClassVar[int]
+    GRID_COLS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    reduction: str
+    grid_rows: int
+    grid_cols: int
+    source_tokens: _containers.RepeatedCompositeFieldContainer[SourceSpan]
+    tokens: _containers.RepeatedCompositeFieldContainer[TokenAttribution]
+    def __init__(self, reduction: _Optional[str] = ..., grid_rows: _Optional[int] = ..., grid_cols: _Optional[int] = ..., source_tokens: _Optional[_Iterable[_Union[SourceSpan, _Mapping]]] = ..., tokens: _Optional[_Iterable[_Union[TokenAttribution, _Mapping]]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "model", "model_version", "input_tokens", "output_tokens", "finish_reason", "token_ids")
+    __slots__ = ("text", "model", "model_version", "input_tokens", "output_tokens", "finish_reason", "token_ids", "attribution")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +110,7 @@ class GenerateResponse(_message.Message):
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     text: str
     model: str
     model_version: str
@@ -73,10 +118,11 @@ class GenerateResponse(_message.Message):
     output_tokens: int
     finish_reason: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    attribution: Attribution
+    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., attribution: _Optional[_Union[Attribution, _Mapping]] = ...) -> None: ...
 
 class GenerateChunk(_message.Message):
-    __slots__ = ("text_delta", "token_ids", "model", "model_version", "input_tokens", "output_tokens", "finish_reason")
+    __slots__ = ("text_delta", "token_ids", "model", "model_version", "input_tokens", "output_tokens", "finish_reason", "attribution")
     TEXT_DELTA_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +130,7 @@ class GenerateChunk(_message.Message):
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     text_delta: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     model: str
@@ -91,7 +138,8 @@ class GenerateChunk(_message.Message):
     input_tokens: int
     output_tokens: int
     finish_reason: str
-    def __init__(self, text_delta: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    attribution: Attribution
+    def __init__(self, text_delta: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., attribution: _Optional[_Union[Attribution, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("task",)
