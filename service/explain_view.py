@@ -14,8 +14,12 @@ from service._pb.attnserve.v1 import attnserve_pb2 as pb
 PANEL = 160  # heatmap panel side, pixels
 LABEL_HEIGHT = 24
 PANELS_PER_ROW = 6
-HEAT_RGB = np.array([255, 0, 0], np.float32)
-MAX_ALPHA = 0.7
+# A heat colour scale from dark blue (no attention) through green and yellow to red (the most
+# attended patch), drawn over a greyed copy of the image so that the image's own colours do not
+# hide the heat.
+HEAT_STOPS = np.array([0.0, 0.35, 0.65, 1.0])
+HEAT_COLOURS = np.array([[20, 30, 140], [30, 170, 90], [250, 220, 40], [230, 30, 30]], np.float32)
+HEAT_ALPHA = 0.6
 
 
 def text_explanation(attribution: pb.Attribution) -> list[str]:
@@ -43,13 +47,13 @@ def image_explanation(attribution: pb.Attribution) -> list[str]:
 
 
 def heatmap_panels(image_bytes: bytes, attribution: pb.Attribution) -> Image.Image:
-    """The image once per caption token, its patch weights overlaid in red (normalised per
-    token so that its most attended patch is the most opaque), the token written below."""
+    """The image once per caption token with its patch weights overlaid as heat (normalised
+    per token: its most attended patch is red), the token written below."""
     rows, cols = attribution.grid_rows, attribution.grid_cols
     if not rows or not cols:
         raise ValueError("the attribution has no patch grid: heatmaps are for image models")
-    base = Image.open(io.BytesIO(image_bytes)).convert("RGB").resize((PANEL, PANEL))
-    base_pixels = np.asarray(base, np.float32)
+    base = Image.open(io.BytesIO(image_bytes)).convert("L").resize((PANEL, PANEL))
+    grey = np.asarray(base, np.float32)[..., None].repeat(3, axis=2)
     count = len(attribution.tokens)
     per_row = min(count, PANELS_PER_ROW) or 1
     sheet = Image.new(
@@ -66,13 +70,20 @@ def heatmap_panels(image_bytes: bytes, attribution: pb.Attribution) -> Image.Ima
         upsampled = Image.fromarray((heat * 255).astype(np.uint8)).resize(
             (PANEL, PANEL), Image.Resampling.BILINEAR
         )
-        alpha = np.asarray(upsampled, np.float32)[..., None] / 255.0 * MAX_ALPHA
-        blended = base_pixels * (1 - alpha) + HEAT_RGB * alpha
+        blended = (
+            grey * (1 - HEAT_ALPHA) + _heat_colours(np.asarray(upsampled) / 255.0) * HEAT_ALPHA
+        )
         x, y = (index % per_row) * PANEL, (index // per_row) * (PANEL + LABEL_HEIGHT)
         sheet.paste(Image.fromarray(blended.astype(np.uint8)), (x, y))
         label = token.token_text.strip() or repr(token.token_text)
         draw.text((x + PANEL / 2, y + PANEL + 4), label, fill="black", font=font, anchor="mt")
     return sheet
+
+
+def _heat_colours(heat: np.ndarray) -> np.ndarray:
+    """[H, W] values in [0, 1] -> [H, W, 3] colours of the heat scale."""
+    channels = [np.interp(heat, HEAT_STOPS, HEAT_COLOURS[:, c]) for c in range(3)]
+    return np.stack(channels, axis=-1)
 
 
 def write_heatmap(image_bytes: bytes, attribution: pb.Attribution, path: Path) -> None:
