@@ -1,12 +1,14 @@
-"""`attnserve bench load` (drive a running server) and `attnserve bench suite` (every baseline,
-side by side): arguments in, JSON + markdown (+ PNG plot) out."""
+"""`attnserve bench load` (drive a running server), `attnserve bench suite` (every baseline,
+side by side), `overhead` (gRPC against the in-process engine), `profile` (one request's time,
+split) and `explain` (attribution's cost): arguments in, JSON + markdown (+ PNG plot) out."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,18 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     suite = sub.add_parser("suite", help="all baselines on the benchmark models, side by side")
     suite.add_argument("--plan", choices=["full", "quick"], default="full")
     suite.add_argument("--out", default="bench-out", help="models cache and results directory")
+    overhead = sub.add_parser("overhead", help="gRPC + scheduling cost against the engine")
+    overhead.add_argument("--target", default="127.0.0.1:50051", help="host:port of the server")
+    overhead.add_argument("--model-dir", required=True, help="the served model's directory")
+    overhead.add_argument("--workload", default="W1", help="a named workload or a JSON spec file")
+    overhead.add_argument("--pairs", type=int, default=10, help="timed (in-process, gRPC) pairs")
+    overhead.add_argument("--metrics-url", default=None, help="the server's /metrics URL")
+    overhead.add_argument("--out", default="bench-out/overhead", help="directory for the results")
+    profile = sub.add_parser("profile", help="one request's time split, in-process (CPU)")
+    profile.add_argument("--model-dir", required=True, help="an exported model directory")
+    profile.add_argument("--workload", default="W1", help="a named workload or a JSON spec file")
+    profile.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
+    profile.add_argument("--out", default="bench-out/profile", help="directory for the results")
     explain = sub.add_parser("explain", help="the cost of per-token attribution, in-process")
     explain.add_argument("--model-dir", required=True, help="an exported model directory")
     explain.add_argument("--workload", default="W1", help="a named workload or a JSON spec file")
@@ -105,6 +119,35 @@ def _write_load(result: dict[str, Any], out: Path) -> None:
     print(f"wrote {out}/load.json, load.md" + (", load.png" if (out / "load.png").exists() else ""))
 
 
+def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
+    from service.bench.overhead import measure_overhead  # imports onnxruntime
+
+    if args.pairs < 1:
+        raise ValueError(f"--pairs must be >= 1, got {args.pairs}")
+    spec = load_workload(args.workload)
+    request = make_requests(spec, 1)[0]
+    overhead = measure_overhead(
+        Path(args.model_dir), args.target, request, args.pairs, metrics_url=args.metrics_url
+    )
+    return {
+        "machine": machine_info(),
+        "target": args.target,
+        "workload": spec.to_dict(),
+        "overhead": asdict(overhead),
+    }
+
+
+def run_profile(args: argparse.Namespace) -> dict[str, Any]:
+    from service.bench.profile import profile_request  # imports onnxruntime
+
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    spec = load_workload(args.workload)
+    request = make_requests(spec, 1)[0]
+    profile = profile_request(Path(args.model_dir), request, args.repeats, Path(args.out))
+    return {"machine": machine_info(), "workload": spec.to_dict(), "profile": profile.to_dict()}
+
+
 def run_explain(args: argparse.Namespace) -> dict[str, Any]:
     from service.bench.explain_cost import measure_explain_cost, to_dict  # imports onnx
 
@@ -152,6 +195,16 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         if args.bench_command == "load":
             _write_load(run_load(args), out)
+        elif args.bench_command == "overhead":
+            result = run_overhead(args)
+            write_json(result, out / "overhead.json")
+            print(json.dumps(result["overhead"], indent=2))
+        elif args.bench_command == "profile":
+            from service.bench.profile import RequestProfile, profile_markdown
+
+            result = run_profile(args)
+            write_json(result, out / "profile.json")
+            print(profile_markdown(RequestProfile(**result["profile"])))
         elif args.bench_command == "explain":
             _write_explain(run_explain(args), out)
         else:

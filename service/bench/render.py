@@ -73,6 +73,13 @@ def suite_markdown(result: dict[str, Any], plots: dict[str, str]) -> str:
             f"p50 {o['in_process_p50_ms']:.1f} ms, gRPC p50 {o['grpc_p50_ms']:.1f} ms, "
             f"difference p50 {o['overhead_p50_ms']:.1f} ms, p95 {o['overhead_p95_ms']:.1f} ms."
         )
+        if o.get("outside_steps_p50_ms") is not None:
+            parts.append(
+                f"Split of each pair (p50): outside the decode steps "
+                f"{o['outside_steps_p50_ms']:.1f} ms (of which transport "
+                f"{o['transport_p50_ms']:.1f} ms), step time "
+                f"{o['step_time_difference_p50_ms']:+.1f} ms against the in-process steps."
+            )
     for name, workload in result["workloads"].items():
         parts.append(workload_markdown(name, workload))
         if name in plots:

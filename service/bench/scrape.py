@@ -1,4 +1,4 @@
-"""Reads the server's decode batch size histogram from its Prometheus /metrics endpoint."""
+"""Reads the server's histograms (decode batch size, RPC and step seconds) from its /metrics."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections.abc import Callable
 from prometheus_client.parser import text_string_to_metric_families
 
 DECODE_BATCH_METRIC = "attnserve_decode_batch_size"
+REQUEST_DURATION_METRIC = "attnserve_request_duration_seconds"
+STEP_DURATION_METRIC = "attnserve_decode_step_duration_seconds"
 SCRAPE_TIMEOUT_S = 5.0
 
 
@@ -27,12 +29,25 @@ def histogram_totals(exposition: str, metric: str, model: str = "") -> tuple[flo
     return total, count
 
 
+def _scrape(metrics_url: str) -> str:
+    with urllib.request.urlopen(metrics_url, timeout=SCRAPE_TIMEOUT_S) as response:
+        return response.read().decode()
+
+
 def decode_batch_probe(metrics_url: str, model: str = "") -> Callable[[], tuple[float, float]]:
     """A probe returning the cumulative (rows, steps) of decode steps; OSError if unreachable."""
+    return lambda: histogram_totals(_scrape(metrics_url), DECODE_BATCH_METRIC, model)
+
+
+def server_seconds_probe(metrics_url: str, model: str) -> Callable[[], tuple[float, float]]:
+    """A probe returning the server's cumulative seconds (in RPCs, in decode steps) for `model`;
+    OSError if unreachable."""
 
     def probe() -> tuple[float, float]:
-        with urllib.request.urlopen(metrics_url, timeout=SCRAPE_TIMEOUT_S) as response:
-            text = response.read().decode()
-        return histogram_totals(text, DECODE_BATCH_METRIC, model)
+        text = _scrape(metrics_url)
+        return (
+            histogram_totals(text, REQUEST_DURATION_METRIC, model)[0],
+            histogram_totals(text, STEP_DURATION_METRIC, model)[0],
+        )
 
     return probe

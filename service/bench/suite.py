@@ -157,7 +157,13 @@ def _run_server(
             if server == CONTINUOUS and spec.name == plan.overhead_workload:
                 progress(f"[{spec.name}] server overhead: gRPC vs in-process engine")
                 request = make_requests(spec, 1)[0]
-                overhead = measure_overhead(model_dir, running.target, request, plan.overhead_pairs)
+                overhead = measure_overhead(
+                    model_dir,
+                    running.target,
+                    request,
+                    plan.overhead_pairs,
+                    metrics_url=running.metrics_url,
+                )
                 result["overhead"] = {"workload": spec.name, **asdict(overhead)}
 
 

@@ -1,8 +1,9 @@
 """The async generation engine the transport talks to (see docs in engine-api).
 
 One worker thread runs every model's step loop (ONNX Runtime releases the GIL while it computes);
-asyncio consumers receive their request's events through `loop.call_soon_threadsafe`. A consumer
-that stops iterating marks its request cancelled, and the next step frees its rows.
+asyncio consumers receive their request's events through mailboxes (service.engine.delivery),
+each event loop woken once per step, and a unary request's consumer only once, at its end. A
+consumer that stops iterating marks its request cancelled, and the next step frees its rows.
 
 Model versions change only by swapping the whole ModelTable (`reload`): the step thread never
 loads or unloads anything, it steps the current table's models and the replaced ones still
@@ -21,6 +22,7 @@ from contextlib import aclosing
 from pathlib import Path
 
 from service.engine.config import EngineConfig
+from service.engine.delivery import Mailbox, Outbox
 from service.engine.model_repository import ModelRepository, Reload
 from service.engine.model_table import ModelTable
 from service.engine.reporting import EngineReporter
@@ -50,6 +52,7 @@ class Engine:
         self._retiring: tuple[ServedModel, ...] = ()  # replaced, finishing their requests
         self._requests: Counter[ServedModel] = Counter()  # generate() calls alive per model
         self._cond = threading.Condition()
+        self._outbox = Outbox()  # the step thread's events, handed over once per step
         self._worker: threading.Thread | None = None
         self._draining = False
         self._stopping = False
@@ -196,6 +199,7 @@ class Engine:
                 group.emit(StepEvent(tokens=[], error=error))
             served.scheduler.waiting.clear()
             self._report.queue_state(served)
+        self._outbox.flush()
 
     def _step(self, served: ServedModel) -> None:
         try:
@@ -222,6 +226,7 @@ class Engine:
             events = [(g, StepEvent(tokens=[], error=RuntimeError(str(exc)))) for g in failed]
         for group, event in events:
             group.emit(event)
+        self._outbox.flush()
 
     # ----- requests ------------------------------------------------------------------------
 
@@ -229,10 +234,27 @@ class Engine:
         self, request: GenerationRequest
     ) -> AsyncIterator[TokenDelta | GenerationResult]:
         """Stream TokenDeltas, then one GenerationResult; errors are service.errors types."""
+        async with aclosing(self._generate(request, final_only=False)) as items:
+            async for item in items:
+                yield item
+
+    async def result(self, request: GenerationRequest) -> GenerationResult:
+        """Run one request to its end and return its result alone (for unary RPCs); a caller
+        that stops waiting (cancelled) frees the request's rows. The step thread hands the
+        request's events over once, at its end, instead of once per token."""
+        async with aclosing(self._generate(request, final_only=True)) as outputs:
+            async for output in outputs:
+                if isinstance(output, GenerationResult):
+                    return output
+        raise RuntimeError("the engine ended without a result")
+
+    async def _generate(
+        self, request: GenerationRequest, final_only: bool
+    ) -> AsyncIterator[TokenDelta | GenerationResult]:
         served = self._find(request.model, request.task, request.version)
         self._requests[served] += 1  # keeps a replaced version loaded until this ends
         try:
-            async with aclosing(self._generate_on(served, request)) as items:
+            async with aclosing(self._generate_on(served, request, final_only)) as items:
                 async for item in items:
                     yield item
         finally:
@@ -241,16 +263,11 @@ class Engine:
                 del self._requests[served]
 
     async def _generate_on(
-        self, served: ServedModel, request: GenerationRequest
+        self, served: ServedModel, request: GenerationRequest, final_only: bool
     ) -> AsyncIterator[TokenDelta | GenerationResult]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[StepEvent] = asyncio.Queue()
-
-        def emit(event: StepEvent) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
-
+        mailbox = Mailbox(asyncio.get_running_loop(), self._outbox, final_only)
         try:
-            group = await self._enqueue(served, request, emit)
+            group = await self._enqueue(served, request, mailbox)
         except ServeError as error:
             self._report.rejected(served, error)
             raise
@@ -258,21 +275,13 @@ class Engine:
         finished = False
         try:
             while not finished:
-                for item in output.feed(await queue.get()):
-                    finished = isinstance(item, GenerationResult)
-                    yield item
+                for event in await mailbox.queue.get():
+                    for item in output.feed(event):
+                        finished = isinstance(item, GenerationResult)
+                        yield item
         finally:
             if not finished:
                 self._cancel(group)
-
-    async def result(self, request: GenerationRequest) -> GenerationResult:
-        """Run one request to its end and return its result alone (for unary RPCs); a caller
-        that stops waiting (cancelled) frees the request's rows."""
-        async with aclosing(self.generate(request)) as outputs:
-            async for output in outputs:
-                if isinstance(output, GenerationResult):
-                    return output
-        raise RuntimeError("the engine ended without a result")
 
     async def _enqueue(
         self, served: ServedModel, request: GenerationRequest, emit: Callable[[StepEvent], None]

@@ -6,6 +6,7 @@ runs until all are answered, so the inputs batch continuously exactly as they wo
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from service.engine.config import EngineConfig
@@ -33,9 +34,13 @@ def generate_offline(
 
 
 def run_to_completion(
-    served: ServedModel, inputs: list[str | bytes], params: list[GenerationParams]
+    served: ServedModel,
+    inputs: list[str | bytes],
+    params: list[GenerationParams],
+    step_seconds: list[float] | None = None,
 ) -> list[GenerationResult]:
-    """Queue every input on `served` and step until each has its result."""
+    """Queue every input on `served` and step until each has its result; each step's duration
+    is appended to `step_seconds` if given (benchmarks set it beside the server's step metric)."""
     events: dict[int, list[StepEvent]] = {}
     groups: list[SequenceGroup] = []
     for index, (item, item_params) in enumerate(zip(inputs, params, strict=True)):
@@ -45,7 +50,11 @@ def run_to_completion(
         served.scheduler.add(group)
         groups.append(group)
     while served.scheduler.has_work():
-        for group, event in served.step():
+        started = time.perf_counter()
+        stepped = served.step()
+        if step_seconds is not None:
+            step_seconds.append(time.perf_counter() - started)
+        for group, event in stepped:
             group.emit(event)
     results = []
     for index, group in enumerate(groups):

@@ -25,10 +25,14 @@ PERCENTILE_FIELDS = {"p50", "p95", "p99", "mean"}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    out = tmp_path_factory.mktemp("bench")
-    model_dir = exported_model(out, MODEL, progress=lambda message: None)
-    with attnserve_server(model_dir.parent, out / "server.log") as running:
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return exported_model(tmp_path_factory.mktemp("bench"), MODEL, progress=lambda message: None)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path) -> Iterator[RunningServer]:
+    log = model_dir.parents[2] / "server.log"  # beside served/, not among the models
+    with attnserve_server(model_dir.parent, log) as running:
         yield running
 
 
@@ -86,3 +90,25 @@ def test_an_unserved_model_is_refused_before_any_load(server, tmp_path, capsys):
     argv = ["bench", "load", "--target", server.target, "--workload", "Q1", "--model", "nope"]
     assert main([*argv, "--requests", "1", "--out", str(tmp_path)]) == 2
     assert "serves no summarization model 'nope'" in capsys.readouterr().err
+
+
+def test_overhead_splits_each_pair_with_the_servers_metrics(server, model_dir, tmp_path):
+    argv = ["bench", "overhead", "--target", server.target, "--model-dir", str(model_dir)]
+    flags = ["--workload", "Q1", "--pairs", "2", "--metrics-url", server.metrics_url]
+    assert main([*argv, *flags, "--out", str(tmp_path)]) == 0
+    overhead = json.loads((tmp_path / "overhead.json").read_text())["overhead"]
+    assert overhead["pairs"] == 2
+    assert None not in overhead.values(), "every field, the split included, was measured"
+    assert overhead["grpc_p50_ms"] > overhead["transport_p50_ms"] > 0
+
+
+def test_profile_splits_a_request_into_onnx_runtime_runs_and_python(model_dir, tmp_path):
+    argv = ["bench", "profile", "--model-dir", str(model_dir), "--workload", "Q1"]
+    assert main([*argv, "--repeats", "2", "--out", str(tmp_path)]) == 0
+    profile = json.loads((tmp_path / "profile.json").read_text())["profile"]
+    forced = WORKLOADS["Q1"].output_tokens.low
+    assert profile["decoder_runs"] == forced, "one decoder call per generated token"
+    parts = profile["encoder_ms"] + profile["decoder_ms"] + profile["python_ms"]
+    assert parts == pytest.approx(profile["total_ms"], rel=0.2), "medians of parts ~ the total"
+    assert min(profile["encoder_ms"], profile["decoder_ms"], profile["python_ms"]) > 0
+    assert "MatMul" in profile["decoder_ops_ms"]
