@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: install tools run models test test-slow lint lint-deploy proto proto-check bench bench-quick clean
+.PHONY: install tools run models test test-slow lint lint-deploy proto proto-check bench bench-quick bench-single clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -62,6 +62,23 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/attnserve bench suite --plan quick --out bench-out
+
+OPTIMUM_VENV := $(VENV)/optimum
+$(OPTIMUM_VENV)/.installed: service/bench/optimum-requirements.txt
+	python3 -m venv $(OPTIMUM_VENV)
+	$(OPTIMUM_VENV)/bin/pip install -q -r service/bench/optimum-requirements.txt
+	touch $@
+
+# W1 one request at a time: generate(), our fp32 and int8 exports, Optimum (needs `make bench`'s
+# bart-base checkpoint and fp32 export; the int8 export is made here once).
+bench-single: $(STAMP) $(OPTIMUM_VENV)/.installed
+	test -f bench-out/served-int8/bart-base/model.json || $(BIN)/attnserve export \
+	  --model bench-out/checkpoints/bart-base --task summarization --dtype int8 \
+	  --output bench-out/served-int8/bart-base --name bart-base
+	$(BIN)/attnserve bench single --checkpoint bench-out/checkpoints/bart-base \
+	  --model-dir fp32=bench-out/served/bart-base/bart-base \
+	  --model-dir int8=bench-out/served-int8/bart-base \
+	  --optimum-python $(OPTIMUM_VENV)/bin/python --repeats 5 --out bench-out/single
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache .ruff_cache

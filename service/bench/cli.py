@@ -58,6 +58,21 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     profile.add_argument("--workload", default="W1", help="a named workload or a JSON spec file")
     profile.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
     profile.add_argument("--out", default="bench-out/profile", help="directory for the results")
+    single = sub.add_parser("single", help="one request at a time: engine vs generate() (W1)")
+    single.add_argument("--checkpoint", required=True, help="the checkpoint the models came from")
+    single.add_argument(
+        "--model-dir",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="an exported model directory to time, e.g. fp32=bench-out/served/bart-base/bart-base",
+    )
+    single.add_argument("--workload", default="W1", help="a named workload or a JSON spec file")
+    single.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up")
+    single.add_argument(
+        "--optimum-python", default=None, help="the Optimum side environment's python (optional)"
+    )
+    single.add_argument("--out", default="bench-out/single", help="directory for the results")
     explain = sub.add_parser("explain", help="the cost of per-token attribution, in-process")
     explain.add_argument("--model-dir", required=True, help="an exported model directory")
     explain.add_argument("--workload", default="W1", help="a named workload or a JSON spec file")
@@ -148,6 +163,23 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     return {"machine": machine_info(), "workload": spec.to_dict(), "profile": profile.to_dict()}
 
 
+def run_single(args: argparse.Namespace) -> dict[str, Any]:
+    from service.bench.single import measure_single_requests, to_dict  # imports torch
+
+    model_dirs = {}
+    for entry in args.model_dir:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--model-dir must be NAME=DIR, got {entry!r}")
+        model_dirs[name] = Path(path)
+    spec = load_workload(args.workload)
+    requests = make_requests(spec, max(args.repeats, 1))
+    result = measure_single_requests(
+        Path(args.checkpoint), model_dirs, requests, args.repeats, args.optimum_python
+    )
+    return {"machine": machine_info(), "workload": spec.to_dict(), "result": to_dict(result)}
+
+
 def run_explain(args: argparse.Namespace) -> dict[str, Any]:
     from service.bench.explain_cost import measure_explain_cost, to_dict  # imports onnx
 
@@ -205,6 +237,14 @@ def run_bench(args: argparse.Namespace) -> int:
             result = run_profile(args)
             write_json(result, out / "profile.json")
             print(profile_markdown(RequestProfile(**result["profile"])))
+        elif args.bench_command == "single":
+            from service.bench.single import SingleRequestResult, single_table
+
+            result = run_single(args)
+            write_json(result, out / "single.json")
+            table = single_table(SingleRequestResult(**result["result"]))
+            (out / "single.md").write_text(table + "\n")
+            print(table)
         elif args.bench_command == "explain":
             _write_explain(run_explain(args), out)
         else:

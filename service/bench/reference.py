@@ -8,6 +8,7 @@ torch is imported here only, inside the function: nothing else in the benchmark 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,18 +24,14 @@ _NO_LIMIT = 1 << 40
 class TimedGeneration:
     seconds: float
     new_tokens: int
+    tokens: tuple[int, ...] = ()  # the generated ids (decoder start and prompt excluded)
 
 
-def generate_one_at_a_time(
-    checkpoint: Path,
-    model_dir: Path,
-    requests: list[BenchRequest],
-    warmup: int = 1,
-    device: str = "cpu",
-    fp16: bool = False,
-) -> list[TimedGeneration]:
-    """Time preprocessing + `generate()` (greedy, forced length) on each request in turn, after
-    `warmup` untimed ones."""
+def generate_runner(
+    checkpoint: Path, model_dir: Path, device: str = "cpu", fp16: bool = False
+) -> Callable[[BenchRequest], TimedGeneration]:
+    """Load the checkpoint once; the returned function times preprocessing + `generate()`
+    (greedy, forced length) of one request."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoModelForSeq2SeqLM
 
@@ -63,8 +60,21 @@ def generate_one_at_a_time(
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         prompt = 1 + len(manifest.decoder_prompt)  # decoder start (+ prompt) come back too
-        return TimedGeneration(seconds, int(out.shape[1]) - prompt)
+        return TimedGeneration(seconds, int(out.shape[1]) - prompt, tuple(out[0, prompt:].tolist()))
 
+    return run
+
+
+def generate_one_at_a_time(
+    checkpoint: Path,
+    model_dir: Path,
+    requests: list[BenchRequest],
+    warmup: int = 1,
+    device: str = "cpu",
+    fp16: bool = False,
+) -> list[TimedGeneration]:
+    """Time each request in turn with `generate_runner`, after `warmup` untimed ones."""
+    run = generate_runner(checkpoint, model_dir, device, fp16)
     for request in requests[:warmup]:
         run(request)
     return [run(request) for request in requests]
