@@ -25,6 +25,11 @@ class TensorOps(Protocol):
 
     def zeros(self, shape: tuple[int, ...]) -> Tensor: ...
     def take_rows(self, x: Tensor, rows: np.ndarray) -> Tensor: ...
+    def compact_rows(self, x: Tensor, keep: np.ndarray) -> Tensor:
+        """Rows `keep` of x in that order, where x belongs to a batch being replaced: its
+        memory may be reused (overwritten)."""
+        ...
+
     def concat_rows(self, parts: list[Tensor], length: int, pad_left: bool) -> Tensor:
         """Zero-pad every part along axis 2 to `length` (left or right), stack along axis 0."""
         ...
@@ -39,7 +44,15 @@ class TensorOps(Protocol):
 
 
 class NumpyOps:
-    """TensorOps on host numpy arrays (the CPU execution provider)."""
+    """TensorOps on host numpy arrays (the CPU execution provider).
+
+    On a CPU the copies are what rows joining and leaving cost (the cross K/V of a full batch
+    of long inputs is hundreds of MB), so they are avoided where the layout allows: rows leave by
+    moving only the rows that change place, in place (`compact_rows`), and the cross K/V are
+    allocated with spare rows that newcomers are written into (`concat_rows`, right padding).
+    Every tensor handed to ONNX Runtime stays C-contiguous (a leading-rows view is), else it
+    would copy it on every decoder call.
+    """
 
     def __init__(self, dtype: type = np.float32) -> None:
         self.dtype = np.dtype(dtype)
@@ -50,22 +63,40 @@ class NumpyOps:
     def take_rows(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return x[rows]
 
+    def compact_rows(self, x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        n = keep.size
+        moved = np.flatnonzero(keep != np.arange(n)) if n <= x.shape[0] else None
+        # In place, each moved row is copied twice (through numpy's temporary): worth it while
+        # fewer than half the rows move. Unique `keep` means no kept row is overwritten first.
+        if moved is None or 2 * moved.size >= n or np.unique(keep).size != n:
+            return x[keep]
+        x[moved] = x[keep[moved]]
+        return x[:n]
+
     def concat_rows(self, parts: list[np.ndarray], length: int, pad_left: bool) -> np.ndarray:
         first = parts[0]
         total_rows = sum(p.shape[0] for p in parts)
-        out = np.zeros((total_rows, first.shape[1], length, first.shape[3]), dtype=first.dtype)
-        row = 0
-        for part in parts:
+        buffer = None if pad_left else _spare_rows(first, total_rows, length)
+        row = first.shape[0] if buffer is not None else 0
+        if buffer is None:
+            capacity = total_rows if pad_left else total_rows + max(4, total_rows // 4)
+            shape = (capacity, first.shape[1], length, first.shape[3])
+            buffer = np.zeros(shape, dtype=first.dtype)
+            parts_to_write = parts
+        else:
+            parts_to_write = parts[1:]
+        for part in parts_to_write:
             n, width = part.shape[0], part.shape[2]
             if pad_left:
-                out[row : row + n, :, length - width :] = part
+                buffer[row : row + n, :, length - width :] = part
             else:
-                out[row : row + n, :, :width] = part
+                buffer[row : row + n, :, :width] = part
+                buffer[row : row + n, :, width:] = 0  # spare rows may hold old values
             row += n
-        return out
+        return buffer[:total_rows]
 
     def slice_length(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
-        return x[:, :, start:stop]
+        return np.ascontiguousarray(x[:, :, start:stop])
 
     def copy_rows(self, x: np.ndarray, dst: np.ndarray, src: np.ndarray) -> np.ndarray:
         x[dst] = x[src]  # the right side is gathered first, so overlapping moves are safe
@@ -75,7 +106,24 @@ class NumpyOps:
         return x.shape[2]
 
     def nbytes(self, x: np.ndarray) -> int:
-        return x.nbytes
+        base = x.base  # spare rows of a cross buffer are held too
+        return base.nbytes if isinstance(base, np.ndarray) else x.nbytes
+
+
+def _spare_rows(x: np.ndarray, total_rows: int, length: int) -> np.ndarray | None:
+    """The buffer x is the leading rows of, if it has room for `total_rows` rows of `length`."""
+    base = x.base
+    if (
+        not isinstance(base, np.ndarray)
+        or base.ndim != 4
+        or base.shape[1:] != (x.shape[1], length, x.shape[3])
+        or base.shape[0] < total_rows
+        or x.shape[2] != length
+        or not x.flags.c_contiguous
+        or x.ctypes.data != base.ctypes.data
+    ):
+        return None
+    return base
 
 
 @dataclass
@@ -134,7 +182,12 @@ class DecodeBatch:
         self.new_tokens = 1
 
     def filter(self, keep: np.ndarray) -> DecodeBatch:
-        """The batch of rows `keep` (in that order), with padding no kept row needs trimmed."""
+        """The batch of rows `keep` (in that order); this batch's tensors may be reused.
+
+        Past padding no kept row needs is trimmed (the decoder copies the past every step
+        anyway); encoder padding only once it is at least half the width, since trimming copies
+        the cross K/V, while attending over padded positions costs little.
+        """
         ops = self.ops
         self_mask = self.self_mask[keep]
         encoder_mask = self.encoder_mask[keep]
@@ -142,9 +195,11 @@ class DecodeBatch:
         start = int(used_past[0]) if used_past.size else self.past_length
         used_encoder = np.flatnonzero(encoder_mask.any(axis=0))
         stop = int(used_encoder[-1]) + 1 if used_encoder.size else 0
+        if 2 * stop > encoder_mask.shape[1]:
+            stop = encoder_mask.shape[1]
 
         def rows_of(x: Tensor, lo: int, hi: int) -> Tensor:
-            x = ops.take_rows(x, keep)
+            x = ops.compact_rows(x, keep)
             return x if (lo, hi) == (0, ops.length(x)) else ops.slice_length(x, lo, hi)
 
         return DecodeBatch(

@@ -58,15 +58,14 @@ class ModelRunner:
     def _remove(self, leaving: set[int]) -> None:
         if not leaving or self.batch is None:
             return
-        keep_rows, keep_groups, row = [], [], 0
-        for group in self.groups:
-            if id(group) not in leaving:
-                keep_rows.append(np.arange(row, row + group.rows))
-                keep_groups.append(group)
-            row += group.rows
-        self.groups = keep_groups
-        if keep_groups:
-            self.batch = self.batch.filter(np.concatenate(keep_rows))
+        sizes = [group.rows for group in self.groups]
+        order = compaction_order(sizes, [id(group) in leaving for group in self.groups])
+        starts = np.cumsum([0, *sizes])
+        kept = [self.groups[i] for i in order]
+        self.groups = kept
+        if kept:
+            keep = np.concatenate([np.arange(starts[i], starts[i] + sizes[i]) for i in order])
+            self.batch = self.batch.filter(keep)
         else:
             self.batch = None
 
@@ -207,6 +206,34 @@ class ModelRunner:
             finish_reason="eos" if ended else "length",
             attention=group.beam.best_attention(),
         )
+
+
+def compaction_order(sizes: list[int], leaving: list[bool]) -> list[int]:
+    """The order of the staying groups (indices) after the leaving ones go, chosen so that few
+    rows move: groups already inside the smaller batch's rows keep their place, and each hole a
+    leaving group leaves is filled by groups from the end whose rows fit it exactly. When they do
+    not fit, the staying groups keep their order (every row after the first hole moves).
+
+    Row moves are copies of each row's K/V, which on a CPU cost as much as a decoder step."""
+    staying = [i for i, gone in enumerate(leaving) if not gone]
+    new_rows = sum(sizes[i] for i in staying)
+    starts = np.cumsum([0, *sizes])
+    fixed = {int(starts[i]): i for i in staying if starts[i] + sizes[i] <= new_rows}
+    movers = [i for i in staying if starts[i] + sizes[i] > new_rows]
+    order, position = [], 0
+    while position < new_rows:
+        if position in fixed:
+            group = fixed[position]
+        elif movers:
+            group = movers.pop()  # from the end: the last rows are the ones that must move
+            next_fixed = min((start for start in fixed if start > position), default=new_rows)
+            if position + sizes[group] > next_fixed:
+                return staying  # does not fit the hole
+        else:
+            return staying
+        order.append(group)
+        position += sizes[group]
+    return order
 
 
 def _attention_of(

@@ -98,6 +98,9 @@ class OrtValueOps:
     def take_rows(self, x: ort.OrtValue, rows: np.ndarray) -> ort.OrtValue:
         return self._run("take_rows", {"x": x}, {"rows": rows})
 
+    def compact_rows(self, x: ort.OrtValue, keep: np.ndarray) -> ort.OrtValue:
+        return self.take_rows(x, keep)  # device memory is fast: a gather costs little
+
     def concat_rows(self, parts: list[ort.OrtValue], length: int, pad_left: bool) -> ort.OrtValue:
         def pads(part: ort.OrtValue) -> np.ndarray:
             missing = length - part.shape()[2]

@@ -12,6 +12,7 @@ import pytest
 
 from service.engine.batch import DecodeBatch, NumpyOps
 from service.engine.decoding import RowParams
+from service.engine.runner import compaction_order
 from service.runtime.device_ops import OrtValueOps
 from tests.engine.params import GREEDY
 
@@ -58,11 +59,15 @@ def _host(x) -> np.ndarray:
     return x if isinstance(x, np.ndarray) else x.numpy()
 
 
-def _assert_rows(batch: DecodeBatch, row_ids: list[int], past_lens, enc_lens) -> None:
-    """Every row holds exactly its own K/V at its real positions and zeros in its padding."""
+def _assert_rows(
+    batch: DecodeBatch, row_ids: list[int], past_lens, enc_lens, enc_width: int | None = None
+) -> None:
+    """Every row holds exactly its own K/V at its real positions and zeros in its padding; the
+    past is as wide as its longest row, the encoder side `enc_width` (default: its longest)."""
     assert batch.sequences[:, 0].tolist() == row_ids
     p, s = batch.past_length, batch.encoder_mask.shape[1]
-    assert p == max(past_lens) and s == max(enc_lens), "padding nobody needs is trimmed"
+    assert p == max(past_lens), "past padding nobody needs is trimmed"
+    assert s == (enc_width or max(enc_lens))
     np.testing.assert_array_equal(batch.self_mask, _mask(past_lens, p, True))
     np.testing.assert_array_equal(batch.encoder_mask, _mask(enc_lens, s, False))
     for x in batch.past:
@@ -90,8 +95,34 @@ def test_filter_keeps_chosen_rows_and_trims_padding(ops):
     batch = _batch(ops, [1, 2, 3, 4], past_lens=[2, 6, 3, 1], enc_lens=[4, 2, 7, 3])
     kept = batch.filter(np.array([0, 2, 3]))
     _assert_rows(kept, [1, 3, 4], [2, 3, 1], [4, 7, 3])
-    kept = kept.filter(np.array([2, 0]))
-    _assert_rows(kept, [4, 1], [1, 2], [3, 4])
+    kept = kept.filter(np.array([2, 0]))  # 4 of 7 encoder columns used: not worth a copy
+    _assert_rows(kept, [4, 1], [1, 2], [3, 4], enc_width=7)
+    kept = kept.filter(np.array([0]))  # 3 of 7: trimmed
+    _assert_rows(kept, [4], [1], [3])
+
+
+def test_filter_moving_a_tail_row_into_a_hole_keeps_every_row(ops):
+    batch = _batch(ops, [1, 2, 3, 4, 5], past_lens=[2, 6, 3, 1, 4], enc_lens=[4, 2, 7, 3, 5])
+    kept = batch.filter(np.array([0, 4, 2, 3]))
+    _assert_rows(kept, [1, 5, 3, 4], [2, 4, 3, 1], [4, 5, 7, 3])
+
+
+def test_numpy_compaction_moves_only_displaced_rows_in_place():
+    x = _kv([1, 2, 3, 4, 5], [3] * 5, 3, False)
+    compacted = NumpyOps().compact_rows(x, np.array([0, 4, 2, 3]))
+    assert np.shares_memory(compacted, x) and compacted.flags.c_contiguous
+    np.testing.assert_array_equal(compacted, _kv([1, 5, 3, 4], [3] * 4, 3, False))
+
+
+def test_numpy_joins_reuse_spare_rows_of_the_cross_buffer():
+    ops = NumpyOps()
+    running = ops.concat_rows([_kv([1, 2], [3, 2], 4, False)], 4, pad_left=False)
+    joined = ops.concat_rows([running, _kv([3], [2], 2, False)], 4, pad_left=False)
+    assert np.shares_memory(joined, running) and joined.flags.c_contiguous
+    np.testing.assert_array_equal(joined, _kv([1, 2, 3], [3, 2, 2], 4, False))
+    leaving = ops.compact_rows(joined, np.array([0, 2]))
+    rejoined = ops.concat_rows([leaving, _kv([7], [1], 1, False)], 4, pad_left=False)
+    np.testing.assert_array_equal(rejoined, _kv([1, 3, 7], [3, 2, 1], 4, False))
 
 
 def test_concatenate_pads_pasts_left_and_encoders_right(ops):
@@ -134,3 +165,16 @@ def test_append_tokens_grows_each_row_by_one():
     batch.append_tokens(np.array([4, 5]))
     assert batch.lengths.tolist() == [9, 4]
     assert batch.sequences[0, 8] == 4 and batch.sequences[1, 3] == 5
+
+
+@pytest.mark.parametrize(
+    ("sizes", "leaving", "order"),
+    [
+        ([1, 1, 1, 1], [False, True, False, False], [0, 3, 2]),  # the last row fills the hole
+        ([1, 1, 1], [False, False, True], [0, 1]),  # nothing moves
+        ([1, 4, 1], [True, False, False], [2, 1]),  # a beam group stays, one row moves
+        ([2, 1, 1, 2], [False, True, False, False], [0, 2, 3]),  # no exact fit: stable order
+    ],
+)
+def test_leaving_groups_are_replaced_by_groups_from_the_end(sizes, leaving, order):
+    assert compaction_order(sizes, leaving) == order
