@@ -18,7 +18,7 @@ import torch
 
 from export.families.base import ExportFamily
 from export.ort_graphs import OrtGraphs, encoder_mask
-from export.parity import RowAlone, batched_step, max_abs_diff
+from export.parity import max_abs_diff, mixed_past_step
 
 ATTENTION_TOLERANCE = 1e-4
 _PAST_LENGTHS = (4, 0, 2)  # tokens each row has decoded before the checked step
@@ -43,17 +43,13 @@ def check_cross_attention(
     cross_attentions, for one batched decoder step and for each row alone."""
     states, *cross = graphs.run_encoder(feeds)
     enc_mask = encoder_mask(feeds, states)
-    rows = states.shape[0]
-    rng = np.random.default_rng(3)
-    past_lengths = [_PAST_LENGTHS[row % len(_PAST_LENGTHS)] for row in range(rows)]
-    sequences = [
-        prefix + rng.integers(0, graphs.dims.vocab_size, max(past_lengths) + 2).tolist()
-        for _ in range(rows)
-    ]
-    alone = [RowAlone(graphs, row, enc_mask, cross) for row in range(rows)]
-    for row, length in enumerate(past_lengths):
-        alone[row].prefill(sequences[row][:length])
-    step = batched_step(alone, sequences, past_lengths, enc_mask, cross)
+    mixed = mixed_past_step(graphs, enc_mask, cross, prefix, _PAST_LENGTHS, seed=3, extra=2)
+    sequences, past_lengths, alone, step = (
+        mixed.sequences,
+        mixed.past_lengths,
+        mixed.alone,
+        mixed.step,
+    )
     count = step.input_ids.shape[1]
     batched = graphs.run_cross_attention(step)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -119,17 +120,13 @@ def check_logits(
     states, *cross = onnx_encoder
     enc_mask = encoder_mask(feeds, states)
     rows = states.shape[0]
-    rng = np.random.default_rng(1)
-    past_lengths = [_PAST_LENGTHS[row % len(_PAST_LENGTHS)] for row in range(rows)]
-    sequences = [
-        prefix + rng.integers(0, graphs.dims.vocab_size, max(past_lengths) + 3).tolist()
-        for _ in range(rows)
-    ]
-    alone = [RowAlone(graphs, row, enc_mask, cross) for row in range(rows)]
-    for row, length in enumerate(past_lengths):
-        alone[row].prefill(sequences[row][:length])
-
-    batched = batched_step(alone, sequences, past_lengths, enc_mask, cross)
+    mixed = mixed_past_step(graphs, enc_mask, cross, prefix, _PAST_LENGTHS, seed=1, extra=3)
+    sequences, past_lengths, alone, batched = (
+        mixed.sequences,
+        mixed.past_lengths,
+        mixed.alone,
+        mixed.step,
+    )
     onnx_logits, presents = graphs.run_decoder(batched)
     decoder_diff = max_abs_diff(_torch_logits(decoder, batched), onnx_logits)
     alone_diff = max(
@@ -246,6 +243,42 @@ class RowAlone:
             past=self.past,
             cross=self.cross,
         )
+
+
+@dataclass
+class MixedPastStep:
+    """Rows with different past lengths: each row alone (prefilled with its own past) and one
+    batched decoder step over them all."""
+
+    sequences: list[list[int]]  # each row's tokens: prefix, its past, then the step's tokens
+    past_lengths: list[int]
+    alone: list[RowAlone]
+    step: DecoderStep
+
+
+def mixed_past_step(
+    graphs: OrtGraphs,
+    enc_mask: np.ndarray,
+    cross: list[np.ndarray],
+    prefix: list[int],
+    past_cycle: tuple[int, ...],
+    seed: int,
+    extra: int,
+) -> MixedPastStep:
+    """Row r gets past length past_cycle[r % len] of random tokens after the prefix (and
+    `extra` more tokens to step with); the rows are prefilled alone and stepped together."""
+    rows = enc_mask.shape[0]
+    rng = np.random.default_rng(seed)
+    past_lengths = [past_cycle[row % len(past_cycle)] for row in range(rows)]
+    sequences = [
+        prefix + rng.integers(0, graphs.dims.vocab_size, max(past_lengths) + extra).tolist()
+        for _ in range(rows)
+    ]
+    alone = [RowAlone(graphs, row, enc_mask, cross) for row in range(rows)]
+    for row, length in enumerate(past_lengths):
+        alone[row].prefill(sequences[row][:length])
+    step = batched_step(alone, sequences, past_lengths, enc_mask, cross)
+    return MixedPastStep(sequences, past_lengths, alone, step)
 
 
 def batched_step(

@@ -11,7 +11,6 @@ for beam search (the returned beam's attention).
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,14 +18,11 @@ import torch
 from PIL import Image
 from transformers import AutoModelForSeq2SeqLM, VisionEncoderDecoderModel
 
-from export.exporter import export_model
 from service.engine.config import EngineConfig
 from service.engine.offline import run_to_completion
 from service.engine.served import ServedModel
 from service.engine.types import GenerationParams, GenerationResult
 from service.runtime.model import LoadedModel
-from tests.fixtures.tiny_image_models import build_vit_gpt2
-from tests.fixtures.tiny_text_models import build_bart, build_t5
 
 TEXTS = [
     "w1 w2 w3 w4",
@@ -41,19 +37,6 @@ EXPLAIN_BEAM = GenerationParams(
 )
 PLAIN = GenerationParams(max_new_tokens=12)
 SAMPLED = GenerationParams(max_new_tokens=9, do_sample=True, top_k=20, seed=4)
-
-
-def _export(tmp: Path, build, task: str) -> tuple[Path, Path]:
-    checkpoint = build(tmp / "checkpoint")
-    model_dir = tmp / "model"
-    export_model(checkpoint, task, model_dir, progress=lambda *_: None)
-    return checkpoint, model_dir
-
-
-@pytest.fixture(scope="module", params=["bart", "t5"])
-def text_model(request, tmp_path_factory) -> tuple[Path, Path]:
-    build = {"bart": build_bart, "t5": build_t5}[request.param]
-    return _export(tmp_path_factory.mktemp(request.param), build, "summarization")
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +126,6 @@ def test_top_spans_are_the_words_with_the_most_summed_weight(served):
         best = sorted(real, key=lambda pair: -pair[0])[:3]
         assert [s.text for _, s in best] == [s.text for s in token.top_spans]
         assert [span.weight for span in token.top_spans] == pytest.approx([w for w, _ in best])
-
-
-@pytest.fixture(scope="module")
-def captioner(tmp_path_factory) -> tuple[Path, Path]:
-    return _export(tmp_path_factory.mktemp("vit-gpt2"), build_vit_gpt2, "captioning")
 
 
 def _images() -> list[bytes]:

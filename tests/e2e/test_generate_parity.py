@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,15 +17,12 @@ import torch
 from PIL import Image
 from transformers import AutoModelForSeq2SeqLM, VisionEncoderDecoderModel
 
-from export.exporter import export_model
 from service.engine.config import EngineConfig
 from service.engine.offline import generate_offline, run_to_completion
 from service.engine.scheduler import SequenceGroup, StepEvent
 from service.engine.served import ServedModel
 from service.engine.types import GenerationParams
 from service.runtime.model import LoadedModel
-from tests.fixtures.tiny_image_models import build_vit_gpt2
-from tests.fixtures.tiny_text_models import build_bart, build_t5
 
 TEXTS = [
     "w1 w2 w3 w4",
@@ -39,19 +35,6 @@ GREEDY = GenerationParams(max_new_tokens=15, num_beams=1, do_sample=False)
 BEAM = GenerationParams(
     max_new_tokens=15, num_beams=4, length_penalty=1.5, no_repeat_ngram_size=2, min_new_tokens=6
 )
-
-
-def _export(tmp: Path, build, task: str) -> tuple[Path, Path]:
-    checkpoint = build(tmp / "checkpoint")
-    model_dir = tmp / "model"
-    export_model(checkpoint, task, model_dir, progress=lambda *_: None)
-    return checkpoint, model_dir
-
-
-@pytest.fixture(scope="module", params=["bart", "t5"])
-def text_model(request, tmp_path_factory) -> tuple[Path, Path]:
-    build = {"bart": build_bart, "t5": build_t5}[request.param]
-    return _export(tmp_path_factory.mktemp(request.param), build, "summarization")
 
 
 @pytest.fixture(scope="module")
@@ -182,11 +165,6 @@ def test_decoder_prompt_rows_prefill_separately_and_match_generate(text_model, r
             decoder_input_ids=torch.tensor([prompt]),
         )
         assert result.token_ids == expected
-
-
-@pytest.fixture(scope="module")
-def captioner(tmp_path_factory) -> tuple[Path, Path]:
-    return _export(tmp_path_factory.mktemp("vit-gpt2"), build_vit_gpt2, "captioning")
 
 
 @pytest.mark.parametrize("params", [GREEDY, BEAM], ids=["greedy", "beam"])
