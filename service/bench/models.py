@@ -97,16 +97,21 @@ def bart_builder(
     return build
 
 
-def _build_t5_small(model_dir: Path) -> None:
-    """google-t5/t5-small: T5Config's defaults are its sizes (d_model 512, 6+6 layers)."""
-    import torch
-    from transformers import T5Config, T5ForConditionalGeneration
+def t5_builder(**sizes: int) -> Callable[[Path], None]:
+    """T5 v1.0 with T5Config's defaults (t5-small's sizes) overridden by `sizes`."""
 
-    torch.manual_seed(0)
-    ids = {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}
-    model = T5ForConditionalGeneration(T5Config(**ids)).eval()
-    _save(model, model_dir, ids)
-    _word_tokenizer(model_dir, model.config.vocab_size, ["<pad>", "</s>", "<unk>"], "$A </s>")
+    def build(model_dir: Path) -> None:
+        import torch
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        torch.manual_seed(0)
+        ids = {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}
+        model = T5ForConditionalGeneration(T5Config(**ids, **sizes)).eval()
+        _save(model, model_dir, ids)
+        specials = ["<pad>", "</s>", "<unk>"]
+        _word_tokenizer(model_dir, model.config.vocab_size, specials, "$A </s>")
+
+    return build
 
 
 def _build_vit_gpt2(model_dir: Path) -> None:
@@ -144,10 +149,22 @@ BENCH_MODELS: dict[str, BenchModel] = {
             "facebook/bart-base shape: d_model 768, 6+6 layers, 12 heads, vocab 50265",
         ),
         BenchModel(
+            "bart-large-cnn",
+            "summarization",
+            bart_builder(1024, 12, 16, 4096, 50264, 1024),
+            "facebook/bart-large-cnn shape: d_model 1024, 12+12 layers, 16 heads, vocab 50264",
+        ),
+        BenchModel(
             "t5-small",
             "summarization",
-            _build_t5_small,
+            t5_builder(),
             "google-t5/t5-small shape: d_model 512, 6+6 layers, 8 heads, vocab 32128",
+        ),
+        BenchModel(
+            "t5-base",
+            "summarization",
+            t5_builder(d_model=768, d_ff=3072, num_layers=12, num_heads=12),
+            "google-t5/t5-base shape: d_model 768, 12+12 layers, 12 heads, vocab 32128",
         ),
         BenchModel(
             "vit-gpt2",

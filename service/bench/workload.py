@@ -156,6 +156,11 @@ WORKLOADS: dict[str, WorkloadSpec] = {
         # W3: mixed lengths under load.
         WorkloadSpec("W3", "summarization", "bart-base", uniform(16, 128), uniform(62, 510), 50000),
         WorkloadSpec("W1-t5", "summarization", "t5-small", constant(64), constant(511), 32000),
+        # W1 on the larger shapes (`attnserve bench single`).
+        WorkloadSpec(
+            "W1-large", "summarization", "bart-large-cnn", constant(64), constant(510), 50000
+        ),
+        WorkloadSpec("W1-t5base", "summarization", "t5-base", constant(64), constant(511), 32000),
         # Quick versions on the tiny BART (make bench-quick, tests).
         WorkloadSpec("Q1", "summarization", "bart-tiny", constant(32), constant(126), 1000),
         WorkloadSpec("Q3", "summarization", "bart-tiny", uniform(8, 48), uniform(30, 254), 1000),
