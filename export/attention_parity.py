@@ -43,12 +43,8 @@ def check_cross_attention(
     cross_attentions, for one batched decoder step and for each row alone."""
     states, *cross = graphs.run_encoder(feeds)
     enc_mask = encoder_mask(feeds, states)
-    mixed = mixed_past_step(graphs, enc_mask, cross, prefix, _PAST_LENGTHS, seed=3, extra=2)
-    sequences, past_lengths, alone, step = (
-        mixed.sequences,
-        mixed.past_lengths,
-        mixed.alone,
-        mixed.step,
+    sequences, past_lengths, alone, step = mixed_past_step(
+        graphs, enc_mask, cross, prefix, _PAST_LENGTHS, seed=3, extra=2
     )
     count = step.input_ids.shape[1]
     batched = graphs.run_cross_attention(step)

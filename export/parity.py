@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -120,12 +119,8 @@ def check_logits(
     states, *cross = onnx_encoder
     enc_mask = encoder_mask(feeds, states)
     rows = states.shape[0]
-    mixed = mixed_past_step(graphs, enc_mask, cross, prefix, _PAST_LENGTHS, seed=1, extra=3)
-    sequences, past_lengths, alone, batched = (
-        mixed.sequences,
-        mixed.past_lengths,
-        mixed.alone,
-        mixed.step,
+    sequences, past_lengths, alone, batched = mixed_past_step(
+        graphs, enc_mask, cross, prefix, _PAST_LENGTHS, seed=1, extra=3
     )
     onnx_logits, presents = graphs.run_decoder(batched)
     decoder_diff = max_abs_diff(_torch_logits(decoder, batched), onnx_logits)
@@ -245,8 +240,7 @@ class RowAlone:
         )
 
 
-@dataclass
-class MixedPastStep:
+class MixedPastStep(NamedTuple):
     """Rows with different past lengths: each row alone (prefilled with its own past) and one
     batched decoder step over them all."""
 

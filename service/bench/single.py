@@ -20,13 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
+from export.precision import token_agreement
 from service.bench.reference import generate_runner
 from service.bench.workload import BenchRequest
 from service.engine.config import EngineConfig
 from service.engine.offline import run_to_completion
 from service.engine.served import ServedModel
 from service.engine.types import GenerationParams
+from service.runtime.manifest import ModelManifest
 from service.runtime.model import LoadedModel
+from service.runtime.tokenizer import TextTokenizer
 
 GENERATE = "generate()"
 OPTIMUM = "optimum"
@@ -58,9 +61,6 @@ class OptimumVariant:
     """Optimum in its own interpreter (side environment), asked one request at a time."""
 
     def __init__(self, python: str, checkpoint: Path, model_dir: Path, new_tokens: int) -> None:
-        from service.runtime.manifest import ModelManifest
-        from service.runtime.tokenizer import TextTokenizer
-
         manifest = ModelManifest.load(model_dir)
         self._tokenizer = TextTokenizer(
             model_dir / manifest.tokenizer_file, manifest.max_input_tokens
@@ -127,17 +127,14 @@ def measure_single_requests(
         variants[OPTIMUM] = optimum
     try:
         times: dict[str, list[float]] = {name: [] for name in variants}
-        agreement: dict[str, list[float]] = {name: [] for name in variants}
+        tokens: dict[str, list[list[int]]] = {name: [] for name in variants}
         for round_index in range(repeats + 1):
             request = requests[round_index % len(requests)]
-            reference: list[int] = []
             for name, run in variants.items():
-                seconds, tokens = run(request)
-                if name == GENERATE:
-                    reference = tokens
+                seconds, generated = run(request)
                 if round_index:  # round 0 warms every variant up
                     times[name].append(seconds)
-                    agreement[name].append(_agreement(tokens, reference))
+                    tokens[name].append(generated)
     finally:
         if optimum is not None:
             optimum.close()
@@ -146,15 +143,11 @@ def measure_single_requests(
         repeats=repeats,
         median_s={name: float(np.median(values)) for name, values in times.items()},
         vs_generate={name: float(np.median(np.array(v) / base)) for name, v in times.items()},
-        token_agreement={name: float(np.mean(values)) for name, values in agreement.items()},
+        token_agreement={
+            name: token_agreement(tokens[GENERATE], generated)["greedy_token_agreement"]
+            for name, generated in tokens.items()
+        },
     )
-
-
-def _agreement(tokens: list[int], reference: list[int]) -> float:
-    if not reference:
-        return 0.0
-    same = sum(a == b for a, b in zip(tokens, reference, strict=False))
-    return same / max(len(tokens), len(reference))
 
 
 def single_table(result: SingleRequestResult) -> str:

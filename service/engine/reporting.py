@@ -22,26 +22,11 @@ class EngineReporter:
         self._kv_budget_bytes = kv_budget_bytes
 
     def loaded(self, served: ServedModel, seconds: float) -> None:
-        info = served.info(is_default=False)
-        self.metrics.model_loaded(
-            info.name,
-            info.version,
-            dtype=info.dtype,
-            provider=info.provider,
-            architecture=info.architecture,
-            seconds=seconds,
-        )
+        self.metrics.model_loaded(**_model_labels(served), seconds=seconds)
         self.queue_state(served)
 
     def unloaded(self, served: ServedModel) -> None:
-        info = served.info(is_default=False)
-        self.metrics.model_unloaded(
-            info.name,
-            info.version,
-            dtype=info.dtype,
-            provider=info.provider,
-            architecture=info.architecture,
-        )
+        self.metrics.model_unloaded(**_model_labels(served))
 
     def rejected(self, served: ServedModel, error: ServeError) -> None:
         """A request for `served` was refused before it was queued."""
@@ -95,3 +80,15 @@ class EngineReporter:
         if group.beam is None and generated > 1 and group.first_token_at is not None:
             interval = (now - group.first_token_at) / (generated - 1)
             self.metrics.token_interval(name, version, interval)
+
+
+def _model_labels(served: ServedModel) -> dict[str, str]:
+    """How the model info metric names a model."""
+    info = served.info(is_default=False)
+    return {
+        "model": info.name,
+        "version": info.version,
+        "dtype": info.dtype,
+        "provider": info.provider,
+        "architecture": info.architecture,
+    }

@@ -132,6 +132,8 @@ class ModelRunner:
             batch.absorb_presents(output.presents)
             outputs.append(output)
         self.batch = DecodeBatch.concatenate(calls)
+        if len(outputs) == 1:  # the usual step: no copy of the [B, V] logits
+            return outputs[0].logits, outputs[0].attention
         logits = np.concatenate([output.logits for output in outputs])
         if all(output.attention is None for output in outputs):
             return logits, None
