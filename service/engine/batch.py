@@ -11,119 +11,12 @@ on the CPU or as device buffers on a GPU.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from service.engine.decoding import RowParams
-
-Tensor = Any  # a numpy array, or a device buffer of the runtime's TensorOps
-
-
-class TensorOps(Protocol):
-    """Row operations on the [B, H, N, Dh] K/V tensors (N = past or encoder length)."""
-
-    def zeros(self, shape: tuple[int, ...]) -> Tensor: ...
-    def take_rows(self, x: Tensor, rows: np.ndarray) -> Tensor: ...
-    def compact_rows(self, x: Tensor, keep: np.ndarray) -> Tensor:
-        """Rows `keep` of x in that order, where x belongs to a batch being replaced: its
-        memory may be reused (overwritten)."""
-        ...
-
-    def concat_rows(self, parts: list[Tensor], length: int, pad_left: bool) -> Tensor:
-        """Zero-pad every part along axis 2 to `length` (left or right), stack along axis 0."""
-        ...
-
-    def slice_length(self, x: Tensor, start: int, stop: int) -> Tensor: ...
-    def copy_rows(self, x: Tensor, dst: np.ndarray, src: np.ndarray) -> Tensor:
-        """x with rows `dst` replaced by the (old) rows `src`."""
-        ...
-
-    def length(self, x: Tensor) -> int: ...
-    def nbytes(self, x: Tensor) -> int: ...
-
-
-class NumpyOps:
-    """TensorOps on host numpy arrays (the CPU execution provider).
-
-    On a CPU the copies are what rows joining and leaving cost (the cross K/V of a full batch
-    of long inputs is hundreds of MB), so they are avoided where the layout allows: rows leave by
-    moving only the rows that change place, in place (`compact_rows`), and the cross K/V are
-    allocated with spare rows that newcomers are written into (`concat_rows`, right padding).
-    Every tensor handed to ONNX Runtime stays C-contiguous (a leading-rows view is), else it
-    would copy it on every decoder call.
-    """
-
-    def __init__(self, dtype: type = np.float32) -> None:
-        self.dtype = np.dtype(dtype)
-
-    def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
-        return np.zeros(shape, self.dtype)
-
-    def take_rows(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return x[rows]
-
-    def compact_rows(self, x: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        n = keep.size
-        moved = np.flatnonzero(keep != np.arange(n)) if n <= x.shape[0] else None
-        # In place, each moved row is copied twice (through numpy's temporary): worth it while
-        # fewer than half the rows move. Unique `keep` means no kept row is overwritten first.
-        if moved is None or 2 * moved.size >= n or np.unique(keep).size != n:
-            return x[keep]
-        x[moved] = x[keep[moved]]
-        return x[:n]
-
-    def concat_rows(self, parts: list[np.ndarray], length: int, pad_left: bool) -> np.ndarray:
-        first = parts[0]
-        total_rows = sum(p.shape[0] for p in parts)
-        buffer = None if pad_left else _spare_rows(first, total_rows, length)
-        row = first.shape[0] if buffer is not None else 0
-        if buffer is None:
-            capacity = total_rows if pad_left else total_rows + max(4, total_rows // 4)
-            shape = (capacity, first.shape[1], length, first.shape[3])
-            buffer = np.zeros(shape, dtype=first.dtype)
-            parts_to_write = parts
-        else:
-            parts_to_write = parts[1:]
-        for part in parts_to_write:
-            n, width = part.shape[0], part.shape[2]
-            if pad_left:
-                buffer[row : row + n, :, length - width :] = part
-            else:
-                buffer[row : row + n, :, :width] = part
-                buffer[row : row + n, :, width:] = 0  # spare rows may hold old values
-            row += n
-        return buffer[:total_rows]
-
-    def slice_length(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
-        return np.ascontiguousarray(x[:, :, start:stop])
-
-    def copy_rows(self, x: np.ndarray, dst: np.ndarray, src: np.ndarray) -> np.ndarray:
-        x[dst] = x[src]  # the right side is gathered first, so overlapping moves are safe
-        return x
-
-    def length(self, x: np.ndarray) -> int:
-        return x.shape[2]
-
-    def nbytes(self, x: np.ndarray) -> int:
-        base = x.base  # spare rows of a cross buffer are held too
-        return base.nbytes if isinstance(base, np.ndarray) else x.nbytes
-
-
-def _spare_rows(x: np.ndarray, total_rows: int, length: int) -> np.ndarray | None:
-    """The buffer x is the leading rows of, if it has room for `total_rows` rows of `length`."""
-    base = x.base
-    if (
-        not isinstance(base, np.ndarray)
-        or base.ndim != 4
-        or base.shape[1:] != (x.shape[1], length, x.shape[3])
-        or base.shape[0] < total_rows
-        or x.shape[2] != length
-        or not x.flags.c_contiguous
-        or x.ctypes.data != base.ctypes.data
-    ):
-        return None
-    return base
+from service.runtime.kv_tensors import Tensor, TensorOps
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.engine.batch import NumpyOps, Tensor, TensorOps
+from service.runtime.kv_tensors import NumpyOps, Tensor, TensorOps
 from service.runtime.manifest import ModelManifest
 from service.runtime.sessions import create_session
 from service.runtime.tokenizer import TextTokenizer
@@ -54,7 +54,7 @@ class LoadedModel:
         self._past_names = [f"past_{kind}_{i}" for i in layers for kind in ("key", "value")]
         self._present_names = [f"present_{kind}_{i}" for i in layers for kind in ("key", "value")]
         if device == "cuda":
-            from service.runtime.device_ops import OrtValueOps
+            from service.runtime.kv_tensors import OrtValueOps
 
             options = self.decoder.get_provider_options().get("CUDAExecutionProvider", {})
             device_id = int(options.get("device_id", 0))

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.engine.batch import DecodeBatch, NumpyOps
+from service.engine.batch import DecodeBatch
 from service.engine.decoding import RowParams
 from service.engine.runner import compaction_order
-from service.runtime.device_ops import OrtValueOps
+from service.runtime.kv_tensors import NumpyOps, OrtValueOps
 from tests.engine.params import GREEDY
 
 H, DH, LAYERS = 2, 3, 2

@@ -73,8 +73,7 @@ def test_kv_cache_stays_on_the_device_between_steps(model_dir):
 
 
 def test_device_row_ops_match_numpy():
-    from service.engine.batch import NumpyOps
-    from service.runtime.device_ops import OrtValueOps
+    from service.runtime.kv_tensors import NumpyOps, OrtValueOps
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 2, 5, 3)).astype(np.float32)
