@@ -24,7 +24,7 @@ from export.artifacts import TOKENIZER_FILE
 from export.families.base import ExportFamily
 from export.parity import until_eos
 from service.engine.config import EngineConfig
-from service.engine.offline import generate_offline
+from service.engine.sync_driver import generate_offline
 from service.engine.types import GenerationParams
 from service.runtime.images import load_pixel_values
 from service.runtime.manifest import ImagePreprocessing, ModelManifest, SpecialTokens

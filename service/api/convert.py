@@ -17,7 +17,9 @@ from service.engine.types import (
 )
 
 if TYPE_CHECKING:
-    from service.engine.served import ModelInfo  # type only: service.api never loads the runtime
+    from service.engine.served_model import (
+        ModelInfo,  # type only: service.api never loads the runtime
+    )
 
 SUMMARIZATION = "summarization"
 CAPTIONING = "captioning"

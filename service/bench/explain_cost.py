@@ -22,8 +22,8 @@ from onnx.utils import Extractor
 
 from service.bench.workload import WorkloadSpec, make_requests
 from service.engine.config import EngineConfig
-from service.engine.offline import run_to_completion
-from service.engine.served import ServedModel
+from service.engine.served_model import ServedModel
+from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams
 from service.runtime.manifest import MANIFEST_FILE, ModelManifest
 from service.runtime.model import LoadedModel

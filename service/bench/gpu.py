@@ -26,8 +26,8 @@ from service.bench.reference import generate_one_at_a_time
 from service.bench.stats import Percentiles
 from service.bench.workload import WORKLOADS, BenchRequest, make_requests
 from service.engine.config import EngineConfig
-from service.engine.offline import run_to_completion
-from service.engine.served import ServedModel
+from service.engine.served_model import ServedModel
+from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams
 from service.runtime.manifest import ModelManifest
 from service.runtime.model import LoadedModel

@@ -1,5 +1,5 @@
 """Server overhead: the latency a request gets over gRPC minus what the same request takes when
-the engine runs it in-process (service.engine.offline, same scheduler and runner, no transport).
+the engine runs it in-process (service.engine.sync_driver, same scheduler and runner, no transport).
 
 The two are timed alternately on the same request, one at a time, so drift of a shared machine
 falls on both; the overhead is the median of the paired differences. A short pause before each
@@ -24,8 +24,8 @@ from service.bench.scrape import server_seconds_probe
 from service.bench.workload import BenchRequest
 from service.client import AttnserveClient
 from service.engine.config import EngineConfig
-from service.engine.offline import run_to_completion
-from service.engine.served import ServedModel
+from service.engine.served_model import ServedModel
+from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams
 from service.runtime.model import LoadedModel
 

@@ -24,8 +24,8 @@ from export.precision import token_agreement
 from service.bench.reference import generate_runner
 from service.bench.workload import BenchRequest
 from service.engine.config import EngineConfig
-from service.engine.offline import run_to_completion
-from service.engine.served import ServedModel
+from service.engine.served_model import ServedModel
+from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams
 from service.runtime.manifest import ModelManifest
 from service.runtime.model import LoadedModel

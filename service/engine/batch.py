@@ -1,4 +1,10 @@
-"""The state of the running decoder rows of one model: tokens, self/cross K/V and masks.
+"""The running decode batch of one model: its requests in row order, and their rows' tokens,
+self/cross K/V and masks.
+
+The batch owns its requests as TGI's Seq2SeqLMBatch does: request i holds the rows after those of
+requests 0..i-1 (beam hypotheses are adjacent rows), `filter(leaving)` drops requests and
+compacts their rows itself, and `concatenate` joins batches request list and rows alike, so the
+runner never computes row indices. See docs/architecture.md for how rows join and leave.
 
 Rows follow docs/graph-contract.md: each row's past is left-padded to the batch's past length P
 (zeros in `self_mask` first) and its encoder positions are right-padded to the batch's S. This
@@ -10,12 +16,14 @@ on the CPU or as device buffers on a GPU.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from service.engine.decoding import RowParams
+from service.engine.sequence import SequenceGroup
 from service.runtime.kv_tensors import Tensor, TensorOps
 
 
@@ -23,6 +31,7 @@ from service.runtime.kv_tensors import Tensor, TensorOps
 class DecodeBatch:
     """Rows decoded together; every per-row array is aligned on axis 0."""
 
+    requests: list[SequenceGroup]  # in row order; request i has requests[i].rows rows
     sequences: np.ndarray  # int64 [B, C]: each row's decoder tokens so far, left-aligned
     lengths: np.ndarray  # int64 [B]: tokens in each row (transformers' cur_len)
     new_tokens: int  # T: tokens of each row not yet in its K/V (the next call's input)
@@ -74,8 +83,24 @@ class DecodeBatch:
         self.lengths = self.lengths + 1
         self.new_tokens = 1
 
-    def filter(self, keep: np.ndarray) -> DecodeBatch:
-        """The batch of rows `keep` (in that order); this batch's tensors may be reused.
+    def filter(self, leaving: Collection[SequenceGroup]) -> DecodeBatch | None:
+        """The batch without the `leaving` requests (None if none stays); this batch's tensors
+        may be reused. Few rows move: see `compaction_order`."""
+        gone = set(leaving)
+        flags = [request in gone for request in self.requests]
+        if not any(flags):
+            return self
+        sizes = [request.rows for request in self.requests]
+        order = compaction_order(sizes, flags)
+        if not order:
+            return None
+        starts = np.cumsum([0, *sizes])
+        keep = np.concatenate([np.arange(starts[i], starts[i] + sizes[i]) for i in order])
+        return self.take_rows(keep, [self.requests[i] for i in order])
+
+    def take_rows(self, keep: np.ndarray, requests: list[SequenceGroup]) -> DecodeBatch:
+        """The batch of rows `keep` (in that order), which are the rows of `requests`; this
+        batch's tensors may be reused.
 
         Past padding no kept row needs is trimmed (the decoder copies the past every step
         anyway); encoder padding only once it is at least half the width, since trimming copies
@@ -96,6 +121,7 @@ class DecodeBatch:
             return x if (lo, hi) == (0, ops.length(x)) else ops.slice_length(x, lo, hi)
 
         return DecodeBatch(
+            requests=requests,
             sequences=self.sequences[keep],
             lengths=self.lengths[keep],
             new_tokens=self.new_tokens,
@@ -131,6 +157,7 @@ class DecodeBatch:
         width = max(b.sequences.shape[1] for b in batches)
         layers = range(len(batches[0].past))
         return cls(
+            requests=[request for b in batches for request in b.requests],
             sequences=np.concatenate([_pad(b.sequences, width, left=False) for b in batches]),
             lengths=np.concatenate([b.lengths for b in batches]),
             new_tokens=batches[0].new_tokens,
@@ -155,3 +182,31 @@ def _pad(x: np.ndarray, width: int, left: bool) -> np.ndarray:
         return x
     pad = ((0, 0), (missing, 0)) if left else ((0, 0), (0, missing))
     return np.pad(x, pad)
+
+
+def compaction_order(sizes: list[int], leaving: list[bool]) -> list[int]:
+    """The order of the staying groups (indices) after the leaving ones go, chosen so that few
+    rows move: groups already inside the smaller batch's rows keep their place, and each hole a
+    leaving group leaves is filled by groups from the end whose rows fit it exactly. When they do
+    not fit, the staying groups keep their order (every row after the first hole moves).
+
+    Row moves are copies of each row's K/V, which on a CPU cost as much as a decoder step."""
+    staying = [i for i, gone in enumerate(leaving) if not gone]
+    new_rows = sum(sizes[i] for i in staying)
+    starts = np.cumsum([0, *sizes])
+    fixed = {int(starts[i]): i for i in staying if starts[i] + sizes[i] <= new_rows}
+    movers = [i for i in staying if starts[i] + sizes[i] > new_rows]
+    order, position = [], 0
+    while position < new_rows:
+        if position in fixed:
+            group = fixed[position]
+        elif movers:
+            group = movers.pop()  # from the end: the last rows are the ones that must move
+            next_fixed = min((start for start in fixed if start > position), default=new_rows)
+            if position + sizes[group] > next_fixed:
+                return staying  # does not fit the hole
+        else:
+            return staying
+        order.append(group)
+        position += sizes[group]
+    return order

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from service.engine.scheduler import StepEvent
+from service.engine.sequence import StepEvent
 
 Delivery = tuple[asyncio.Queue[list[StepEvent]], list[StepEvent]]
 

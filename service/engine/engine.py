@@ -1,4 +1,4 @@
-"""The async generation engine the transport talks to (see docs in engine-api).
+"""The async generation engine the transports talk to (docs/architecture.md).
 
 One worker thread runs every model's step loop (ONNX Runtime releases the GIL while it computes);
 asyncio consumers receive their request's events through mailboxes (service.engine.delivery),
@@ -23,11 +23,11 @@ from pathlib import Path
 
 from service.engine.config import EngineConfig
 from service.engine.delivery import Mailbox, Outbox
+from service.engine.metrics_reporter import EngineReporter
 from service.engine.model_repository import ModelRepository, Reload
 from service.engine.model_table import ModelTable
-from service.engine.reporting import EngineReporter
-from service.engine.scheduler import SequenceGroup, StepEvent
-from service.engine.served import ModelInfo, ServedModel
+from service.engine.sequence import SequenceGroup, StepEvent
+from service.engine.served_model import ModelInfo, ServedModel
 from service.engine.types import GenerationRequest, GenerationResult, TokenDelta
 from service.errors import DeadlineExceeded, InvalidArgument, ServeError, Unavailable
 from service.metrics import ServerMetrics
@@ -202,17 +202,17 @@ class Engine:
         self._outbox.flush()
 
     def _step(self, served: ServedModel) -> None:
+        """One step of `served`: the same plan -> execute -> update as ServedModel.step, with
+        the lock held only where the event loop's threads meet the scheduler (its queue), and
+        timing and metrics around it."""
         try:
             with self._cond:
-                plan = served.scheduler.schedule(time.monotonic())
+                plan = served.plan(time.monotonic())
                 rows = served.scheduler.running_rows
             started = time.perf_counter()
-            events = served.runner.execute(plan)
+            events = served.update(plan, served.execute(plan))
             seconds = time.perf_counter() - started
             with self._cond:
-                for group, event in events:
-                    if event.finish_reason:
-                        served.scheduler.release(group)
                 self._report.step(served, plan, events, rows, seconds, time.monotonic())
         except Exception as exc:  # a runtime fault fails that model's running requests only
             with self._cond:

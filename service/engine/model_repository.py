@@ -21,8 +21,8 @@ from pathlib import Path
 from PIL import Image
 
 from service.engine.config import EngineConfig
-from service.engine.offline import run_to_completion
-from service.engine.served import ServedModel
+from service.engine.served_model import ServedModel
+from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams
 from service.runtime.manifest import MANIFEST_FILE, ManifestError
 from service.runtime.model import LoadedModel

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from service.engine.served import ModelInfo, ServedModel
+from service.engine.served_model import ModelInfo, ServedModel
 from service.errors import NotFound
 from service.runtime.models_dir import version_key
 

@@ -1,22 +1,36 @@
-"""Executes one scheduler step for one model: encode the newcomers, one decoder call, pick tokens.
+"""The execute stage of a step: encode the newcomers, one decoder call, choose tokens.
 
-The runner owns the DecodeBatch and the running requests in row order (request i holds the
-rows after those of requests 0..i-1; beam hypotheses are adjacent rows). Token choice is
-vectorised over the batch: one processing pass, one argmax, one sampling pass; only the
-beam bookkeeping runs per request (numpy over its num_beams rows).
+The runner holds the model's DecodeBatch between steps (the batch knows its requests and rows)
+and returns raw token choices: it decides nothing about stopping, which is the update stage's
+job (service.engine.update). Token choice is vectorised over the batch: one processing pass,
+one argmax, one sampling pass; only the beam bookkeeping runs per request (numpy over its
+num_beams rows). See docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from service.engine.batch import DecodeBatch
 from service.engine.beam_search import BeamSearchGroup
 from service.engine.decoding import RowParams, process_logits, sample_tokens
-from service.engine.scheduler import SequenceGroup, StepEvent, StepPlan
+from service.engine.scheduler import StepPlan
+from service.engine.sequence import SequenceGroup
 from service.runtime.model import LoadedModel
+
+
+@dataclass
+class RunnerOutput:
+    """What one decoder step chose, row by row, for the update stage to act on."""
+
+    requests: list[SequenceGroup]  # the batch's requests in row order
+    tokens: np.ndarray  # int64 [rows]: the token each row chose (beams: after reordering)
+    lengths: np.ndarray  # int64 [rows]: each row's tokens, the chosen one included
+    attention: np.ndarray | None  # float32 [rows, S]: when some row asked for explain
+    beams_done: set[SequenceGroup]  # beam requests whose search ended at this step
 
 
 class ModelRunner:
@@ -29,7 +43,6 @@ class ModelRunner:
         )
         self.pad_id = tokens.pad
         self.batch: DecodeBatch | None = None
-        self.groups: list[SequenceGroup] = []
         self.encoder_seconds: float | None = None  # the last step's encoder run, if it had one
 
     @property
@@ -39,35 +52,29 @@ class ModelRunner:
     def kv_bytes(self) -> int:
         return 0 if self.batch is None else self.batch.kv_bytes()
 
-    def execute(self, plan: StepPlan) -> list[tuple[SequenceGroup, StepEvent]]:
-        """Apply the plan, run one decoder step, and return each request's new tokens."""
-        events = [(group, StepEvent(tokens=[], error=error)) for group, error in plan.drop]
-        self._remove({id(group) for group, _ in plan.drop})
+    def execute(self, plan: StepPlan) -> RunnerOutput | None:
+        """Drop the plan's dropped requests, encode its newcomers, run one decoder step and
+        choose every row's token; None when no row is left to decode."""
+        self.release([group for group, _ in plan.drop])
         self.encoder_seconds = None
         incoming = self._encode(plan.admit) if plan.admit else None
-        if incoming is not None:
-            self.groups.extend(plan.admit)
         decoded = self._decode(incoming)
         if decoded is None:
-            return events
-        events.extend(self._choose_tokens(*decoded))
-        finished = {id(group) for group, event in events if event.finish_reason}
-        self._remove(finished)
-        return events
+            return None
+        assert self.batch is not None
+        logits, attention = decoded
+        tokens, beams_done = self._choose_tokens(logits, attention)
+        batch = self.batch
+        return RunnerOutput(list(batch.requests), tokens, batch.lengths, attention, beams_done)
 
-    def _remove(self, leaving: set[int]) -> None:
-        if not leaving or self.batch is None:
-            return
-        sizes = [group.rows for group in self.groups]
-        order = compaction_order(sizes, [id(group) in leaving for group in self.groups])
-        starts = np.cumsum([0, *sizes])
-        kept = [self.groups[i] for i in order]
-        self.groups = kept
-        if kept:
-            keep = np.concatenate([np.arange(starts[i], starts[i] + sizes[i]) for i in order])
-            self.batch = self.batch.filter(keep)
-        else:
-            self.batch = None
+    def release(self, leaving: list[SequenceGroup]) -> None:
+        """The requests leave the batch; their rows and K/V are free at once."""
+        if leaving and self.batch is not None:
+            self.batch = self.batch.filter(leaving)
+
+    def reset(self) -> None:
+        """Forget every row (after a runtime failure)."""
+        self.batch = None
 
     def _encode(self, groups: list[SequenceGroup]) -> DecodeBatch:
         """Run the newcomers' encoders as one batch and lay out their decoder rows."""
@@ -87,6 +94,7 @@ class ModelRunner:
         for group in groups:
             self._start_decoding(group)
         return DecodeBatch(
+            requests=list(groups),
             sequences=sequences,
             lengths=np.full(row_owner.size, self.prompt.size, np.int64),
             new_tokens=self.prompt.size,
@@ -147,7 +155,9 @@ class ModelRunner:
 
     def _choose_tokens(
         self, logits: np.ndarray, attention: np.ndarray | None
-    ) -> list[tuple[SequenceGroup, StepEvent]]:
+    ) -> tuple[np.ndarray, set[SequenceGroup]]:
+        """Every row's next token, appended to its sequence; beam requests pick theirs among
+        their hypotheses (rows continue the hypothesis they were reordered onto)."""
         batch = self.batch
         assert batch is not None
         params = batch.params
@@ -157,95 +167,28 @@ class ModelRunner:
         if sampled.size:
             tokens[sampled] = sample_tokens(scores[sampled], list(batch.rngs[sampled]))
 
-        events: list[tuple[SequenceGroup, StepEvent]] = []
+        beams_done: set[SequenceGroup] = set()
         moves_dst, moves_src = [], []
         row = 0
-        for group in self.groups:
+        for group in batch.requests:
             if group.beam is not None:
                 rows = slice(row, row + group.rows)
                 step = group.beam.step(
                     scores[rows],
                     batch.sequences[rows],
                     int(batch.lengths[row]),
-                    _attention_of(group, attention, rows),
+                    group.own_attention(attention, rows),
                 )
                 tokens[rows] = step.next_tokens
                 moves_dst.append(np.arange(row, row + group.rows))
                 moves_src.append(row + step.source_beams)
                 if step.done:
-                    events.append((group, self._beam_answer(group)))
+                    beams_done.add(group)
             row += group.rows
         if moves_dst:
             batch.reorder(np.concatenate(moves_dst), np.concatenate(moves_src))
         batch.append_tokens(tokens)
-
-        ended = np.isin(tokens, self.eos_ids)
-        stopped = ended | (batch.lengths >= params.max_length)
-        row = 0
-        for group in self.groups:
-            if group.beam is None:
-                token = int(tokens[row])
-                group.generated.append(token)
-                reason = None
-                if stopped[row]:
-                    reason = "eos" if ended[row] else "length"
-                event = StepEvent(
-                    tokens=[token],
-                    finish_reason=reason,
-                    attention=_attention_of(group, attention, slice(row, row + 1)),
-                )
-                events.append((group, event))
-            row += group.rows
-        return events
-
-    def _beam_answer(self, group: SequenceGroup) -> StepEvent:
-        assert group.beam is not None
-        hypothesis = group.beam.best()[group.params.prompt_len :].tolist()
-        group.generated = hypothesis
-        ended = bool(hypothesis) and hypothesis[-1] in self.eos_ids
-        return StepEvent(
-            tokens=hypothesis,
-            finish_reason="eos" if ended else "length",
-            attention=group.beam.best_attention(),
-        )
-
-
-def compaction_order(sizes: list[int], leaving: list[bool]) -> list[int]:
-    """The order of the staying groups (indices) after the leaving ones go, chosen so that few
-    rows move: groups already inside the smaller batch's rows keep their place, and each hole a
-    leaving group leaves is filled by groups from the end whose rows fit it exactly. When they do
-    not fit, the staying groups keep their order (every row after the first hole moves).
-
-    Row moves are copies of each row's K/V, which on a CPU cost as much as a decoder step."""
-    staying = [i for i, gone in enumerate(leaving) if not gone]
-    new_rows = sum(sizes[i] for i in staying)
-    starts = np.cumsum([0, *sizes])
-    fixed = {int(starts[i]): i for i in staying if starts[i] + sizes[i] <= new_rows}
-    movers = [i for i in staying if starts[i] + sizes[i] > new_rows]
-    order, position = [], 0
-    while position < new_rows:
-        if position in fixed:
-            group = fixed[position]
-        elif movers:
-            group = movers.pop()  # from the end: the last rows are the ones that must move
-            next_fixed = min((start for start in fixed if start > position), default=new_rows)
-            if position + sizes[group] > next_fixed:
-                return staying  # does not fit the hole
-        else:
-            return staying
-        order.append(group)
-        position += sizes[group]
-    return order
-
-
-def _attention_of(
-    group: SequenceGroup, attention: np.ndarray | None, rows: slice
-) -> np.ndarray | None:
-    """The group's rows of this step's cross-attention, cut to its own source length (the
-    batch's encoder width changes as rows come and go), if the group asked for it."""
-    if attention is None or not group.params.explain:
-        return None
-    return attention[rows, : group.input_tokens].copy()
+        return tokens, beams_done
 
 
 def _stack_encoder_feeds(feeds: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, np.ndarray]:

@@ -8,54 +8,11 @@ so a big request cannot starve behind a stream of small ones.
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
-
-from service.engine.attribution import SourceLayout
-from service.engine.beam_search import BeamSearchGroup
-from service.engine.validation import ResolvedParams
+from service.engine.sequence import SequenceGroup
 from service.errors import Cancelled, DeadlineExceeded, ResourceExhausted, ServeError
-
-
-@dataclass
-class StepEvent:
-    """What one step produced for one request."""
-
-    tokens: list[int]  # new tokens; for beam search the whole answer, once, when it ends
-    finish_reason: str | None = None  # "eos" or "length" once the request is done
-    error: ServeError | None = None  # the request ended without an answer
-    attention: np.ndarray | None = None  # explain: float32 [len(tokens), S], one row per token
-
-
-@dataclass(eq=False)
-class SequenceGroup:
-    """One request inside the engine: inputs, settings, decoding state and output channel."""
-
-    params: ResolvedParams
-    encoder_feeds: dict[str, np.ndarray]  # batch-of-one encoder inputs
-    input_tokens: int
-    emit: Callable[[StepEvent], None]
-    deadline: float | None = None  # time.monotonic() seconds
-    kv_reservation: int = 0  # peak K/V bytes of its rows, reserved while it runs
-    generated: list[int] = field(default_factory=list)
-    beam: BeamSearchGroup | None = None
-    rng: np.random.Generator | None = None
-    cancelled: bool = False  # set by the consumer's side; honoured at the next step
-    arrived_at: float = field(default_factory=time.monotonic)  # queue wait and TTFT start here
-    admitted_at: float | None = None  # when it joined the decode batch; None while waiting
-    first_token_at: float | None = None
-    explain_source: SourceLayout | None = None  # explain: how to read the source positions
-
-    @property
-    def rows(self) -> int:
-        return self.params.num_beams
-
-    def expired(self, now: float) -> bool:
-        return self.deadline is not None and now >= self.deadline
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 
 from export.demo.build import REPORT_FILE, STAMP_FILE, TARGET_EXACT_MATCH
 from export.demo.tasks import make_match_report, render_shapes
-from service.engine.offline import generate_offline
+from service.engine.sync_driver import generate_offline
 from service.runtime.manifest import ModelManifest
 
 SERVED_CASES = 60

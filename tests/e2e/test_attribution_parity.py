@@ -19,8 +19,8 @@ from PIL import Image
 from transformers import AutoModelForSeq2SeqLM, VisionEncoderDecoderModel
 
 from service.engine.config import EngineConfig
-from service.engine.offline import run_to_completion
-from service.engine.served import ServedModel
+from service.engine.served_model import ServedModel
+from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams, GenerationResult
 from service.runtime.model import LoadedModel
 

@@ -18,9 +18,9 @@ from PIL import Image
 from transformers import AutoModelForSeq2SeqLM, VisionEncoderDecoderModel
 
 from service.engine.config import EngineConfig
-from service.engine.offline import generate_offline, run_to_completion
-from service.engine.scheduler import SequenceGroup, StepEvent
-from service.engine.served import ServedModel
+from service.engine.sequence import SequenceGroup, StepEvent
+from service.engine.served_model import ServedModel
+from service.engine.sync_driver import generate_offline, run_to_completion
 from service.engine.types import GenerationParams
 from service.runtime.model import LoadedModel
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.engine.batch import DecodeBatch
+from service.engine.batch import DecodeBatch, compaction_order
 from service.engine.decoding import RowParams
-from service.engine.runner import compaction_order
+from service.engine.sequence import SequenceGroup
 from service.runtime.kv_tensors import NumpyOps, OrtValueOps
-from tests.engine.params import GREEDY
+from tests.engine.params import GREEDY, resolved_params
 
 H, DH, LAYERS = 2, 3, 2
 
@@ -42,6 +42,7 @@ def _batch(ops, row_ids: list[int], past_lens: list[int], enc_lens: list[int]) -
     sequences = np.zeros((n, 8), np.int64)
     sequences[:, 0] = row_ids
     return DecodeBatch(
+        requests=[_request() for _ in row_ids],
         sequences=sequences,
         lengths=np.ones(n, np.int64),
         new_tokens=1,
@@ -53,6 +54,16 @@ def _batch(ops, row_ids: list[int], past_lens: list[int], enc_lens: list[int]) -
         rngs=np.array([None] * n, dtype=object),
         ops=ops,
     )
+
+
+def _request(rows: int = 1) -> SequenceGroup:
+    params = GREEDY if rows == 1 else resolved_params(num_beams=rows)
+    return SequenceGroup(params=params, encoder_feeds={}, input_tokens=0, emit=lambda _: None)
+
+
+def _take(batch: DecodeBatch, keep: list[int]) -> DecodeBatch:
+    """Rows `keep` of a batch of one-row requests."""
+    return batch.take_rows(np.array(keep), [batch.requests[i] for i in keep])
 
 
 def _host(x) -> np.ndarray:
@@ -93,18 +104,43 @@ def ops(request):
 
 def test_filter_keeps_chosen_rows_and_trims_padding(ops):
     batch = _batch(ops, [1, 2, 3, 4], past_lens=[2, 6, 3, 1], enc_lens=[4, 2, 7, 3])
-    kept = batch.filter(np.array([0, 2, 3]))
+    kept = _take(batch, [0, 2, 3])
     _assert_rows(kept, [1, 3, 4], [2, 3, 1], [4, 7, 3])
-    kept = kept.filter(np.array([2, 0]))  # 4 of 7 encoder columns used: not worth a copy
+    kept = _take(kept, [2, 0])  # 4 of 7 encoder columns used: not worth a copy
     _assert_rows(kept, [4, 1], [1, 2], [3, 4], enc_width=7)
-    kept = kept.filter(np.array([0]))  # 3 of 7: trimmed
+    kept = _take(kept, [0])  # 3 of 7: trimmed
     _assert_rows(kept, [4], [1], [3])
 
 
 def test_filter_moving_a_tail_row_into_a_hole_keeps_every_row(ops):
     batch = _batch(ops, [1, 2, 3, 4, 5], past_lens=[2, 6, 3, 1, 4], enc_lens=[4, 2, 7, 3, 5])
-    kept = batch.filter(np.array([0, 4, 2, 3]))
+    kept = _take(batch, [0, 4, 2, 3])
     _assert_rows(kept, [1, 5, 3, 4], [2, 4, 3, 1], [4, 5, 7, 3])
+
+
+def test_filter_drops_leaving_requests_and_fills_their_rows_from_the_end(ops):
+    batch = _batch(ops, [1, 2, 3, 4, 5], past_lens=[2, 6, 3, 1, 4], enc_lens=[4, 2, 7, 3, 5])
+    requests = batch.requests
+    kept = batch.filter([requests[1]])
+    assert kept is not None and kept.requests == [requests[0], requests[4], *requests[2:4]]
+    _assert_rows(kept, [1, 5, 3, 4], [2, 4, 3, 1], [4, 5, 7, 3])
+    assert kept.filter(kept.requests) is None
+
+
+def test_filter_moves_a_beam_requests_rows_together():
+    ops = NumpyOps()
+    one, beams, last = _request(), _request(rows=2), _request()
+    batch = DecodeBatch.concatenate(
+        [
+            _batch(ops, [1], [1], [2]),
+            _batch(ops, [2, 3], [2, 2], [3, 3]),
+            _batch(ops, [4], [3], [1]),
+        ]
+    )
+    batch.requests = [one, beams, last]
+    kept = batch.filter([one])  # the beams keep their rows; the last request fills the hole
+    assert kept is not None and kept.requests == [last, beams]
+    _assert_rows(kept, [4, 2, 3], [3, 2, 2], [1, 3, 3])
 
 
 def test_numpy_compaction_moves_only_displaced_rows_in_place():

@@ -14,8 +14,8 @@ import onnxruntime as ort
 import pytest
 
 from service.engine.config import EngineConfig
-from service.engine.offline import run_to_completion
-from service.engine.served import ServedModel
+from service.engine.served_model import ServedModel
+from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams
 from service.runtime.model import LoadedModel
 from service.runtime.sessions import CUDA

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from service.engine.delivery import Mailbox, Outbox
-from service.engine.scheduler import StepEvent
+from service.engine.sequence import StepEvent
 from service.errors import Unavailable
 
 pytestmark = pytest.mark.timeout(30)

@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 from export.exporter import export_model
 from service.engine.config import EngineConfig
 from service.engine.engine import Engine
-from service.engine.served import ServedModel
+from service.engine.served_model import ServedModel
 from service.engine.types import GenerationParams, GenerationRequest, GenerationResult, TokenDelta
 from service.errors import (
     Cancelled,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from service.engine.config import EngineConfig
-from service.engine.scheduler import Scheduler, SequenceGroup
+from service.engine.scheduler import Scheduler
+from service.engine.sequence import SequenceGroup
 from service.engine.types import GenerationParams
 from service.engine.validation import resolve_params
 from service.errors import Cancelled, DeadlineExceeded, ResourceExhausted

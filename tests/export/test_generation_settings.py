@@ -24,7 +24,7 @@ from export.beam_parity import BEAM_NEW_TOKENS
 from export.exporter import export_model
 from export.parity import until_eos
 from service.engine.config import EngineConfig
-from service.engine.offline import generate_offline
+from service.engine.sync_driver import generate_offline
 from service.engine.types import GenerationParams
 from service.engine.validation import resolve_params
 from service.errors import InvalidArgument

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from service.engine.scheduler import SequenceGroup, StepEvent, StepPlan
-from service.engine.served import ServedModel
+from service.engine.scheduler import StepPlan
+from service.engine.sequence import SequenceGroup, StepEvent
+from service.engine.served_model import ServedModel
 from service.errors import Cancelled, ServeError
 from service.metrics import ServerMetrics, rejection_reason
 

@@ -1,4 +1,5 @@
-"""Synchronous, in-process generation through the same scheduler and runner as the server.
+"""The synchronous driver: in-process generation through the same three step stages as the
+server (ServedModel.step: plan -> execute -> update), without threads or transport.
 
 Used by export parity checks and benchmarks: every input is queued at once and the step loop
 runs until all are answered, so the inputs batch continuously exactly as they would when served.
@@ -10,8 +11,8 @@ import time
 from pathlib import Path
 
 from service.engine.config import EngineConfig
-from service.engine.scheduler import SequenceGroup, StepEvent
-from service.engine.served import ServedModel
+from service.engine.sequence import SequenceGroup, StepEvent
+from service.engine.served_model import ServedModel
 from service.engine.types import GenerationParams, GenerationResult
 from service.runtime.model import LoadedModel
 

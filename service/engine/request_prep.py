@@ -1,0 +1,88 @@
+"""Request preparation: a client's text or image and settings -> a queued-ready SequenceGroup.
+
+Validates the settings against the model's generation defaults and the server's caps, tokenizes
+the text (or decodes and resizes the image), and reserves the request's peak K/V bytes. It runs
+before the request reaches the scheduler, never on the step thread. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from service.engine.attribution import ImageSource, SourceLayout, TextSource
+from service.engine.config import EngineConfig
+from service.engine.sequence import SequenceGroup, StepEvent
+from service.engine.types import GenerationParams
+from service.engine.validation import resolve_params
+from service.errors import InvalidArgument
+from service.runtime.images import load_pixel_values
+from service.runtime.model import LoadedModel
+
+
+class RequestPreparer:
+    """Prepares requests for one model."""
+
+    def __init__(self, model: LoadedModel, config: EngineConfig) -> None:
+        self.model = model
+        self.config = config
+        self.manifest = model.manifest
+        self.prompt_len = 1 + len(self.manifest.decoder_prompt)
+
+    def prepare(
+        self,
+        text: str | None,
+        image: bytes | None,
+        params: GenerationParams,
+        emit: Callable[[StepEvent], None],
+        deadline: float | None = None,
+    ) -> SequenceGroup:
+        """Validate and encode one request's input; InvalidArgument for anything wrong in it."""
+        resolved = resolve_params(
+            params,
+            self.manifest.generation,
+            self.config,
+            self.prompt_len,
+            self.manifest.max_decoder_positions,
+            explainable=self.model.explainable,
+        )
+        source: SourceLayout | None = None
+        if self.manifest.task == "captioning":
+            if not image:
+                raise InvalidArgument("image is empty")
+            prep = self.manifest.image
+            assert prep is not None  # the manifest guarantees it for captioning
+            pixels = load_pixel_values(
+                image, prep, self.config.max_image_pixels, self.config.max_image_bytes
+            )
+            feeds = {"pixel_values": pixels.astype(self.model.kv_dtype)}
+            input_tokens = encoder_length = self.manifest.max_input_tokens
+            if resolved.explain:
+                source = self._image_source()
+        else:
+            encoded = self.model.tokenizer.encode_with_offsets(text or "")
+            feeds = {"input_ids": encoded.ids[None, :]}
+            input_tokens = encoder_length = int(encoded.ids.size)
+            if resolved.explain:
+                source = TextSource.from_encoding(
+                    text or "", encoded, resolved.explain_top_k, resolved.explain_full
+                )
+        reservation = (
+            resolved.num_beams
+            * (resolved.max_length + encoder_length)
+            * self.model.kv_bytes_per_position
+        )
+        return SequenceGroup(
+            params=resolved,
+            encoder_feeds=feeds,
+            input_tokens=input_tokens,
+            emit=emit,
+            deadline=deadline,
+            kv_reservation=reservation,
+            explain_source=source,
+        )
+
+    def _image_source(self) -> ImageSource:
+        spec = self.manifest.cross_attention
+        assert spec is not None and spec.patch_grid is not None  # checked by the manifest
+        rows, cols = spec.patch_grid
+        return ImageSource(rows=rows, cols=cols, prefix=spec.source_prefix)
