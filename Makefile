@@ -26,10 +26,10 @@ run: models
 	$(BIN)/attnserve serve --models $(MODELS)
 
 proto: $(STAMP)
-	$(PY) -m service.protogen
+	$(PY) tools/protogen.py
 
 proto-check: $(STAMP)
-	$(PY) -m service.protogen --check
+	$(PY) tools/protogen.py --check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -64,9 +64,9 @@ bench-quick: $(STAMP)
 	$(BIN)/attnserve bench suite --plan quick --out bench-out
 
 OPTIMUM_VENV := $(VENV)/optimum
-$(OPTIMUM_VENV)/.installed: service/bench/optimum-requirements.txt
+$(OPTIMUM_VENV)/.installed: bench/optimum-requirements.txt
 	python3 -m venv $(OPTIMUM_VENV)
-	$(OPTIMUM_VENV)/bin/pip install -q -r service/bench/optimum-requirements.txt
+	$(OPTIMUM_VENV)/bin/pip install -q -r bench/optimum-requirements.txt
 	touch $@
 
 # W1 one request at a time: generate(), our fp32 and int8 exports, Optimum (needs `make bench`'s

@@ -28,6 +28,7 @@ from service.engine.sync_driver import generate_offline
 from service.engine.types import GenerationParams
 from service.runtime.images import load_pixel_values
 from service.runtime.manifest import ImagePreprocessing, ModelManifest, SpecialTokens
+from service.runtime.tasks import Task
 
 NUM_BEAMS = 4
 BEAM_NEW_TOKENS = 10
@@ -60,7 +61,7 @@ def check_beam(
 ) -> dict[str, Any]:
     """Per input: the engine's beam tokens equal generate()'s."""
     engine_config = EngineConfig()
-    if manifest.task == "captioning":
+    if manifest.task == Task.CAPTIONING:
         assert manifest.image is not None  # the manifest guarantees it for captioning
         samples = _image_samples(manifest.image, engine_config)
     else:

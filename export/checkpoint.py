@@ -10,6 +10,7 @@ from typing import Any
 from export.errors import ExportError
 from export.families import UnsupportedArchitecture, family_for
 from export.families.base import ExportFamily
+from service.runtime.tasks import Task
 
 
 @dataclass
@@ -37,7 +38,7 @@ def load_checkpoint(path: str, task: str, progress: Callable[[str], None]) -> Ch
         family = family_for(config.model_type, task)
     except UnsupportedArchitecture as exc:
         raise ExportError(str(exc)) from exc
-    loader = AutoModelForImageTextToText if task == "captioning" else AutoModelForSeq2SeqLM
+    loader = AutoModelForImageTextToText if task == Task.CAPTIONING else AutoModelForSeq2SeqLM
     try:
         model = loader.from_pretrained(path, attn_implementation="eager", dtype=torch.float32)
     except Exception as exc:  # corrupt or missing weights surface as many exception types

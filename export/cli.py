@@ -1,4 +1,5 @@
-"""`attnserve export`: runs the exporter and turns its errors into a message and an exit code."""
+"""`attnserve export` and `attnserve demo build`: their arguments, and the export run that turns
+its errors into a message and an exit code."""
 
 from __future__ import annotations
 
@@ -7,6 +8,46 @@ import sys
 from pathlib import Path
 
 from export.errors import ExportError
+from service.runtime.tasks import Task
+
+
+def add_export_command(sub: argparse._SubParsersAction) -> None:
+    """`attnserve export` (registered in pyproject.toml's attnserve.commands)."""
+    p = sub.add_parser("export", help="export a Hugging Face checkpoint to an attnserve model dir")
+    p.add_argument("--model", required=True, help="hub id or local checkpoint directory")
+    p.add_argument("--task", required=True, choices=list(Task))
+    p.add_argument("--output", required=True, help="model directory to create")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--name", default=None, help="model name served (default: output dir name)")
+    p.add_argument("--version", default="1", help="model version served")
+    p.add_argument(
+        "--allow-mismatch", action="store_true", help="write the model even if parity fails"
+    )
+    p.add_argument(
+        "--attention-layers",
+        default=None,
+        help="decoder layers (0-based, comma-separated, e.g. 0,2) whose cross-attention the "
+        "cross_attention output averages (default: all)",
+    )
+    p.set_defaults(run=run_export)
+
+
+def add_demo_command(sub: argparse._SubParsersAction) -> None:
+    """`attnserve demo build` (registered in pyproject.toml's attnserve.commands)."""
+    p = sub.add_parser("demo", help="offline demo models")
+    demo_sub = p.add_subparsers(dest="demo_command", required=True)
+    b = demo_sub.add_parser("build", help="train and export the two demo models")
+    b.add_argument("--output", default="models", help="directory to hold the model dirs")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--force", action="store_true", help="rebuild even if present")
+    b.set_defaults(run=_run_demo_build)
+
+
+def _run_demo_build(args: argparse.Namespace) -> int:
+    from export.demo.build import run_demo_build
+
+    return run_demo_build(args)
 
 
 def run_export(args: argparse.Namespace) -> int:

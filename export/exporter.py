@@ -28,6 +28,7 @@ from export.ort_graphs import OrtGraphs, greedy_tokens
 from export.parity import GREEDY_NEW_TOKENS, parity_failures, sample_encoder_feeds, validate
 from export.precision import convert_graphs, token_agreement
 from service.runtime.manifest import DTYPES, GraphSpec, ModelManifest
+from service.runtime.tasks import Task
 
 Progress = Callable[[str], None]
 
@@ -137,7 +138,7 @@ def _describe(
 ) -> ModelManifest:
     """The manifest of the fp32 model (graph specs and parity are filled in later)."""
     family, model = checkpoint.family, checkpoint.model
-    image = family.image_preprocessing(checkpoint.path) if family.task == "captioning" else None
+    image = family.image_preprocessing(checkpoint.path) if family.task == Task.CAPTIONING else None
     max_input_tokens = family.max_input_tokens(model)
     return ModelManifest(
         name=model_dir.name,
@@ -164,7 +165,7 @@ def _describe(
 def _write_artifacts(checkpoint: Checkpoint, model_dir: Path, vocab_size: int) -> None:
     write_tokenizer(checkpoint.path, model_dir, vocab_size)
     write_generation_config(checkpoint.family.generation_config(checkpoint.model), model_dir)
-    if checkpoint.family.task == "captioning":
+    if checkpoint.family.task == Task.CAPTIONING:
         write_preprocessor_config(checkpoint.path, model_dir)
 
 

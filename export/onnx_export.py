@@ -17,6 +17,7 @@ import torch
 from export.errors import ExportError
 from export.families.base import ExportFamily
 from service.runtime.manifest import GraphSpec, ImagePreprocessing, ModelDims
+from service.runtime.tasks import Task
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -31,7 +32,7 @@ def key_value_names(prefix: str, num_layers: int) -> list[str]:
 
 
 def encoder_spec(task: str, num_layers: int) -> GraphSpec:
-    inputs = ["pixel_values"] if task == "captioning" else ["input_ids", "attention_mask"]
+    inputs = ["pixel_values"] if task == Task.CAPTIONING else ["input_ids", "attention_mask"]
     outputs = ["encoder_hidden_states", *key_value_names("cross", num_layers)]
     return GraphSpec(file=ENCODER_FILE, inputs=inputs, outputs=outputs)
 
@@ -45,7 +46,7 @@ def decoder_spec(num_layers: int) -> GraphSpec:
 
 def encoder_sample(task: str, image: ImagePreprocessing | None) -> tuple[torch.Tensor, ...]:
     """Two rows; for text the second is right-padded."""
-    if task == "captioning":
+    if task == Task.CAPTIONING:
         assert image is not None
         return (torch.randn(_SAMPLE_ROWS, 3, image.height, image.width),)
     input_ids = torch.full((_SAMPLE_ROWS, _SAMPLE_SOURCE), 5, dtype=torch.long)
@@ -86,7 +87,7 @@ def export_graphs(
     sample = encoder_sample(family.task, image)
     with torch.no_grad():
         cross = tuple(encoder(*sample)[1:])
-    source_axes = {0: "B"} if family.task == "captioning" else {0: "B", 1: "S"}
+    source_axes = {0: "B"} if family.task == Task.CAPTIONING else {0: "B", 1: "S"}
     encoder_axes = {name: source_axes for name in enc_spec.inputs}
     encoder_axes["encoder_hidden_states"] = {0: "B", 1: "S"}
     encoder_axes |= {name: {0: "B", 2: "S"} for name in key_value_names("cross", dims.num_layers)}

@@ -22,6 +22,7 @@ from transformers import GenerationConfig
 from export.families.base import ExportFamily
 from export.ort_graphs import DecoderStep, OrtGraphs, encoder_mask, greedy_tokens
 from service.runtime.manifest import ImagePreprocessing, SpecialTokens
+from service.runtime.tasks import Task
 
 LOGITS_TOLERANCE = 1e-4
 GREEDY_NEW_TOKENS = 12
@@ -41,7 +42,7 @@ def sample_encoder_feeds(
     """A fixed batch of three inputs: text rows of lengths 11, 5, 8 with random non-special
     ids (right-padded), or three random images."""
     rng = np.random.default_rng(0)
-    if task == "captioning":
+    if task == Task.CAPTIONING:
         assert image is not None
         pixels = rng.standard_normal((3, 3, image.height, image.width)).astype(np.float32)
         return {"pixel_values": pixels}

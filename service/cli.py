@@ -1,42 +1,18 @@
 """`attnserve` command line: parses arguments and hands them to the subcommand's entry point.
 
-Heavy imports (torch for export, grpc for serve) happen inside each entry point, so that
-`attnserve serve` never imports torch.
+The server's own subcommands (serve, client) are defined here; the tools' subcommands (export
+and demo from the exporter, bench from the benchmark tool) are registered by those packages
+under the `attnserve.commands` entry-point group (pyproject.toml), so the serving package never
+imports them. Heavy imports (torch for export, grpc for serve) happen inside each entry point.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import entry_points
 
-
-def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a Hugging Face checkpoint to an attnserve model dir")
-    p.add_argument("--model", required=True, help="hub id or local checkpoint directory")
-    p.add_argument("--task", required=True, choices=["summarization", "captioning"])
-    p.add_argument("--output", required=True, help="model directory to create")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "int8"])
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--name", default=None, help="model name served (default: output dir name)")
-    p.add_argument("--version", default="1", help="model version served")
-    p.add_argument(
-        "--allow-mismatch", action="store_true", help="write the model even if parity fails"
-    )
-    p.add_argument(
-        "--attention-layers",
-        default=None,
-        help="decoder layers (0-based, comma-separated, e.g. 0,2) whose cross-attention the "
-        "cross_attention output averages (default: all)",
-    )
-
-
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="offline demo models")
-    demo_sub = p.add_subparsers(dest="demo_command", required=True)
-    b = demo_sub.add_parser("build", help="train and export the two demo models")
-    b.add_argument("--output", default="models", help="directory to hold the model dirs")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--force", action="store_true", help="rebuild even if present")
+COMMANDS_GROUP = "attnserve.commands"
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +35,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-image-mb", type=int, default=None)
     p.add_argument("--drain-seconds", type=float, default=None)
     _add_serve_security(p)
+    p.set_defaults(run=_run_serve)
 
 
 def _add_serve_security(p: argparse.ArgumentParser) -> None:
@@ -116,45 +93,42 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
         else:
             c.add_argument("--heatmap", default=None, help="with --explain: write a heatmap PNG")
     client_sub.add_parser("models", help="list served models")
+    p.set_defaults(run=_run_client)
 
 
-def _add_bench(sub: argparse._SubParsersAction) -> None:
-    from service.bench.cli import add_bench_arguments
+def _run_serve(args: argparse.Namespace) -> int:
+    from service.api.server import run_serve
 
-    add_bench_arguments(sub.add_parser("bench", help="load-test a server; compare baselines"))
+    return run_serve(args)
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    from service.client import run_client
+
+    return run_client(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attnserve", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="attnserve", description="serve, call, export and benchmark encoder-decoder models"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_export, _add_demo, _add_serve, _add_client, _add_bench):
-        add(sub)
+    _add_serve(sub)
+    _add_client(sub)
+    for command in sorted(entry_points(group=COMMANDS_GROUP), key=lambda entry: entry.name):
+        try:
+            add_command = command.load()
+        except ModuleNotFoundError as exc:  # a tool left out of this install (runtime image)
+            if exc.name != command.module.split(".")[0]:
+                raise
+            continue
+        add_command(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "export":
-        from export.cli import run_export
-
-        return run_export(args)
-    if args.command == "demo":
-        from export.demo.build import run_demo_build
-
-        return run_demo_build(args)
-    if args.command == "serve":
-        from service.api.server import run_serve
-
-        return run_serve(args)
-    if args.command == "client":
-        from service.client import run_client
-
-        return run_client(args)
-    if args.command == "bench":
-        from service.bench.cli import run_bench
-
-        return run_bench(args)
-    raise AssertionError(args.command)
+    return args.run(args)
 
 
 if __name__ == "__main__":

@@ -1,65 +1,70 @@
-"""Every error a request can meet, and the one table mapping each to its gRPC status code.
+"""Every error a request can meet, each with the canonical status it stands for.
 
-The engine and runtime raise these plain exceptions (they never import grpc); the transport
-turns them into status codes through `GRPC_STATUS` alone.
+The engine and runtime raise these plain exceptions; `status` names the canonical status code
+(the names gRPC uses), and the transports alone turn that name into their own code
+(service.api.status for gRPC). Nothing here imports a transport.
 """
 
 from __future__ import annotations
-
-import grpc
 
 
 class ServeError(Exception):
     """Base of every error whose message is safe and useful to show the client."""
 
+    status = "UNKNOWN"  # each subclass names its own
+
 
 class InvalidArgument(ServeError):
     """The request itself is wrong: empty or too long text, bad image, parameter out of range."""
+
+    status = "INVALID_ARGUMENT"
 
 
 class NotFound(ServeError):
     """The request names a model (or version) the server does not have."""
 
+    status = "NOT_FOUND"
+
 
 class ResourceExhausted(ServeError):
     """The bounded queue is full; the client should back off and retry."""
+
+    status = "RESOURCE_EXHAUSTED"
 
 
 class DeadlineExceeded(ServeError):
     """The request's deadline passed before or while it ran."""
 
+    status = "DEADLINE_EXCEEDED"
+
 
 class Cancelled(ServeError):
     """The client went away; its rows were freed."""
+
+    status = "CANCELLED"
 
 
 class Unavailable(ServeError):
     """The server is loading or draining and takes no new work."""
 
+    status = "UNAVAILABLE"
+
 
 class Unauthenticated(ServeError):
     """No credentials were sent where they are required."""
+
+    status = "UNAUTHENTICATED"
 
 
 class PermissionDenied(ServeError):
     """Credentials were sent but are not accepted."""
 
-
-GRPC_STATUS: dict[type[ServeError], grpc.StatusCode] = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    Cancelled: grpc.StatusCode.CANCELLED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-}
+    status = "PERMISSION_DENIED"
 
 
-def status_code_for(error: BaseException) -> grpc.StatusCode:
-    """The status code for an error; anything not a ServeError is a server fault (INTERNAL)."""
-    for error_type in type(error).__mro__:
-        if error_type in GRPC_STATUS:
-            return GRPC_STATUS[error_type]
-    return grpc.StatusCode.INTERNAL
+INTERNAL = "INTERNAL"
+
+
+def status_name(error: BaseException) -> str:
+    """The canonical status of an error; anything not a ServeError is a server fault."""
+    return error.status if isinstance(error, ServeError) else INTERNAL

@@ -28,7 +28,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from service.errors import status_code_for
+from service.errors import status_name
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -280,7 +280,7 @@ def rejection_reason(error: BaseException) -> str:
     """The `reason` label of a request refused with `error`: its status code in lower case
     ("resource_exhausted": queue full or K/V budget too small, "unavailable": draining,
     "deadline_exceeded", "invalid_argument"), so it reads like the error the client got."""
-    return status_code_for(error).name.lower()
+    return status_name(error).lower()
 
 
 def start_metrics_server(metrics: ServerMetrics, host: str, port: int) -> tuple[WSGIServer, int]:

@@ -86,11 +86,11 @@ env -i PATH=/usr/local/bin:/usr/bin:/bin PYTHONUNBUFFERED=1 ATTNSERVE_MODELS=/mo
     /usr/sbin/chroot --userspec="$CHROOT_USER" "$MNT" attnserve serve &
 SERVER_PID=$!
 for _ in $(seq 120); do
-    in_image python -m service.healthcheck --timeout 1 2>/dev/null && break
+    in_image python -m service.client.healthcheck --timeout 1 2>/dev/null && break
     kill -0 "$SERVER_PID" || { echo "server exited before serving" >&2; exit 1; }
     sleep 1
 done
-in_image python -m service.healthcheck
+in_image python -m service.client.healthcheck
 took
 
 step "client call"

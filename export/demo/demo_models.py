@@ -19,6 +19,7 @@ import torch
 from export.demo import train_captioner, train_summarizer
 from export.demo.training import HELD_OUT_STREAM
 from export.exporter import export_model
+from service.runtime.tasks import Task
 
 HELD_OUT_CASES = 500
 
@@ -38,12 +39,12 @@ def _save_image_processor(checkpoint: Path) -> None:
 
 DEMO_MODELS: dict[str, DemoModel] = {
     "demo-summarizer": DemoModel(
-        task="summarization",
+        task=Task.SUMMARIZATION,
         train=train_summarizer.train_summarizer,
         evaluations={"reports": train_summarizer.evaluate_summarizer},
     ),
     "demo-captioner": DemoModel(
-        task="captioning",
+        task=Task.CAPTIONING,
         train=train_captioner.train_captioner,
         evaluations={
             "64x64": train_captioner.evaluate_captioner,

@@ -7,10 +7,11 @@ from export.families.base import ExportFamily
 from export.families.blip import BlipFamily
 from export.families.t5 import T5Family
 from export.families.vision_encoder_decoder import VisionEncoderDecoderFamily
+from service.runtime.tasks import Task
 
 _FAMILIES: dict[str, list[ExportFamily]] = {
-    "summarization": [BartFamily(), T5Family()],
-    "captioning": [VisionEncoderDecoderFamily(), BlipFamily()],
+    Task.SUMMARIZATION: [BartFamily(), T5Family()],
+    Task.CAPTIONING: [VisionEncoderDecoderFamily(), BlipFamily()],
 }
 
 

@@ -15,12 +15,13 @@ from typing import Any
 import torch
 
 from service.runtime.manifest import ImagePreprocessing, ModelDims, SpecialTokens
+from service.runtime.tasks import Task
 
 
 class ExportFamily(ABC):
     architecture: str  # the manifest's architecture value
     model_types: tuple[str, ...]  # transformers config.model_type values this family handles
-    task: str  # "summarization" or "captioning"
+    task: Task
 
     @abstractmethod
     def encoder_wrapper(self, model: Any) -> torch.nn.Module:

@@ -19,6 +19,7 @@ from export.families.base import ExportFamily
 from export.families.decoder_inputs import DecoderLayerInputs, DecoderStepWrapper
 from export.families.text_decoders import TextDecoder, text_decoder_for
 from service.runtime.manifest import ImagePreprocessing, ModelDims
+from service.runtime.tasks import Task
 
 
 class ImageEncoderWrapper(torch.nn.Module):
@@ -66,7 +67,7 @@ class CachedDecoderWrapper(DecoderStepWrapper):
 
 
 class ImageCaptioningFamily(ExportFamily):
-    task = "captioning"
+    task = Task.CAPTIONING
 
     @abstractmethod
     def vision_encoder(self, model: Any) -> torch.nn.Module:

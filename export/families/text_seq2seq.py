@@ -17,6 +17,7 @@ import torch
 from export.families.base import ExportFamily, first_set
 from export.families.decoder_inputs import DecoderStepWrapper, split_heads
 from service.runtime.manifest import SpecialTokens
+from service.runtime.tasks import Task
 
 
 class TextEncoderWrapper(torch.nn.Module):
@@ -56,7 +57,7 @@ class Seq2SeqDecoderWrapper(DecoderStepWrapper):
 
 
 class TextSeq2SeqFamily(ExportFamily):
-    task = "summarization"
+    task = Task.SUMMARIZATION
 
     @abstractmethod
     def cross_projections(self, model: Any) -> list[tuple[torch.nn.Module, torch.nn.Module]]:

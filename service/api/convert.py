@@ -15,15 +15,13 @@ from service.engine.types import (
     SourceSpan,
     TokenDelta,
 )
+from service.runtime.tasks import Task
 
 if TYPE_CHECKING:
     from service.engine.served_model import (
         ModelInfo,  # type only: service.api never loads the runtime
     )
 
-SUMMARIZATION = "summarization"
-CAPTIONING = "captioning"
-TASKS = (SUMMARIZATION, CAPTIONING)
 
 _PARAM_NAMES = tuple(f.name for f in fields(GenerationParams))
 
@@ -38,7 +36,7 @@ def params_from_proto(message: pb.GenerationParams) -> GenerationParams:
 def summarize_request(message: pb.SummarizeRequest, deadline: float | None) -> GenerationRequest:
     return GenerationRequest(
         model=message.model,
-        task=SUMMARIZATION,
+        task=Task.SUMMARIZATION,
         text=message.text,
         params=params_from_proto(message.params),
         version=message.version,
@@ -49,7 +47,7 @@ def summarize_request(message: pb.SummarizeRequest, deadline: float | None) -> G
 def caption_request(message: pb.CaptionRequest, deadline: float | None) -> GenerationRequest:
     return GenerationRequest(
         model=message.model,
-        task=CAPTIONING,
+        task=Task.CAPTIONING,
         image=message.image,
         params=params_from_proto(message.params),
         version=message.version,

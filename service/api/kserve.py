@@ -19,8 +19,8 @@ from service._pb import grpc_service_pb2 as pb
 from service._pb import grpc_service_pb2_grpc as pb_grpc
 from service._pb import model_config_pb2 as config_pb
 from service.api import kserve_tensors as tensors
-from service.api.engine_slot import EngineSlot
-from service.api.metrics_interceptor import label_rpc_model
+from service.api.engine_holder import EngineHolder
+from service.api.interceptors.metrics import label_rpc_model
 from service.api.status import abort_with, client_message
 from service.engine.types import GenerationRequest, GenerationResult
 from service.errors import InvalidArgument, NotFound, ServeError, Unavailable
@@ -50,7 +50,7 @@ UNSERVED_RPCS = (
 Context = grpc.aio.ServicerContext
 
 
-class KServeServicer(EngineSlot, pb_grpc.GRPCInferenceServiceServicer):
+class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
     """Serves the engine attached with `attach`; until then inference answers UNAVAILABLE."""
 
     def _model(self, name: str, version: str) -> ModelInfo:

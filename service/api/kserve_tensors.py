@@ -16,13 +16,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from service._pb import grpc_service_pb2 as pb
-from service.api.convert import CAPTIONING, SUMMARIZATION
 from service.engine.types import GenerationParams, GenerationRequest
 from service.errors import InvalidArgument
+from service.runtime.tasks import Task
 
 BYTES = "BYTES"
 OUTPUT_NAME = "text"
-INPUT_NAME_BY_TASK = {SUMMARIZATION: "text", CAPTIONING: "image"}
+INPUT_NAME_BY_TASK = {Task.SUMMARIZATION: "text", Task.CAPTIONING: "image"}
 TIMEOUT_PARAMETER = "timeout"  # the protocol's own request timeout, in microseconds
 _LENGTH_PREFIX = 4  # BYTES raw format: each element is a little-endian uint32 length + data
 
@@ -185,7 +185,7 @@ def generation_requests(
     requests = []
     for index, element in enumerate(infer_input.elements):
         payload: dict[str, str | bytes] = {}
-        if task == SUMMARIZATION:
+        if task == Task.SUMMARIZATION:
             try:
                 payload["text"] = element.decode("utf-8")
             except UnicodeDecodeError as error:

@@ -19,10 +19,10 @@ from grpc_reflection.v1alpha import reflection
 
 from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
 from service.api import kserve
-from service.api.auth import token_interceptor
 from service.api.health import HealthState
-from service.api.metrics_interceptor import MetricsInterceptor
-from service.api.request_log import request_log_interceptor
+from service.api.interceptors.auth import token_interceptor
+from service.api.interceptors.metrics import MetricsInterceptor
+from service.api.interceptors.request_log import request_log_interceptor
 from service.api.servicer import SERVICE_NAME, AttentionServicer
 from service.api.tls import bind_port
 from service.config import ServerSettings, SettingsError, settings_from_args

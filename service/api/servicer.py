@@ -16,11 +16,12 @@ import grpc
 from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
 from service.api import convert
-from service.api.engine_slot import EngineSlot
-from service.api.metrics_interceptor import label_rpc_model
+from service.api.engine_holder import EngineHolder
+from service.api.interceptors.metrics import label_rpc_model
 from service.api.status import abort_with
 from service.engine.types import GenerationRequest, TokenDelta
 from service.errors import InvalidArgument, ServeError
+from service.runtime.tasks import Task
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AttentionService"].full_name
 
@@ -33,7 +34,7 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-class AttentionServicer(EngineSlot, pb_grpc.AttentionServiceServicer):
+class AttentionServicer(EngineHolder, pb_grpc.AttentionServiceServicer):
     """Serves the engine attached with `attach`; until then every RPC answers UNAVAILABLE."""
 
     async def Summarize(
@@ -60,10 +61,9 @@ class AttentionServicer(EngineSlot, pb_grpc.AttentionServiceServicer):
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
         try:
-            if request.task not in ("", *convert.TASKS):
-                raise InvalidArgument(
-                    f"task must be one of {convert.TASKS} or empty, got {request.task!r}"
-                )
+            if request.task not in ("", *Task):
+                tasks = [str(task) for task in Task]
+                raise InvalidArgument(f"task must be one of {tasks} or empty, got {request.task!r}")
             infos = self.engine.models()
         except ServeError as error:
             await abort_with(context, error)

@@ -1,6 +1,7 @@
 """What the client is told when an RPC (or one request of a stream) fails.
 
-The code comes from service.errors' table alone. A ServeError's message goes to the client as
+The code is the one service.errors names for the error (`status_name`), mapped here, the only
+place that knows gRPC's codes. A ServeError's message goes to the client as
 the status details; anything else is a server fault: logged with its traceback, answered
 INTERNAL without internals.
 """
@@ -12,11 +13,16 @@ from typing import NoReturn
 
 import grpc
 
-from service.errors import status_code_for
+from service.errors import status_name
 
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal server error (see the server log)"
+
+
+def status_code_for(error: BaseException) -> grpc.StatusCode:
+    """The gRPC status code for an error; INTERNAL for anything not a ServeError."""
+    return grpc.StatusCode[status_name(error)]
 
 
 def client_message(error: Exception) -> str:

@@ -31,6 +31,7 @@ from service.engine.served_model import ModelInfo, ServedModel
 from service.engine.types import GenerationRequest, GenerationResult, TokenDelta
 from service.errors import DeadlineExceeded, InvalidArgument, ServeError, Unavailable
 from service.metrics import ServerMetrics
+from service.runtime.tasks import Task
 
 __all__ = ["Engine", "EngineConfig", "ModelInfo"]
 
@@ -289,9 +290,9 @@ class Engine:
         """Check and prepare the request, then queue it; ServeError if it cannot be served."""
         if self._draining:
             raise Unavailable("the server is draining and takes no new requests")
-        if request.task == "captioning" and request.text:
+        if request.task == Task.CAPTIONING and request.text:
             raise InvalidArgument("captioning takes an image, not text")
-        if request.task == "summarization" and request.image:
+        if request.task == Task.SUMMARIZATION and request.image:
             raise InvalidArgument("summarization takes text, not an image")
         if request.deadline is not None and time.monotonic() >= request.deadline:
             raise DeadlineExceeded("the request's deadline passed before it started")

@@ -33,6 +33,7 @@ from service.runtime.models_dir import (
     scan_models_dir,
     version_key,
 )
+from service.runtime.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def warm_up(model: LoadedModel) -> None:
     but cannot run is refused here, not in a client's request, and ONNX Runtime's first-run
     allocations are not a client's latency. It runs under default limits, not the server's
     request caps: it is no client's request."""
-    sample = _warm_up_image() if model.manifest.task == "captioning" else WARM_UP_TEXT
+    sample = _warm_up_image() if model.manifest.task == Task.CAPTIONING else WARM_UP_TEXT
     run_to_completion(ServedModel(model, EngineConfig()), [sample], [WARM_UP_PARAMS])
 
 

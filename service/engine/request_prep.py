@@ -17,6 +17,7 @@ from service.engine.validation import resolve_params
 from service.errors import InvalidArgument
 from service.runtime.images import load_pixel_values
 from service.runtime.model import LoadedModel
+from service.runtime.tasks import Task
 
 
 class RequestPreparer:
@@ -46,7 +47,7 @@ class RequestPreparer:
             explainable=self.model.explainable,
         )
         source: SourceLayout | None = None
-        if self.manifest.task == "captioning":
+        if self.manifest.task == Task.CAPTIONING:
             if not image:
                 raise InvalidArgument("image is empty")
             prep = self.manifest.image

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from service.runtime.tasks import Task
+
 
 @dataclass
 class GenerationParams:
@@ -30,7 +32,7 @@ class GenerationRequest:
     """One client request as the engine sees it: already validated at the transport."""
 
     model: str  # model name; "" = the default model of the task
-    task: str  # "summarization" or "captioning"
+    task: Task
     text: str | None = None
     image: bytes | None = None
     params: GenerationParams = field(default_factory=GenerationParams)

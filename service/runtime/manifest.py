@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.runtime.tasks import Task
+
 MANIFEST_FILE = "model.json"
 FORMAT_VERSION = 1
-TASKS = ("summarization", "captioning")
 ARCHITECTURES = ("bart", "t5", "vision-encoder-decoder", "blip")
 DTYPES = ("fp32", "fp16", "int8")
 
@@ -146,13 +147,13 @@ class ModelManifest:
         """Reject a manifest the server could not run, with a message naming the field."""
         if self.format_version != FORMAT_VERSION:
             raise ManifestError(f"unsupported manifest format_version {self.format_version}")
-        if self.task not in TASKS:
-            raise ManifestError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.task not in tuple(Task):
+            raise ManifestError(f"task must be one of {[str(t) for t in Task]}, got {self.task!r}")
         if self.architecture not in ARCHITECTURES:
             raise ManifestError(f"architecture must be one of {ARCHITECTURES}")
         if self.dtype not in DTYPES:
             raise ManifestError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.task == "captioning" and self.image is None:
+        if self.task == Task.CAPTIONING and self.image is None:
             raise ManifestError("a captioning model needs image preprocessing settings")
         if not self.special_tokens.eos:
             raise ManifestError("special_tokens.eos is empty")
@@ -165,7 +166,7 @@ class ModelManifest:
         attention = self.cross_attention
         if attention is not None:
             attention.validate(
-                self.dims.num_layers, self.max_input_tokens, self.task == "captioning"
+                self.dims.num_layers, self.max_input_tokens, self.task == Task.CAPTIONING
             )
             if attention.output not in self.decoder.outputs:
                 raise ManifestError(

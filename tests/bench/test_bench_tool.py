@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from service.bench.models import exported_model
-from service.bench.server import RunningServer, attnserve_server
-from service.bench.workload import WORKLOADS
+from bench.models import exported_model
+from bench.server import RunningServer, attnserve_server
+from bench.workload import WORKLOADS
 from service.cli import main
 
 MODEL = "bart-tiny"

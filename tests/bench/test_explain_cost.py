@@ -9,8 +9,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from service.bench.explain_cost import VARIANTS, strip_attention_output
-from service.bench.models import exported_model
+from bench.explain_cost import VARIANTS, strip_attention_output
+from bench.models import exported_model
 from service.cli import main
 from service.runtime.manifest import ModelManifest
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.bench.models import checkpoint_dir, exported_model
-from service.bench.single import GENERATE
+from bench.models import checkpoint_dir, exported_model
+from bench.single import GENERATE
 from service.cli import main
 
 MODEL = "bart-tiny"

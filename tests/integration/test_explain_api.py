@@ -14,7 +14,7 @@ from PIL import Image
 
 from service.cli import main
 from service.client import AttnserveClient
-from service.explain_view import PANEL, PANELS_PER_ROW
+from service.client.explain_view import PANEL, PANELS_PER_ROW
 from service.runtime.manifest import MANIFEST_FILE
 from tests.fixtures.inprocess_server import InProcessServer, serving
 from tests.integration.models import CAPTIONER, SUMMARIZER, TEXT

@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import generate_latest
 
-from service.api.metrics_interceptor import MetricsInterceptor, label_rpc_model
+from service.api.interceptors.metrics import MetricsInterceptor, label_rpc_model
 from service.metrics import ServerMetrics
 from tests.metrics.exposition import total, value
 

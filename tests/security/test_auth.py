@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from service._pb import grpc_service_pb2 as kserve_pb
 from service._pb import grpc_service_pb2_grpc as kserve_grpc
-from service.api.auth import load_tokens
+from service.api.interceptors.auth import load_tokens
 from service.client import AttnserveClient
 from service.config import SecuritySettings, SettingsError
 from tests.fixtures.inprocess_server import InProcessServer, serving

@@ -10,7 +10,7 @@ import pytest
 
 from service._pb import grpc_service_pb2 as kserve_pb
 from service._pb.attnserve.v1 import attnserve_pb2 as pb
-from service.api.request_log import TEXT_CLIP, describe_message
+from service.api.interceptors.request_log import TEXT_CLIP, describe_message
 from service.client import AttnserveClient
 from tests.fixtures.inprocess_server import serving
 

@@ -1,4 +1,4 @@
-"""`python -m service.healthcheck` (the image's HEALTHCHECK) against a real grpc.health.v1
+"""`python -m service.client.healthcheck` (the image's HEALTHCHECK) against a real grpc.health.v1
 server on 127.0.0.1 port 0."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from service.healthcheck import is_serving, main
+from service.client.healthcheck import is_serving, main
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -66,7 +66,7 @@ def test_default_target_reads_attnserve_port(health_server):
     servicer.set("", SERVING)
     port = target.rsplit(":", 1)[1]
     result = subprocess.run(
-        [sys.executable, "-m", "service.healthcheck"],
+        [sys.executable, "-m", "service.client.healthcheck"],
         env={"ATTNSERVE_PORT": port, "PATH": ""},
         capture_output=True,
         text=True,

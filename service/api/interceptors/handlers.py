@@ -23,6 +23,13 @@ _FACTORIES = {
 }
 
 
+def handler_factory(request_streaming: bool, response_streaming: bool) -> Callable[..., Any]:
+    """The grpc handler factory for a method of this streaming kind."""
+    kind = ("stream" if request_streaming else "unary") + "_"
+    kind += "stream" if response_streaming else "unary"
+    return _FACTORIES[kind]
+
+
 def split_method(path: str) -> tuple[str, str]:
     """A method path's full service name and method name: "/pkg.Service/Method" ->
     ("pkg.Service", "Method")."""

@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from service.bench.driver import LoadDriver, LoadSpec
-from service.bench.models import BENCH_MODELS, checkpoint_dir, exported_model
-from service.bench.overhead import measure_overhead
-from service.bench.reference import generate_one_at_a_time
-from service.bench.report import machine_info
-from service.bench.scrape import decode_batch_probe
-from service.bench.server import attnserve_server
-from service.bench.stats import Percentiles, summarize
-from service.bench.workload import WORKLOADS, make_requests
+from bench.driver import LoadDriver, LoadSpec
+from bench.models import BENCH_MODELS, checkpoint_dir, exported_model
+from bench.overhead import measure_overhead
+from bench.reference import generate_one_at_a_time
+from bench.report import machine_info
+from bench.scrape import decode_batch_probe
+from bench.server import attnserve_server
+from bench.stats import Percentiles, summarize
+from bench.workload import WORKLOADS, make_requests
 
 REQUEST_POOL = 256  # distinct requests per workload, cycled by the load generator
 SERVERS: dict[str, tuple[str, ...]] = {

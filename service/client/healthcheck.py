@@ -4,7 +4,7 @@ Docker's HEALTHCHECK runs a command and reads its exit code, and the runtime ima
 grpc_health_probe binary, so this small script fills that role (Kubernetes uses its native gRPC
 probe instead). Exit 0 when SERVING; 1 otherwise (loading, draining, not listening, timed out).
 
-    python -m service.healthcheck [--target HOST:PORT] [--service NAME] [--timeout SECONDS]
+    python -m service.client.healthcheck [--target HOST:PORT] [--service NAME] [--timeout SECONDS]
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ def is_serving(target: str, service: str = "", timeout_s: float = 3.0) -> tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.healthcheck", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m service.client.healthcheck", description=__doc__
+    )
     parser.add_argument("--target", default=None, help="host:port (default 127.0.0.1:$PORT)")
     parser.add_argument("--service", default="", help="service name ('' = the whole server)")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a reply")

@@ -18,7 +18,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from service.api import kserve, servicer
-from service.api.handler_wrapping import split_method, wrap_handler
+from service.api.interceptors.handlers import split_method, wrap_handler
 
 log = logging.getLogger(__name__)
 

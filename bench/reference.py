@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.bench.workload import BenchRequest
+from bench.workload import BenchRequest
 from service.runtime.images import load_pixel_values
 from service.runtime.manifest import ModelManifest
+from service.runtime.tasks import Task
 from service.runtime.tokenizer import TextTokenizer
 
 _NO_LIMIT = 1 << 40
@@ -36,7 +37,7 @@ def generate_runner(
     from transformers import AutoModelForImageTextToText, AutoModelForSeq2SeqLM
 
     manifest = ModelManifest.load(model_dir)
-    captioning = manifest.task == "captioning"
+    captioning = manifest.task == Task.CAPTIONING
     loader = AutoModelForImageTextToText if captioning else AutoModelForSeq2SeqLM
     dtype = torch.float16 if fp16 else torch.float32
     model = loader.from_pretrained(checkpoint, dtype=dtype).to(device).eval()

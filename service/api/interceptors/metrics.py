@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health
 
-from service.api.handler_wrapping import split_method, wrap_handler
+from service.api.interceptors.handlers import split_method, wrap_handler
 from service.metrics import ServerMetrics
 
 UNMEASURED_SERVICES = frozenset({health.SERVICE_NAME})

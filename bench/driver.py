@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
+from bench.workload import BenchRequest
 from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
-from service.bench.workload import BenchRequest
+from service.runtime.tasks import Task
 
 MODES = ("closed", "open")
 _MESSAGE_BYTES = 64 << 20
@@ -142,7 +143,7 @@ class LoadDriver:
         options = [("grpc.max_send_message_length", _MESSAGE_BYTES)]
         async with grpc.aio.insecure_channel(self.target, options=options) as channel:
             stub = pb_grpc.AttentionServiceStub(channel)
-            call = stub.CaptionStream if self.task == "captioning" else stub.SummarizeStream
+            call = stub.CaptionStream if self.task == Task.CAPTIONING else stub.SummarizeStream
             phases = _Phases(load, time.perf_counter())
             sender = _Sender(self, call, phases)
             generator = self._closed_loop if load.mode == "closed" else self._open_loop
@@ -210,7 +211,7 @@ class _Sender:
     async def send(self, request: BenchRequest) -> None:
         phases, driver = self._phases, self._driver
         params = pb.GenerationParams(**request.params)
-        if driver.task == "captioning":
+        if driver.task == Task.CAPTIONING:
             message = pb.CaptionRequest(model=driver.model, image=request.payload, params=params)
         else:
             message = pb.SummarizeRequest(model=driver.model, text=request.payload, params=params)

@@ -190,7 +190,7 @@ def _generate(client: AttnserveClient, args: argparse.Namespace) -> None:
 
 
 def _show_attribution(payload: str | bytes, attribution: pb.Attribution, heatmap: str | None):
-    from service import explain_view  # Pillow and numpy: only loaded when asked for
+    from service.client import explain_view  # Pillow and numpy: only loaded when asked for
 
     print(f"\nattention ({attribution.reduction}):")
     if isinstance(payload, str):

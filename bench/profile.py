@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from service.bench.workload import BenchRequest
+from bench.workload import BenchRequest
 from service.engine.config import EngineConfig
 from service.engine.served_model import ServedModel
 from service.engine.sync_driver import run_to_completion

@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from service.bench.scrape import server_seconds_probe
-from service.bench.workload import BenchRequest
+from bench.scrape import server_seconds_probe
+from bench.workload import BenchRequest
 from service.client import AttnserveClient
 from service.engine.config import EngineConfig
 from service.engine.served_model import ServedModel
 from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams
 from service.runtime.model import LoadedModel
+from service.runtime.tasks import Task
 
 SETTLE_S = 0.1
 
@@ -74,7 +75,7 @@ def measure_overhead(
     probe = server_seconds_probe(metrics_url, model) if metrics_url else None
 
     with AttnserveClient(target) as client:
-        call = client.caption if served.manifest.task == "captioning" else client.summarize
+        call = client.caption if served.manifest.task == Task.CAPTIONING else client.summarize
 
         def timed_pair() -> _Pair:
             steps: list[float] = []

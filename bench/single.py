@@ -5,7 +5,7 @@ Variants, timed in rotation on the same requests so that drift of a shared machi
   - one entry per exported model directory given (e.g. the fp32 and the int8 export), run by the
     engine in-process (the server adds its overhead, measured apart by `bench overhead`);
   - optionally `optimum`: Optimum's ORTModelForSeq2SeqLM in its side environment
-    (service/bench/optimum_side.py).
+    (bench/optimum_side.py).
 Each variant's tokens are compared with generate()'s, position by position.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.reference import generate_runner
+from bench.workload import BenchRequest
 from export.precision import token_agreement
-from service.bench.reference import generate_runner
-from service.bench.workload import BenchRequest
 from service.engine.config import EngineConfig
 from service.engine.served_model import ServedModel
 from service.engine.sync_driver import run_to_completion

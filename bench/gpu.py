@@ -2,8 +2,8 @@
 K/V kept on the device) in fp32 and fp16, the decode step at batch 1 against the memory-bandwidth
 floor, and transformers.generate() on the same GPU.
 
-    python -m service.bench.gpu prepare --out DIR   # build + export bart-base (CPU work)
-    python -m service.bench.gpu measure --out DIR --json result.json
+    python -m bench.gpu prepare --out DIR   # build + export bart-base (CPU work)
+    python -m bench.gpu measure --out DIR --json result.json
 
 `prepare` needs no GPU and can run while the GPU build of ONNX Runtime is still being unpacked.
 """
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from service.bench.models import checkpoint_dir, exported_model
-from service.bench.reference import generate_one_at_a_time
-from service.bench.stats import Percentiles
-from service.bench.workload import WORKLOADS, BenchRequest, make_requests
+from bench.models import checkpoint_dir, exported_model
+from bench.reference import generate_one_at_a_time
+from bench.stats import Percentiles
+from bench.workload import WORKLOADS, BenchRequest, make_requests
 from service.engine.config import EngineConfig
 from service.engine.served_model import ServedModel
 from service.engine.sync_driver import run_to_completion

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from service.engine.engine import Engine  # type only: service.api never loads the runtime
 
 
-class EngineSlot:
+class EngineHolder:
     """Base of our servicers: holds the engine once attached."""
 
     def __init__(self) -> None:

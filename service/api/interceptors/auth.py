@@ -18,19 +18,13 @@ import grpc
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
+from service.api.interceptors.handlers import handler_factory, split_method
 from service.api.status import abort_with
 from service.config import SecuritySettings, SettingsError
 from service.errors import PermissionDenied, ServeError, Unauthenticated
 
 AUTHORIZATION = "authorization"
 BEARER = "bearer "  # the scheme is case-insensitive (RFC 7235)
-
-_HANDLER_FACTORIES = {
-    (False, False): grpc.unary_unary_rpc_method_handler,
-    (False, True): grpc.unary_stream_rpc_method_handler,
-    (True, False): grpc.stream_unary_rpc_method_handler,
-    (True, True): grpc.stream_stream_rpc_method_handler,
-}
 
 
 def load_tokens(path: Path) -> list[str]:
@@ -75,10 +69,10 @@ def _refusing_handler(
         await abort_with(context, error)
         yield  # never reached: makes this an async generator, as streaming handlers are
 
-    kind = (False, False)
-    if handler is not None:
-        kind = (handler.request_streaming, handler.response_streaming)
-    return _HANDLER_FACTORIES[kind](refuse_stream if kind[1] else refuse)
+    if handler is None:
+        return handler_factory(False, False)(refuse)
+    factory = handler_factory(handler.request_streaming, handler.response_streaming)
+    return factory(refuse_stream if handler.response_streaming else refuse)
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
@@ -108,7 +102,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        service = handler_call_details.method.lstrip("/").rpartition("/")[0]
+        service, _ = split_method(handler_call_details.method)
         if service in self._open_services:
             return await continuation(handler_call_details)
         error = self.refusal(handler_call_details.invocation_metadata)

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx.utils import Extractor
 
-from service.bench.workload import WorkloadSpec, make_requests
+from bench.workload import WorkloadSpec, make_requests
 from service.engine.config import EngineConfig
 from service.engine.served_model import ServedModel
 from service.engine.sync_driver import run_to_completion

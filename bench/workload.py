@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-TASKS = ("summarization", "captioning")
+from service.runtime.tasks import Task
+
 DISTRIBUTIONS = ("constant", "uniform")
 DISTINCT_IMAGES = 8  # images are encoded up front; a few distinct ones are enough
 
@@ -72,8 +73,8 @@ class WorkloadSpec:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"workload {self.name}: task must be one of {TASKS}")
+        if self.task not in tuple(Task):
+            raise ValueError(f"workload {self.name}: task must be one of {[str(t) for t in Task]}")
         self.output_tokens.validate(f"workload {self.name} output_tokens")
         self.input_words.validate(f"workload {self.name} input_words")
         if self.vocab_words < 1 or self.image_size < 1:
@@ -117,7 +118,7 @@ def make_requests(spec: WorkloadSpec, count: int) -> list[BenchRequest]:
     """`count` requests drawn from `spec` (the same ones for the same spec and count)."""
     rng = np.random.default_rng(spec.seed)
     outputs = spec.output_tokens.draw(rng, count)
-    if spec.task == "captioning":
+    if spec.task == Task.CAPTIONING:
         images = [_noise_png(rng, spec.image_size) for _ in range(min(count, DISTINCT_IMAGES))]
         payloads: list[str | bytes] = [images[i % len(images)] for i in range(count)]
     else:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # keeps grpc out of the imports of the GPU script, which uses Percentiles
-    from service.bench.driver import LoadRun
+    from bench.driver import LoadRun
 
 PERCENTILES = (50, 95, 99)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.bench.plot import Point, plot_lines
-from service.bench.report import fmt, load_table, machine_markdown, markdown_table
+from bench.plot import Point, plot_lines
+from bench.report import fmt, load_table, machine_markdown, markdown_table
+from service.runtime.tasks import Task
 
 
 def _generate_row(reference: dict[str, Any]) -> list[str]:
@@ -32,7 +33,7 @@ def workload_markdown(name: str, workload: dict[str, Any]) -> str:
     out, inp = spec["output_tokens"], spec["input_words"]
     shape = (
         f"{spec['image_size']}x{spec['image_size']} images"
-        if spec["task"] == "captioning"
+        if spec["task"] == Task.CAPTIONING
         else f"input words {inp['kind']} {inp['low']}..{inp['high']}"
     )
     rows = [(server, r) for server, results in workload["servers"].items() for r in results]

@@ -14,19 +14,26 @@ from typing import Any
 
 import grpc
 
-from service.bench.driver import LoadDriver, LoadSpec
-from service.bench.render import plot_workload, suite_markdown
-from service.bench.report import load_table, machine_info, write_json
-from service.bench.scrape import decode_batch_probe
-from service.bench.stats import summarize
-from service.bench.workload import load_workload, make_requests
+from bench.driver import LoadDriver, LoadSpec
+from bench.render import plot_workload, suite_markdown
+from bench.report import load_table, machine_info, write_json
+from bench.scrape import decode_batch_probe
+from bench.stats import summarize
+from bench.workload import load_workload, make_requests
 from service.client import AttnserveClient
 
 PREFLIGHT_TIMEOUT_S = 10.0
 REQUEST_POOL = 256
 
 
-def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+def add_bench_command(sub: argparse._SubParsersAction) -> None:
+    """`attnserve bench` (registered in pyproject.toml's attnserve.commands)."""
+    p = sub.add_parser("bench", help="load-test a server; compare baselines")
+    p.set_defaults(run=run_bench)
+    _add_bench_arguments(p)
+
+
+def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
     """The `attnserve bench` subcommands and their flags."""
     sub = p.add_subparsers(dest="bench_command", required=True)
     load = sub.add_parser("load", help="drive a running server with one workload")
@@ -135,7 +142,7 @@ def _write_load(result: dict[str, Any], out: Path) -> None:
 
 
 def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
-    from service.bench.overhead import measure_overhead  # imports onnxruntime
+    from bench.overhead import measure_overhead  # imports onnxruntime
 
     if args.pairs < 1:
         raise ValueError(f"--pairs must be >= 1, got {args.pairs}")
@@ -153,7 +160,7 @@ def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_profile(args: argparse.Namespace) -> dict[str, Any]:
-    from service.bench.profile import profile_request  # imports onnxruntime
+    from bench.profile import profile_request  # imports onnxruntime
 
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
@@ -164,7 +171,7 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_single(args: argparse.Namespace) -> dict[str, Any]:
-    from service.bench.single import measure_single_requests, to_dict  # imports torch
+    from bench.single import measure_single_requests, to_dict  # imports torch
 
     model_dirs = {}
     for entry in args.model_dir:
@@ -181,7 +188,7 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_explain(args: argparse.Namespace) -> dict[str, Any]:
-    from service.bench.explain_cost import measure_explain_cost, to_dict  # imports onnx
+    from bench.explain_cost import measure_explain_cost, to_dict  # imports onnx
 
     spec = load_workload(args.workload)
     levels = [int(level) for level in _levels(args.concurrent)]
@@ -198,7 +205,7 @@ def run_explain(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _write_explain(result: dict[str, Any], out: Path) -> None:
-    from service.bench.explain_cost import ExplainCost, explain_cost_table
+    from bench.explain_cost import ExplainCost, explain_cost_table
 
     write_json(result, out / "explain.json")
     table = explain_cost_table([ExplainCost(**r) for r in result["results"]])
@@ -232,13 +239,13 @@ def run_bench(args: argparse.Namespace) -> int:
             write_json(result, out / "overhead.json")
             print(json.dumps(result["overhead"], indent=2))
         elif args.bench_command == "profile":
-            from service.bench.profile import RequestProfile, profile_markdown
+            from bench.profile import RequestProfile, profile_markdown
 
             result = run_profile(args)
             write_json(result, out / "profile.json")
             print(profile_markdown(RequestProfile(**result["profile"])))
         elif args.bench_command == "single":
-            from service.bench.single import SingleRequestResult, single_table
+            from bench.single import SingleRequestResult, single_table
 
             result = run_single(args)
             write_json(result, out / "single.json")
@@ -248,7 +255,7 @@ def run_bench(args: argparse.Namespace) -> int:
         elif args.bench_command == "explain":
             _write_explain(run_explain(args), out)
         else:
-            from service.bench.suite import PLANS, run_suite  # imports the exporter
+            from bench.suite import PLANS, run_suite  # imports the exporter
 
             _write_suite(run_suite(PLANS[args.plan], out), out)
     except ValueError as exc:
