@@ -30,6 +30,9 @@ class EngineConfig:
     """Largest width * height of an image input, checked before decoding (decompression bombs)."""
     max_image_bytes: int = 20 << 20
     """Largest encoded image input, in bytes."""
+    prep_workers: int = 2
+    """Threads that prepare requests (tokenize texts, decode images) off the event loop; at
+    most this many inputs are being decoded at once, which bounds their peak memory."""
     admission: str = "continuous"
     """"continuous": waiting requests join the running batch at any step; "static": only when
     the batch is empty (request-level batching, kept as a benchmark baseline)."""
@@ -50,6 +53,7 @@ class EngineConfig:
             "kv_budget_bytes": self.kv_budget_bytes,
             "max_image_pixels": self.max_image_pixels,
             "max_image_bytes": self.max_image_bytes,
+            "prep_workers": self.prep_workers,
         }
         for name, value in positive.items():
             if value <= 0:
