@@ -172,13 +172,29 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
         info = self._model(request.model_name, request.model_version)
-        infer_input = tensors.read_input(request, info.name, _input_name(info))
+        config = self.engine.config
         tensors.check_requested_outputs(request, info.name)
         params, timeout_s = tensors.generation_options(request.parameters, info.name)
         deadline = tensors.earliest_deadline(context.time_remaining(), timeout_s)
-        generations = tensors.generation_requests(
-            infer_input, info.name, info.version, info.task, params, deadline
-        )
+
+        def expand() -> tuple[tensors.InferInput, list[GenerationRequest]]:
+            """The elements as engine requests: a loop over up to max_batch_elements inputs of
+            up to max_input_bytes each, run off the event loop."""
+            infer_input = tensors.read_input(
+                request, info.name, _input_name(info), config.max_batch_elements
+            )
+            generations = tensors.generation_requests(
+                infer_input,
+                info.name,
+                info.version,
+                info.task,
+                params,
+                deadline,
+                config.max_input_bytes,
+            )
+            return infer_input, generations
+
+        infer_input, generations = await asyncio.to_thread(expand)
         results = await self._generate_all(generations, infer_input.name)
         output, raw = tensors.text_output([r.text for r in results], infer_input.shape)
         return pb.ModelInferResponse(

@@ -32,6 +32,7 @@ from service.engine.model_table import ModelTable
 from service.engine.sequence import SequenceGroup, StepEvent
 from service.engine.served_model import ModelInfo, ServedModel
 from service.engine.types import GenerationRequest, GenerationResult, TokenDelta
+from service.engine.validation import check_input_size
 from service.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -311,6 +312,7 @@ class Engine:
             raise InvalidArgument("summarization takes text, not an image")
         if request.deadline is not None and time.monotonic() >= request.deadline:
             raise DeadlineExceeded("the request's deadline passed before it started")
+        check_input_size(request.text, request.image, self.config)
         if self._preparing >= self.config.max_queue:
             raise ResourceExhausted(
                 f"{self._preparing} requests are being prepared, as many as the queue holds; "

@@ -61,6 +61,7 @@ class RequestOutput:
                 finish_reason=event.finish_reason,
                 token_ids=[int(t) for t in np.asarray(self._group.generated)],
                 attribution=self._whole_attribution(),
+                truncated=self._group.truncated,
             )
         )
         return out

@@ -46,6 +46,7 @@ class SequenceGroup:
     admitted_at: float | None = None  # when it joined the decode batch; None while waiting
     first_token_at: float | None = None
     explain_source: SourceLayout | None = None  # explain: how to read the source positions
+    truncated: bool = False  # its text was cut to input_tokens (GenerationParams.truncate)
 
     @property
     def rows(self) -> int:

@@ -20,10 +20,12 @@ class EncodedText:
     ids: np.ndarray  # int64 [S]
     offsets: list[tuple[int, int]]  # character span of each token in the text
     word_ids: list[int | None]  # the word each token belongs to; None for special tokens
+    truncated: bool = False  # the text was longer than allowed and was cut
 
 
 class TextTokenizer:
-    """Encodes request text (never silently truncated) and decodes generated tokens."""
+    """Encodes request text (truncated only when the request asks) and decodes generated
+    tokens."""
 
     def __init__(self, path: Path, max_input_tokens: int) -> None:
         self._tokenizer = Tokenizer.from_file(str(path))
@@ -35,21 +37,41 @@ class TextTokenizer:
         """Token ids (int64, special tokens added as the model was trained)."""
         return self.encode_with_offsets(text).ids
 
-    def encode_with_offsets(self, text: str) -> EncodedText:
+    def encode_with_offsets(self, text: str, truncate: int = 0) -> EncodedText:
+        """The text's tokens; a text longer than the model accepts is refused, or with
+        `truncate` > 0 cut to its first min(truncate, max_input_tokens) tokens, keeping the
+        closing special tokens (e.g. </s>) as transformers' truncation does."""
         if not text or not text.strip():
             raise InvalidArgument("text is empty")
+        if not any(char.isprintable() and not char.isspace() for char in text):
+            raise InvalidArgument("text has no printable character")
         encoding = self._tokenizer.encode(text)
-        ids = encoding.ids
-        if len(ids) > self.max_input_tokens:
-            raise InvalidArgument(
-                f"text is {len(ids)} tokens long; this model accepts at most "
-                f"{self.max_input_tokens} input tokens"
-            )
+        ids, offsets = encoding.ids, list(encoding.offsets)
         word_ids = [
             None if special else word
             for word, special in zip(encoding.word_ids, encoding.special_tokens_mask, strict=True)
         ]
-        return EncodedText(np.asarray(ids, dtype=np.int64), list(encoding.offsets), word_ids)
+        limit = min(truncate, self.max_input_tokens) if truncate else self.max_input_tokens
+        if len(ids) <= self.max_input_tokens and (not truncate or len(ids) <= limit):
+            return EncodedText(np.asarray(ids, dtype=np.int64), offsets, word_ids)
+        if not truncate:
+            raise InvalidArgument(
+                f"text is {len(ids)} tokens long; this model accepts at most "
+                f"{self.max_input_tokens} input tokens (set truncate to cut it instead)"
+            )
+        closing = _closing_specials(encoding.special_tokens_mask)
+        if limit <= closing:
+            raise InvalidArgument(
+                f"truncate ({truncate}) must leave room for text beside this model's "
+                f"{closing} closing special tokens"
+            )
+        keep = [*range(limit - closing), *range(len(ids) - closing, len(ids))]
+        return EncodedText(
+            np.asarray([ids[i] for i in keep], dtype=np.int64),
+            [offsets[i] for i in keep],
+            [word_ids[i] for i in keep],
+            truncated=True,
+        )
 
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
@@ -97,3 +119,13 @@ class IncrementalDetokenizer:
         tail = text[len(emitted) :] if text.startswith(emitted) else ""
         self._emitted.append(tail)
         return tail, text
+
+
+def _closing_specials(special_mask: list[int]) -> int:
+    """How many special tokens close the encoding (kept when it is truncated)."""
+    count = 0
+    for special in reversed(special_mask):
+        if not special:
+            break
+        count += 1
+    return count
