@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from service._pb import grpc_service_pb2 as kserve_pb
+from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
 from service.api import kserve
 from service.api.health import HealthState
 from service.api.interceptors.auth import token_interceptor
+from service.api.interceptors.decode_guard import DecodeGuardInterceptor
 from service.api.interceptors.metrics import MetricsInterceptor
 from service.api.interceptors.request_log import request_log_interceptor
 from service.api.servicer import SERVICE_NAME, AttentionServicer
@@ -49,10 +52,12 @@ class AttnserveServer:
         self.attention = AttentionServicer()
         self.health = HealthState([SERVICE_NAME, kserve.SERVICE_NAME])
         # Outermost first: every RPC is counted, refused ones included; only admitted ones logged.
+        # Undecodable messages are refused innermost, so every outer one sees a parsed request.
         interceptors = (
-            MetricsInterceptor(metrics),
+            MetricsInterceptor(metrics, _served_method_names()),
             token_interceptor(settings.security),
             request_log_interceptor(settings.log_requests),
+            DecodeGuardInterceptor(),
         )
         self.grpc_server = grpc.aio.server(
             interceptors=[i for i in interceptors if i is not None],
@@ -104,6 +109,16 @@ class AttnserveServer:
                 log.warning("requests still running after %.0f s; stopping them", drain_seconds)
                 await self.engine.stop(drain=False)
         await self.grpc_server.stop(STOP_GRACE_SECONDS)
+
+
+def _served_method_names() -> frozenset[str]:
+    """Every method of the services this server registers (their metric labels)."""
+    services = (
+        pb.DESCRIPTOR.services_by_name["AttentionService"],
+        kserve_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+        reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+    )
+    return frozenset(method.name for service in services for method in service.methods)
 
 
 async def create_server(

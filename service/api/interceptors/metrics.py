@@ -5,7 +5,9 @@ code comes from the servicer context after a normal return or an abort, from the
 when the client went away or its deadline passed, and is UNKNOWN for an unhandled exception (what
 grpc then answers). The model labels come from the servicer, which calls `label_rpc_model` once
 it knows which model answers; until then (or for RPCs not about one model) they stay empty.
-Health checks are not counted: kubelet probes would drown the traffic.
+Health checks are not counted: kubelet probes would drown the traffic. The method label takes
+its value from a fixed set (the methods the server serves, else "other"), so that no caller,
+authenticated or not, can add series by calling made-up method names.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from service.api.interceptors.handlers import split_method, wrap_handler
 from service.metrics import ServerMetrics
 
 UNMEASURED_SERVICES = frozenset({health.SERVICE_NAME})
+OTHER_METHOD = "other"  # the method label of every call to a method the server does not serve
 
 
 @dataclass
@@ -121,8 +124,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     every service but health (unary, server-streaming, and bidirectional like KServe's
     ModelStreamInfer)."""
 
-    def __init__(self, metrics: ServerMetrics) -> None:
+    def __init__(self, metrics: ServerMetrics, served_methods: frozenset[str]) -> None:
+        """`served_methods`: the method names (e.g. "Summarize") that get their own label."""
         self._metrics = metrics
+        self._served_methods = served_methods
 
     async def intercept_service(
         self,
@@ -135,6 +140,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         service, method = split_method(handler_call_details.method)
         if service in UNMEASURED_SERVICES:
             return handler
+        if method not in self._served_methods:
+            method = OTHER_METHOD
         measure_stream = partial(_measure_stream, self._metrics, method)
         return wrap_handler(
             handler,
