@@ -22,14 +22,17 @@ from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
 from service.api import kserve
 from service.api.health import HealthState
-from service.api.interceptors.auth import token_interceptor
+from service.api.interceptors.auth import load_tokens, token_interceptor
 from service.api.interceptors.decode_guard import DecodeGuardInterceptor
 from service.api.interceptors.metrics import MetricsInterceptor
 from service.api.interceptors.request_log import request_log_interceptor
+from service.api.loop_lag import watch_event_loop
+from service.api.metrics_http import start_metrics_server
 from service.api.servicer import SERVICE_NAME, AttentionServicer
 from service.api.tls import bind_port
 from service.config import ServerSettings, SettingsError, settings_from_args
-from service.metrics import ServerMetrics, start_metrics_server
+from service.metrics import ServerMetrics
+from service.runtime.memory import tune_allocator
 
 if TYPE_CHECKING:
     import argparse
@@ -49,6 +52,7 @@ class AttnserveServer:
         self.metrics = metrics
         self.engine: Engine | None = None
         self._repository_watch: asyncio.Task | None = None  # --poll-seconds
+        self._loop_watch: asyncio.Task | None = None  # attnserve_event_loop_lag_seconds
         self.attention = AttentionServicer()
         self.health = HealthState([SERVICE_NAME, kserve.SERVICE_NAME])
         # Outermost first: every RPC is counted, refused ones included; only admitted ones logged.
@@ -82,6 +86,7 @@ class AttnserveServer:
         """Listen; every service reports NOT_SERVING until `serve` is called."""
         await self.health.set_loading()
         await self.grpc_server.start()
+        self._loop_watch = asyncio.ensure_future(watch_event_loop(self.metrics))
 
     async def serve(self, engine: Engine) -> None:
         """Start the engine and answer requests with it; health turns SERVING. With
@@ -109,6 +114,9 @@ class AttnserveServer:
                 log.warning("requests still running after %.0f s; stopping them", drain_seconds)
                 await self.engine.stop(drain=False)
         await self.grpc_server.stop(STOP_GRACE_SECONDS)
+        if self._loop_watch is not None:
+            self._loop_watch.cancel()
+            await asyncio.gather(self._loop_watch, return_exceptions=True)
 
 
 def _served_method_names() -> frozenset[str]:
@@ -156,14 +164,19 @@ def _log_models(engine: Engine) -> None:
 async def _serve(settings: ServerSettings) -> int:
     """Serve /metrics for as long as the gRPC server runs."""
     metrics = ServerMetrics()
+    security = settings.security
+    host = settings.metrics_host or settings.host
+    tls = (security.tls_cert, security.tls_key) if settings.metrics_tls else None
     try:
+        tokens = load_tokens(security.auth_tokens_file) if settings.metrics_auth else None
         metrics_server, metrics_port = start_metrics_server(
-            metrics, settings.host, settings.metrics_port
+            metrics, host, settings.metrics_port, tls, tokens
         )
-    except OSError as exc:  # e.g. the port is taken
-        log.error("cannot serve metrics on %s:%d: %s", settings.host, settings.metrics_port, exc)
+    except (OSError, SettingsError) as exc:  # e.g. the port is taken
+        log.error("cannot serve metrics on %s:%d: %s", host, settings.metrics_port, exc)
         return 1
-    log.info("metrics on http://%s:%d/metrics", settings.host, metrics_port)
+    scheme = "https" if tls else "http"
+    log.info("metrics on %s://%s:%d/metrics", scheme, host, metrics_port)
     try:
         return await _serve_grpc(settings, metrics)
     finally:
@@ -209,6 +222,7 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    tune_allocator()
     try:
         settings = settings_from_args(args)
     except SettingsError as exc:

@@ -6,11 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from service.errors import InvalidArgument
 
 REPLACEMENT_CHAR = "\ufffd"  # what a partial UTF-8 character decodes to
+# A text far longer than the model accepts is tokenized only as far as needed: its first
+# (limit + 1) * PREFIX_CHARS_PER_TOKEN characters, cut at a whitespace, hold more tokens than the
+# limit for any text of ordinary words, and their tokens are the first tokens of the whole text.
+PREFIX_CHARS_PER_TOKEN = 32
 
 
 @dataclass
@@ -45,18 +49,19 @@ class TextTokenizer:
             raise InvalidArgument("text is empty")
         if not any(char.isprintable() and not char.isspace() for char in text):
             raise InvalidArgument("text has no printable character")
-        encoding = self._tokenizer.encode(text)
+        limit = min(truncate, self.max_input_tokens) if truncate else self.max_input_tokens
+        encoding, whole = self._encode_enough(text, limit)
         ids, offsets = encoding.ids, list(encoding.offsets)
         word_ids = [
             None if special else word
             for word, special in zip(encoding.word_ids, encoding.special_tokens_mask, strict=True)
         ]
-        limit = min(truncate, self.max_input_tokens) if truncate else self.max_input_tokens
         if len(ids) <= self.max_input_tokens and (not truncate or len(ids) <= limit):
             return EncodedText(np.asarray(ids, dtype=np.int64), offsets, word_ids)
         if not truncate:
             raise InvalidArgument(
-                f"text is {len(ids)} tokens long; this model accepts at most "
+                f"text is {'' if whole else 'at least '}{len(ids)} tokens long; this model accepts "
+                f"at most "
                 f"{self.max_input_tokens} input tokens (set truncate to cut it instead)"
             )
         closing = _closing_specials(encoding.special_tokens_mask)
@@ -72,6 +77,20 @@ class TextTokenizer:
             [word_ids[i] for i in keep],
             truncated=True,
         )
+
+    def _encode_enough(self, text: str, limit: int) -> tuple[Encoding, bool]:
+        """The encoding of the text (and True), or of a whitespace-cut prefix of it when that
+        already holds more than `limit` tokens (all a refusal or a truncation needs).
+        `encode_batch` releases the GIL while it works, so a long text never stalls the
+        server's other threads."""
+        budget = (limit + 1) * PREFIX_CHARS_PER_TOKEN
+        if len(text) > budget:
+            cut = max(text.rfind(" ", 0, budget), text.rfind("\n", 0, budget))
+            if cut > 0:
+                prefix = self._tokenizer.encode_batch([text[:cut]])[0]
+                if len(prefix.ids) > limit + _closing_specials(prefix.special_tokens_mask):
+                    return prefix, False
+        return self._tokenizer.encode_batch([text])[0], True
 
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)

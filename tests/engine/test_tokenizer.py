@@ -94,3 +94,14 @@ def test_truncation_keeps_the_first_tokens_and_the_closing_special_tokens(tokeni
 def test_a_text_within_the_limits_is_not_marked_truncated(tokenizer):
     encoded = tokenizer.encode_with_offsets("the lazy dog", truncate=30)
     assert not encoded.truncated
+
+
+def test_a_text_far_over_the_limit_is_judged_on_a_prefix_with_the_same_first_tokens(tokenizer):
+    text = " ".join(["the quick brown fox"] * 5_000)  # ~100 KB, thousands of tokens
+    whole = tokenizer._tokenizer.encode(text)
+    closing = 1 if whole.special_tokens_mask[-1] else 0
+    with pytest.raises(InvalidArgument, match="at least .* tokens long; .* at most 40"):
+        tokenizer.encode(text)
+    encoded = tokenizer.encode_with_offsets(text, truncate=40)
+    assert encoded.ids.tolist()[: 40 - closing] == whole.ids[: 40 - closing]
+    assert encoded.ids.tolist()[40 - closing :] == whole.ids[len(whole.ids) - closing :]
