@@ -26,10 +26,10 @@ from service.api.interceptors.auth import load_tokens, token_interceptor
 from service.api.interceptors.decode_guard import DecodeGuardInterceptor
 from service.api.interceptors.metrics import MetricsInterceptor
 from service.api.interceptors.request_log import request_log_interceptor
-from service.api.loop_lag import watch_event_loop
 from service.api.metrics_http import start_metrics_server
 from service.api.servicer import SERVICE_NAME, AttentionServicer
 from service.api.tls import bind_port
+from service.api.upkeep import release_memory_periodically, watch_event_loop
 from service.config import ServerSettings, SettingsError, settings_from_args
 from service.metrics import ServerMetrics
 from service.runtime.memory import tune_allocator
@@ -52,7 +52,7 @@ class AttnserveServer:
         self.metrics = metrics
         self.engine: Engine | None = None
         self._repository_watch: asyncio.Task | None = None  # --poll-seconds
-        self._loop_watch: asyncio.Task | None = None  # attnserve_event_loop_lag_seconds
+        self._upkeep: list[asyncio.Task] = []  # event-loop lag, memory trimming
         self.attention = AttentionServicer()
         self.health = HealthState([SERVICE_NAME, kserve.SERVICE_NAME])
         # Outermost first: every RPC is counted, refused ones included; only admitted ones logged.
@@ -86,7 +86,10 @@ class AttnserveServer:
         """Listen; every service reports NOT_SERVING until `serve` is called."""
         await self.health.set_loading()
         await self.grpc_server.start()
-        self._loop_watch = asyncio.ensure_future(watch_event_loop(self.metrics))
+        self._upkeep = [
+            asyncio.ensure_future(watch_event_loop(self.metrics)),
+            asyncio.ensure_future(release_memory_periodically()),
+        ]
 
     async def serve(self, engine: Engine) -> None:
         """Start the engine and answer requests with it; health turns SERVING. With
@@ -114,9 +117,9 @@ class AttnserveServer:
                 log.warning("requests still running after %.0f s; stopping them", drain_seconds)
                 await self.engine.stop(drain=False)
         await self.grpc_server.stop(STOP_GRACE_SECONDS)
-        if self._loop_watch is not None:
-            self._loop_watch.cancel()
-            await asyncio.gather(self._loop_watch, return_exceptions=True)
+        for task in self._upkeep:
+            task.cancel()
+        await asyncio.gather(*self._upkeep, return_exceptions=True)
 
 
 def _served_method_names() -> frozenset[str]:

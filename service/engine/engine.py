@@ -41,7 +41,6 @@ from service.errors import (
     Unavailable,
 )
 from service.metrics import ServerMetrics
-from service.runtime.memory import release_free_memory
 from service.runtime.tasks import Task
 
 __all__ = ["Engine", "EngineConfig", "ModelInfo"]
@@ -199,8 +198,6 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                if not self._has_work() and not self._stopping:
-                    release_free_memory()  # idle: what the last requests freed goes back
                 while not self._has_work() and not self._stopping:
                     self._cond.wait()
                 if self._abort:

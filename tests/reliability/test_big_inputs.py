@@ -7,6 +7,8 @@ fast while they are processed, oversized ones are refused, and the server's memo
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +19,6 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from service.client import AttnserveClient
@@ -121,32 +122,56 @@ EXPECTED = [
 ]
 
 
+PROBE = """
+import sys, time, grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+with grpc.insecure_channel(sys.argv[1]) as channel:
+    stub = health_pb2_grpc.HealthStub(channel)
+    stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+    print("ready", flush=True)
+    while sys.stdin.readline():
+        started = time.perf_counter()
+        stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        print(time.perf_counter() - started, flush=True)
+"""
+
+
 def test_health_answers_fast_while_the_largest_inputs_are_processed(served: ServeProcess):
+    """Health is checked from its own process (as the kubelet does), so the clients' own work
+    in this process does not count against the server."""
     requests = big_requests(served.target)
     latencies: list[float] = []
     done = threading.Event()
+    prober = subprocess.Popen(
+        [sys.executable, "-c", PROBE, served.target],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert prober.stdin is not None and prober.stdout is not None
+    assert prober.stdout.readline().strip() == "ready"
 
     def probe() -> None:
-        with grpc.insecure_channel(served.target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            stub.Check(health_pb2.HealthCheckRequest(), timeout=10)  # connected
-            while not done.is_set():
-                started = time.perf_counter()
-                stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
-                latencies.append(time.perf_counter() - started)
-                time.sleep(0.02)
+        while not done.is_set():
+            prober.stdin.write("check\n")
+            prober.stdin.flush()
+            latencies.append(float(prober.stdout.readline()))
+            time.sleep(0.02)
 
-    prober = threading.Thread(target=probe)
-    prober.start()
+    probing = threading.Thread(target=probe)
+    probing.start()
     try:
         with ThreadPoolExecutor(len(requests)) as pool:
             codes = list(pool.map(lambda call: call(), requests))
     finally:
         done.set()
-        prober.join()
+        probing.join()
+        prober.stdin.close()
+        prober.wait(timeout=30)
     assert codes == EXPECTED
     p99 = float(np.percentile(latencies, 99))
-    print(f"health p99 {p99 * 1000:.1f} ms over {len(latencies)} checks")
+    worst = max(latencies) * 1000
+    print(f"health p99 {p99 * 1000:.1f} ms, max {worst:.1f} ms, {len(latencies)} checks")
     assert len(latencies) >= 20 and p99 <= HEALTH_P99_S
 
 
@@ -159,7 +184,7 @@ def test_memory_returns_after_each_big_request(served: ServeProcess):
     for index, call in enumerate(requests):
         before = resident_mib(pid)
         call()
-        time.sleep(0.5)  # the engine goes idle and trims
+        time.sleep(1.5)  # the server trims its heaps every second
         after = resident_mib(pid)
         print(f"request {index}: RSS {before:.0f} -> {after:.0f} MiB")
         assert after <= before * (1 + RSS_RETURN_FRACTION), f"request {index}"

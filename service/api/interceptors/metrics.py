@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from contextvars import ContextVar
@@ -48,6 +49,19 @@ def label_rpc_model(model: str, version: str) -> None:
     labels = _current_rpc_model.get()
     if labels is not None:
         labels.model, labels.version = model, version
+
+
+def drop_frame_locals(error: BaseException) -> None:
+    """Clear the local variables of the finished frames in `error`'s tracebacks (its context and
+    cause included). grpc keeps an RPC's last error after the RPC ends (until another RPC
+    replaces it), and its frames would keep their requests alive: a refused 20 MiB text kept
+    40 MiB resident. The tracebacks stay printable."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
 
 
 def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
@@ -93,6 +107,8 @@ def _measure_unary(
             response = await behavior(request, context)
         except BaseException as error:
             rpc.finish(context, error)
+            del request  # grpc keeps the error: its traceback must not pin the request
+            drop_frame_locals(error)
             raise
         rpc.finish(context, None)
         return response
@@ -113,6 +129,8 @@ def _measure_stream(
                     yield message
         except BaseException as error:
             rpc.finish(context, error)
+            del request  # as for unary RPCs
+            drop_frame_locals(error)
             raise
         rpc.finish(context, None)
 
