@@ -1,8 +1,9 @@
 """Continuous batching policy for one model: who waits, who joins, who leaves.
 
-The scheduler decides and never touches tensors: `schedule()` returns a `StepPlan` (requests to
-admit, requests to drop and why), the runner executes it, and `release()` returns a finished
-request's rows and K/V reservation. Admission is FIFO: the head of the queue is never overtaken,
+The plan stage of a step (docs/architecture.md): the scheduler decides and never touches
+tensors. `schedule()` returns a `StepPlan` (requests to admit, requests to drop and why), the
+runner executes it, and the update stage calls `release()` to return a finished request's rows
+and K/V reservation. Admission is FIFO: the head of the queue is never overtaken,
 so a big request cannot starve behind a stream of small ones.
 """
 
