@@ -15,7 +15,8 @@
 # default Kubernetes overlay's demo image). Only its last layer differs from the image without
 # models, so one runtime build serves both checks. Each check with timings:
 #   A. baked: the image serves its own /models: the image's HEALTHCHECK command reports
-#      SERVING, the client lists the models and a Summarize call answers; SIGTERM exits 0.
+#      SERVING, the client lists the models, a Summarize call (and a Caption call on a picture
+#      drawn in the image's /tmp, when there is a captioning model) answers; SIGTERM exits 0.
 #   B. init copy: the exported models image's own command copies its /models into an empty
 #      directory as uid 10001 (what deploy/k8s/components/models-image does in a pod), and the
 #      runtime image serves that directory, mounted read-only over /models as the pod's volume
@@ -128,18 +129,22 @@ for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))')
 
-# The name of the first summarization model in a directory of model dirs.
-summarizer_in() {
+# The name of the first model of TASK in a directory of model dirs ("" if none).
+model_in() {
     python3 -c 'import json, sys, pathlib
-print(next(m["name"] for p in sorted(pathlib.Path(sys.argv[1]).glob("*/model.json"))
-           if (m := json.loads(p.read_text()))["task"] == "summarization"))' "$1"
+names = [m["name"] for p in sorted(pathlib.Path(sys.argv[1]).glob("*/model.json"))
+         if (m := json.loads(p.read_text()))["task"] == sys.argv[2]]
+print(names[0] if names else "")' "$1" "$2"
 }
 
-# serve IMAGE_ROOT MODEL: runs `attnserve serve` from the mounted image as uid 10001 with a
+# serve IMAGE_ROOT MODELS_DIR: runs `attnserve serve` from the mounted image as uid 10001 with a
 # private /tmp, waits for the image's HEALTHCHECK command to pass, lists the models, calls
-# Summarize on MODEL, reports resident memory, then SIGTERM must exit 0.
+# Summarize on the directory's summarization model (and Caption on a generated picture if it
+# has a captioning model), reports resident memory, then SIGTERM must exit 0.
 serve() {
-    local root="$1" model="$2"
+    local root="$1" summarizer captioner
+    summarizer="$(model_in "$2" summarization)"
+    captioner="$(model_in "$2" captioning)"
     bind -t proc proc "$root/proc"
     bind --bind /dev "$root/dev"
     bind -t tmpfs -o size=256m tmpfs "$root/tmp"
@@ -163,8 +168,16 @@ serve() {
     awk -v s="$start" -v e="$EPOCHREALTIME" 'BEGIN { printf "SERVING %.1f s after start\n", e - s }'
     step "client calls"
     in_image attnserve client --target "127.0.0.1:$GRPC_PORT" models
-    in_image attnserve client --target "127.0.0.1:$GRPC_PORT" summarize --model "$model" \
+    in_image attnserve client --target "127.0.0.1:$GRPC_PORT" summarize --model "$summarizer" \
         --text "$SUMMARY_TEXT" --max-new-tokens 24
+    if [[ -n "$captioner" ]]; then
+        in_image python -c 'from PIL import Image, ImageDraw
+image = Image.new("RGB", (64, 64), "white")
+ImageDraw.Draw(image).rectangle((8, 8, 30, 30), fill="red")
+image.save("/tmp/square.png")'
+        in_image attnserve client --target "127.0.0.1:$GRPC_PORT" caption --model "$captioner" \
+            --image /tmp/square.png --max-new-tokens 16
+    fi
     echo "server resident memory: $(( $(ps -o rss= -p "$SERVER_PID") / 1024 )) MiB"
     took
     step "SIGTERM drains and exits 0"
@@ -185,7 +198,7 @@ fi
 printf '\n######## A. demo models baked into the image\n'
 RUNTIME_ROOT="$(mount_image "$IMAGE")"
 ls "$RUNTIME_ROOT/models"
-serve "$RUNTIME_ROOT" "$(summarizer_in "$DEMO_DIR")"
+serve "$RUNTIME_ROOT" "$DEMO_DIR"
 
 printf '\n######## B. exported model copied from its models image by its own command\n'
 step "models image's CMD as uid 10001 into an empty directory (the init container)"
@@ -201,7 +214,7 @@ MOUNTS=()
 ls -l "$POD_MODELS"
 took
 bind --bind -o ro "$POD_MODELS" "$RUNTIME_ROOT/models"
-serve "$RUNTIME_ROOT" "$(summarizer_in "$EXPORTED_DIR")"
+serve "$RUNTIME_ROOT" "$EXPORTED_DIR"
 
 echo
 echo "smoke test passed"
