@@ -11,7 +11,7 @@
 #      Guaranteed QoS (deploy/tools/check_qos.py). CRD objects (ServiceMonitor, PrometheusRule,
 #      InferenceService) have no schema there: yamllint checks their files, promtool their rules.
 #   2. hadolint on each Dockerfile.
-#   3. checkov on the rendered manifests, the KServe example and the Dockerfiles
+#   3. checkov on the rendered manifests, the KServe examples and the Dockerfiles
 #      (skipped checks and reasons: deploy/checkov.yaml).
 #   4. yamllint on every YAML file under deploy/ (deploy/.yamllint.yaml).
 #   5. promtool: alert rules (check + unit tests), compose's prometheus.yml, and every query of
