@@ -54,9 +54,9 @@ class Scheduler:
         """Queue a request; ResourceExhausted at once when the queue is full."""
         if group.kv_reservation > self.kv_budget_bytes:
             raise ResourceExhausted(
-                f"the request needs {group.kv_reservation} bytes of K/V cache, more than the "
-                f"server's whole budget of {self.kv_budget_bytes} bytes; "
-                "ask for fewer new tokens or beams"
+                f"the request needs {group.kv_reservation} bytes of K/V cache, more than this "
+                f"model's whole budget of {self.kv_budget_bytes} bytes (--kv-budget-mb, per "
+                "model); ask for fewer new tokens or beams"
             )
         if len(self.waiting) >= self.max_queue:
             raise ResourceExhausted(
