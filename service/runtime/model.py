@@ -3,7 +3,8 @@
 On the CPU the K/V tensors are numpy arrays. On CUDA the sessions run through IOBinding: the
 cross and self K/V stay on the device as OrtValues between steps (the decoder's presents are
 bound as device outputs and fed back as the next past), and only token ids, masks and logits
-cross the bus.
+cross the bus. What each run costs (bytes across, K/V buffers created, runs) is counted in the
+model's `StepCounters` (service.runtime.step_counters).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import onnxruntime as ort
 from service.runtime.kv_tensors import NumpyOps, Tensor, TensorOps
 from service.runtime.manifest import ModelManifest
 from service.runtime.sessions import create_session
+from service.runtime.step_counters import StepCounters
 from service.runtime.tokenizer import TextTokenizer
 
 KV_DTYPES = {"fp32": np.float32, "int8": np.float32, "fp16": np.float16}
@@ -53,14 +55,15 @@ class LoadedModel:
         self._cross_names = [f"cross_{kind}_{i}" for i in layers for kind in ("key", "value")]
         self._past_names = [f"past_{kind}_{i}" for i in layers for kind in ("key", "value")]
         self._present_names = [f"present_{kind}_{i}" for i in layers for kind in ("key", "value")]
+        self.counters = StepCounters()
         if device == "cuda":
             from service.runtime.kv_tensors import OrtValueOps
 
             options = self.decoder.get_provider_options().get("CUDAExecutionProvider", {})
             device_id = int(options.get("device_id", 0))
-            self.ops: TensorOps = OrtValueOps(self.kv_dtype, "cuda", device_id)
+            self.ops: TensorOps = OrtValueOps(self.kv_dtype, "cuda", device_id, self.counters)
         else:
-            self.ops = NumpyOps(self.kv_dtype)
+            self.ops = NumpyOps(self.kv_dtype, self.counters)
 
     @classmethod
     def load(cls, model_dir: Path, device: str = "cpu", threads: int = 0) -> LoadedModel:
@@ -80,10 +83,12 @@ class LoadedModel:
 
     def run_encoder(self, feeds: dict[str, np.ndarray]) -> EncoderOutput:
         """feeds: input_ids + attention_mask (text) or pixel_values (images), batched."""
+        self._count_feeds(feeds)
         if self.device == "cuda":
             cross = self._run_bound(self.encoder, feeds, {}, self._cross_names, host_outputs=0)
         else:
-            cross = self.encoder.run(self._cross_names, feeds)
+            cross = self.counters.run(lambda: self.encoder.run(self._cross_names, feeds))
+        self.counters.kv_allocations += len(cross)
         if "attention_mask" in feeds:
             mask = feeds["attention_mask"].astype(np.int64)
         else:  # image encoders attend to every patch
@@ -111,14 +116,18 @@ class LoadedModel:
             assert self.manifest.cross_attention is not None
             host_names.append(self.manifest.cross_attention.output)
         names = [*host_names, *self._present_names]
+        self._count_feeds(inputs)
         if self.device == "cuda":
             outputs = self._run_bound(
                 self.decoder, inputs, device_feeds, names, host_outputs=len(host_names)
             )
             host = [value.numpy() for value in outputs[: len(host_names)]]
         else:
-            outputs = self.decoder.run(names, {**inputs, **device_feeds})
+            feeds = {**inputs, **device_feeds}
+            outputs = self.counters.run(lambda: self.decoder.run(names, feeds))
             host = outputs[: len(host_names)]
+        self.counters.device_to_host_bytes += sum(x.nbytes for x in host)
+        self.counters.kv_allocations += len(self._present_names)
         return DecoderOutput(
             logits=np.asarray(host[0][:, -1, :], dtype=np.float32),
             presents=list(outputs[len(host_names) :]),
@@ -141,8 +150,11 @@ class LoadedModel:
             binding.bind_ortvalue_input(name, value)
         for index, name in enumerate(outputs):
             binding.bind_output(name, "cpu" if index < host_outputs else "cuda")
-        session.run_with_iobinding(binding)
+        self.counters.run(lambda: session.run_with_iobinding(binding))
         return binding.get_outputs()
+
+    def _count_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        self.counters.host_to_device_bytes += sum(np.asarray(x).nbytes for x in feeds.values())
 
 
 def _shape(x: Tensor) -> tuple[int, ...]:
