@@ -108,6 +108,16 @@ def _timed_batch(served: ServedModel, requests: list[BenchRequest]) -> dict[str,
     }
 
 
+def _host_argmax_steps(model: LoadedModel, w1: BenchRequest) -> dict[str, Any]:
+    """W1's step costs with every row's logits on the host (--device-argmax off), beside the
+    default's in the same run."""
+    config = EngineConfig(model.device, max_batch_rows=1, max_num_beams=1, device_argmax="off")
+    served = ServedModel(model, config)
+    _step_times(served, w1)  # warm-up
+    seconds, counters = _step_times(served, w1)
+    return step_costs(counters, seconds)
+
+
 def _measure_engine(model_dir: Path, device: str) -> dict[str, Any]:
     model = LoadedModel.load(model_dir, device)
     w1 = make_requests(WORKLOADS["W1"], 1)[0]
@@ -129,6 +139,7 @@ def _measure_engine(model_dir: Path, device: str) -> dict[str, Any]:
         "w1_first_step_ms": float(np.median([r[0] for r in runs]) * 1000),
         "decode_step_batch1_ms": float(np.median(steps) * 1000),
         "w1_step_costs": step_costs(timed[-1][1], timed[-1][0]),
+        "w1_host_argmax_step_costs": _host_argmax_steps(model, w1),
         "decode_step_floor_ms": (weights + kv_bytes) / HBM_BYTES_PER_S * 1000,
         "decoder_weight_bytes_per_step": weights,
         "kv_bytes_per_step": int(kv_bytes),

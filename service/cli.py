@@ -37,6 +37,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--intra-op-threads", type=int, default=None)
     p.add_argument("--max-batch-rows", type=int, default=None)
     p.add_argument("--admission", choices=["continuous", "static"], default=None)
+    p.add_argument(
+        "--device-argmax",
+        choices=["auto", "on", "off"],
+        default=None,
+        help="greedy token choice next to the logits (auto: on for cuda)",
+    )
     p.add_argument("--max-queue", type=int, default=None)
     p.add_argument("--max-num-beams", type=int, default=None)
     p.add_argument("--max-new-tokens-cap", type=int, default=None)

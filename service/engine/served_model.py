@@ -53,7 +53,7 @@ class ServedModel:
             config.max_queue,
             static=config.admission == "static",
         )
-        self.runner = ModelRunner(model)
+        self.runner = ModelRunner(model, config.uses_device_argmax())
 
     def info(self, is_default: bool) -> ModelInfo:
         m = self.manifest

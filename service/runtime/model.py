@@ -19,6 +19,7 @@ from service.runtime.kv_tensors import NumpyOps, Tensor, TensorOps
 from service.runtime.manifest import ModelManifest
 from service.runtime.sessions import create_session
 from service.runtime.step_counters import StepCounters
+from service.runtime.token_choice import DeviceArgmax
 from service.runtime.tokenizer import TextTokenizer
 
 KV_DTYPES = {"fp32": np.float32, "int8": np.float32, "fp16": np.float16}
@@ -26,9 +27,10 @@ KV_DTYPES = {"fp32": np.float32, "int8": np.float32, "fp16": np.float16}
 
 @dataclass
 class DecoderOutput:
-    logits: np.ndarray  # float32 [B, V]: each row's last new token
+    logits: np.ndarray  # float32 [R, V]: the last new token's, of every row or of `host_rows`
     presents: list[Tensor]  # present_key_0, present_value_0, ...
     attention: np.ndarray | None  # float32 [B, S]: the last new token's cross-attention
+    tokens: np.ndarray | None = None  # int64 [B]: each row's argmax, when chosen on the device
 
 
 @dataclass
@@ -56,12 +58,14 @@ class LoadedModel:
         self._past_names = [f"past_{kind}_{i}" for i in layers for kind in ("key", "value")]
         self._present_names = [f"present_{kind}_{i}" for i in layers for kind in ("key", "value")]
         self.counters = StepCounters()
+        self._device_argmax: DeviceArgmax | None = None  # built on first use (needs onnx)
+        self.device_id = 0
         if device == "cuda":
             from service.runtime.kv_tensors import OrtValueOps
 
             options = self.decoder.get_provider_options().get("CUDAExecutionProvider", {})
-            device_id = int(options.get("device_id", 0))
-            self.ops: TensorOps = OrtValueOps(self.kv_dtype, "cuda", device_id, self.counters)
+            self.device_id = int(options.get("device_id", 0))
+            self.ops: TensorOps = OrtValueOps(self.kv_dtype, "cuda", self.device_id, self.counters)
         else:
             self.ops = NumpyOps(self.kv_dtype, self.counters)
 
@@ -107,32 +111,51 @@ class LoadedModel:
         past: list[Tensor],
         cross: list[Tensor],
         with_attention: bool = False,
+        host_rows: np.ndarray | None = None,
+        banned: np.ndarray | None = None,
     ) -> DecoderOutput:
-        """One decoder call; the cross-attention output is fetched only when asked for."""
+        """One decoder call; the cross-attention output is fetched only when asked for.
+
+        Without `host_rows` every row's logits come to the host. With it, they stay where the
+        decoder left them: every row's argmax is taken there (service.runtime.token_choice) and
+        only the logits of `host_rows` (ascending row indices) come back; the argmax skips the
+        `banned` (row, token) pairs (int64 [K, 2])."""
         device_feeds = dict(zip(self._past_names, past, strict=True))
         device_feeds.update(zip(self._cross_names, cross, strict=True))
-        host_names = ["logits"]
+        fetched = ["logits"] if host_rows is None else []
         if with_attention:
             assert self.manifest.cross_attention is not None
-            host_names.append(self.manifest.cross_attention.output)
-        names = [*host_names, *self._present_names]
+            fetched.append(self.manifest.cross_attention.output)
+        kept = self._present_names if host_rows is None else ["logits", *self._present_names]
+        names = [*fetched, *kept]
         self._count_feeds(inputs)
         if self.device == "cuda":
             outputs = self._run_bound(
-                self.decoder, inputs, device_feeds, names, host_outputs=len(host_names)
+                self.decoder, inputs, device_feeds, names, host_outputs=len(fetched)
             )
-            host = [value.numpy() for value in outputs[: len(host_names)]]
+            host = [value.numpy() for value in outputs[: len(fetched)]]
         else:
             feeds = {**inputs, **device_feeds}
             outputs = self.counters.run(lambda: self.decoder.run(names, feeds))
-            host = outputs[: len(host_names)]
+            host = outputs[: len(fetched)]
         self.counters.device_to_host_bytes += sum(x.nbytes for x in host)
         self.counters.kv_allocations += len(self._present_names)
-        return DecoderOutput(
-            logits=np.asarray(host[0][:, -1, :], dtype=np.float32),
-            presents=list(outputs[len(host_names) :]),
-            attention=np.asarray(host[1][:, -1, :], np.float32) if with_attention else None,
-        )
+        on_device = list(outputs[len(fetched) :])
+        attention = np.asarray(host[-1][:, -1, :], np.float32) if with_attention else None
+        if host_rows is None:
+            logits = np.asarray(host[0][:, -1, :], dtype=np.float32)
+            return DecoderOutput(logits, on_device, attention)
+        bans = np.zeros((0, 2), np.int64) if banned is None else banned
+        tokens, logits = self._argmax().run(on_device[0], host_rows, bans)
+        return DecoderOutput(logits, on_device[1:], attention, tokens)
+
+    def _argmax(self) -> DeviceArgmax:
+        if self._device_argmax is None:
+            (logits,) = (o for o in self.decoder.get_outputs() if o.name == "logits")
+            self._device_argmax = DeviceArgmax(
+                logits.type, self.device, self.device_id, self.counters
+            )
+        return self._device_argmax
 
     def _run_bound(
         self,
