@@ -4,8 +4,9 @@
 
 The host path is what the runner does without --device-argmax: the last position's logits
 as float32 (on CUDA: copied from the device), `process_logits`, argmax. The graph path is
-service.runtime.token_choice with no host rows. Whether `auto` turns the graph on for a device
-is decided from this table (docs/benchmarks.md, "Token choice on the device").
+service.runtime.token_choice with no host rows. Both keep EOS out, as the benchmark
+workloads do (their lengths are forced with a minimum length). Whether `auto` turns the graph
+on for a device is decided from this table (docs/benchmarks.md, "Token choice on the device").
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from service.runtime.step_counters import StepCounters
 from service.runtime.token_choice import DeviceArgmax
 
 REPEATS = 200
-GREEDY = ResolvedParams(  # plain greedy: every logits processor off
+GREEDY = ResolvedParams(  # greedy with a minimum length, every other logits processor off
     prompt_len=1,
     max_length=64,
-    min_length=0,
+    min_length=64,
     num_beams=1,
     do_sample=False,
     temperature=1.0,
@@ -58,6 +59,7 @@ def measure(device: str, vocab: int, rows: int) -> dict[str, float]:
     params = RowParams.for_request(GREEDY, rows)
     sequences, lengths = np.zeros((rows, 64), np.int64), np.full(rows, 8)
     eos, no_rows = np.array([2]), np.zeros(0, np.int64)
+    bans = params.min_length_bans(lengths, eos)
     graph = DeviceArgmax("tensor(float)", device, 0, StepCounters())
 
     def host() -> np.ndarray:
@@ -65,7 +67,7 @@ def measure(device: str, vocab: int, rows: int) -> dict[str, float]:
         return np.argmax(process_logits(last, sequences, lengths, params, eos), axis=1)
 
     def on_graph() -> np.ndarray:
-        return graph.run(on_device, no_rows)[0]
+        return graph.run(on_device, no_rows, bans)[0]
 
     assert np.array_equal(host(), on_graph())
     return {"rows": rows, "host_ms": _median_ms(host), "graph_ms": _median_ms(on_graph)}
