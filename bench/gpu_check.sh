@@ -43,9 +43,9 @@ sys.exit(0 if "CUDAExecutionProvider" in ort.get_available_providers() else
 ' 2>&1 | tee "$out/versions.log"
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "GPU check stopped: see $out/versions.log"; exit 1; }
 
-stage pytest 120 "$py" -m pytest -q -m gpu -p no:cacheprovider tests/engine/test_cuda.py
+stage pytest 110 "$py" -m pytest -q -m gpu -p no:cacheprovider tests/engine/test_cuda.py
 stage token_choice 20 "$py" -m bench.token_choice --device cuda
-stage prepare 140 "$py" -m bench.gpu prepare --out "$work"
+stage prepare 160 "$py" -m bench.gpu prepare --out "$work"
 stage measure 170 "$py" -m bench.gpu measure --out "$work" --json "$out/gpu.json"
 
 echo "GPU check done (exit $status): logs and gpu.json in $out"
