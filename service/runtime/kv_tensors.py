@@ -63,7 +63,7 @@ class NumpyOps:
 
     def __init__(self, dtype: type = np.float32, counters: StepCounters | None = None) -> None:
         self.dtype = np.dtype(dtype)
-        self.counters = counters or StepCounters()
+        self.counters = StepCounters() if counters is None else counters
 
     def _created(self, x: np.ndarray) -> np.ndarray:
         self.counters.kv_allocations += 1
@@ -198,7 +198,7 @@ class OrtValueOps:
         from onnx import TensorProto
 
         self.dtype = np.dtype(dtype)
-        self.counters = counters or StepCounters()
+        self.counters = StepCounters() if counters is None else counters
         self.device = device
         self.device_id = device_id
         elem = TensorProto.FLOAT16 if self.dtype == np.float16 else TensorProto.FLOAT
