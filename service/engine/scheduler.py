@@ -58,11 +58,15 @@ class Scheduler:
                 f"model's whole budget of {self.kv_budget_bytes} bytes (--kv-budget-mb, per "
                 "model); ask for fewer new tokens or beams"
             )
+        self.check_room()
+        self.waiting.append(group)
+
+    def check_room(self) -> None:
+        """ResourceExhausted when the queue is full (checked again when the request is added)."""
         if len(self.waiting) >= self.max_queue:
             raise ResourceExhausted(
                 f"the request queue is full ({self.max_queue} waiting); retry later"
             )
-        self.waiting.append(group)
 
     def schedule(self, now: float) -> StepPlan:
         drop: list[tuple[SequenceGroup, ServeError]] = []
