@@ -171,7 +171,7 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
                 response = kserve_stream.final_flag(await self._infer(request, context), True)
                 yield pb.ModelStreamInferResponse(infer_response=response)
                 return
-            info, infer_input, generations = self._prepare(request, context)
+            info, infer_input, generations = self.prepare(request, context)
             responses = kserve_stream.token_responses(
                 self.engine, request, info, generations, infer_input.shape, options
             )
@@ -184,10 +184,11 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
                 infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id),
             )
 
-    def _prepare(
+    def prepare(
         self, request: pb.ModelInferRequest, context: Context
     ) -> tuple[ModelInfo, tensors.InferInput, list[GenerationRequest]]:
-        """The model, the input and one engine request per element, all checked."""
+        """The model, the input and one engine request per element, all checked (ServeError
+        otherwise); the REST transport's token streams start here too."""
         info = self._model(request.model_name, request.model_version)
         infer_input = tensors.read_input(request, info.name, _input_name(info))
         tensors.check_requested_outputs(request, info.name)
@@ -201,7 +202,7 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
     async def _infer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        info, infer_input, generations = self._prepare(request, context)
+        info, infer_input, generations = self.prepare(request, context)
         results = await self._generate_all(generations, infer_input.name)
         output, raw = tensors.text_output([r.text for r in results], infer_input.shape)
         return pb.ModelInferResponse(

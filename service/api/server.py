@@ -23,6 +23,8 @@ from service.api.health import HealthState
 from service.api.interceptors.auth import token_interceptor
 from service.api.interceptors.metrics import MetricsInterceptor
 from service.api.interceptors.request_log import request_log_interceptor
+from service.api.rest.app import build_app
+from service.api.rest.server import RestServer
 from service.api.servicer import SERVICE_NAME, AttentionServicer
 from service.api.tls import bind_port
 from service.config import ServerSettings, SettingsError, settings_from_args
@@ -72,11 +74,17 @@ class AttnserveServer:
             self.grpc_server,
         )
         self.port = bind_port(self.grpc_server, address, settings.security)
+        self.rest: RestServer | None = None  # --http-port: the same servicers over HTTP
+        if settings.http_port is not None:
+            app = build_app(settings, self.attention, self.kserve)
+            self.rest = RestServer(app, settings, settings.http_port)
 
     async def start(self) -> None:
         """Listen; every service reports NOT_SERVING until `serve` is called."""
         await self.health.set_loading()
         await self.grpc_server.start()
+        if self.rest is not None:
+            await self.rest.start()
 
     async def serve(self, engine: Engine) -> None:
         """Start the engine and answer requests with it; health turns SERVING. With
@@ -104,6 +112,8 @@ class AttnserveServer:
                 log.warning("requests still running after %.0f s; stopping them", drain_seconds)
                 await self.engine.stop(drain=False)
         await self.grpc_server.stop(STOP_GRACE_SECONDS)
+        if self.rest is not None:
+            await self.rest.stop()
 
 
 async def create_server(
@@ -167,6 +177,9 @@ async def _serve_grpc(settings: ServerSettings, metrics: ServerMetrics) -> int:
     except SettingsError as exc:  # a TLS or tokens file that cannot be used
         log.error("bad setting: %s", exc)
         return 2
+    except OSError as exc:  # the HTTP port is taken
+        log.error("cannot listen on %s port %s: %s", settings.host, settings.http_port, exc)
+        return 1
     log.info("listening on %s:%d; loading models from %s", settings.host, port, settings.models)
     loading = asyncio.ensure_future(asyncio.to_thread(_load_engine, settings, metrics))
     stopping = asyncio.ensure_future(stop_requested.wait())

@@ -1,0 +1,32 @@
+"""The Starlette application of the HTTP port: the v2 and attnserve routes behind the token
+check, both answered by the gRPC server's own servicers (and so by its engine)."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from service.api.interceptors.auth import token_interceptor
+from service.api.kserve import KServeServicer
+from service.api.rest.attnserve_routes import attnserve_routes
+from service.api.rest.auth import HEALTH_PATHS, BearerTokenMiddleware
+from service.api.rest.v2_routes import v2_routes
+from service.api.servicer import AttentionServicer
+from service.config import ServerSettings
+
+
+def build_app(
+    settings: ServerSettings, attention: AttentionServicer, kserve: KServeServicer
+) -> Starlette:
+    body_limit = settings.receive_limit_bytes  # the gRPC port's message limit
+    middleware = []
+    check = token_interceptor(settings.security)
+    if check is not None:
+        open_prefixes = (HEALTH_PATHS,) if settings.security.auth_open_health else ()
+        middleware.append(
+            Middleware(BearerTokenMiddleware, check=check, open_prefixes=open_prefixes)
+        )
+    return Starlette(
+        routes=[*v2_routes(kserve, body_limit), *attnserve_routes(attention, body_limit)],
+        middleware=middleware,
+    )
