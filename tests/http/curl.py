@@ -27,14 +27,19 @@ class CurlAnswer:
         return [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
 
 
-def curl(*args: str, data: Any = None) -> CurlAnswer:
-    """Run curl with `args` (and `data` as a JSON body, POSTed); skip if curl is missing."""
+def curl(*args: str, data: Any = None, connects: bool = True) -> CurlAnswer:
+    """Run curl with `args` (and `data` as a JSON body, POSTed); skip if curl is missing. With
+    `connects=False` the call is expected to fail before any HTTP answer (TLS refusals):
+    status 0 and curl's error as the body."""
     if shutil.which("curl") is None:
         pytest.skip("the curl command is not installed")
     command = ["curl", "-sS", "--max-time", str(TIMEOUT_S), "-w", "\n%{http_code}", *args]
     if data is not None:
         command += ["-H", "Content-Type: application/json", "-d", json.dumps(data)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S + 10)
+    if not connects:
+        assert done.returncode != 0, done.stdout
+        return CurlAnswer(0, done.stderr)
     assert done.returncode == 0, done.stderr
     body, _, status = done.stdout.rpartition("\n")
     return CurlAnswer(int(status), body)
