@@ -24,6 +24,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=None, help="gRPC port (env ATTNSERVE_PORT)")
     p.add_argument("--metrics-port", type=int, default=None, help="env ATTNSERVE_METRICS_PORT")
     p.add_argument("--http-port", type=int, default=None, help="HTTP/REST port (default: off)")
+    p.add_argument("--otlp-endpoint", default=None, help="send traces to this OTLP/gRPC collector")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="env ATTNSERVE_DEVICE")
     p.add_argument("--intra-op-threads", type=int, default=None)
     p.add_argument("--max-batch-rows", type=int, default=None)

@@ -77,6 +77,9 @@ class ServerSettings:
     http_port: int | None = None
     """Port of the HTTP/REST API (v2 REST, our API as JSON; docs/http.md); None = off, 0 picks
     a free one (tests)."""
+    otlp_endpoint: str | None = None
+    """OTLP/gRPC collector that receives a trace of every request (docs/tracing.md), e.g.
+    http://127.0.0.1:4317; None = no tracing."""
     drain_seconds: float = 30.0
     """On SIGTERM, how long running requests may take to finish before they are cut off."""
     max_message_bytes: int | None = None
@@ -141,6 +144,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "int | None": int,
     "float": float,
     "str": str,
+    "str | None": str,
     "bool": _parse_bool,
     "Path": Path,
     "Path | None": Path,

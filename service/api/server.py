@@ -33,6 +33,7 @@ from service.metrics import ServerMetrics, start_metrics_server
 if TYPE_CHECKING:
     import argparse
 
+    from service.api.tracing import Tracing
     from service.engine.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,11 @@ class AttnserveServer:
         self._repository_watch: asyncio.Task | None = None  # --poll-seconds
         self.attention = AttentionServicer()
         self.health = HealthState([SERVICE_NAME, kserve.SERVICE_NAME])
+        self.tracing = _tracing(settings.otlp_endpoint)
         # Outermost first: every RPC is counted, refused ones included; only admitted ones logged.
         interceptors = (
             MetricsInterceptor(metrics),
+            _tracing_interceptor(self.tracing),
             token_interceptor(settings.security),
             request_log_interceptor(settings.log_requests),
         )
@@ -76,7 +79,7 @@ class AttnserveServer:
         self.port = bind_port(self.grpc_server, address, settings.security)
         self.rest: RestServer | None = None  # --http-port: the same servicers over HTTP
         if settings.http_port is not None:
-            app = build_app(settings, self.attention, self.kserve)
+            app = build_app(settings, self.attention, self.kserve, self.tracing)
             self.rest = RestServer(app, settings, settings.http_port)
 
     async def start(self) -> None:
@@ -91,8 +94,9 @@ class AttnserveServer:
         --poll-seconds, new model versions are swapped in as they appear."""
         await engine.start()
         self.engine = engine
-        self.attention.attach(engine)
-        self.kserve.attach(engine)
+        served = engine if self.tracing is None else _traced(engine, self.tracing)
+        self.attention.attach(served)
+        self.kserve.attach(served)
         if self.settings.poll_seconds > 0:
             watch = engine.watch_repository(self.settings.poll_seconds)
             self._repository_watch = asyncio.ensure_future(watch)
@@ -114,6 +118,31 @@ class AttnserveServer:
         await self.grpc_server.stop(STOP_GRACE_SECONDS)
         if self.rest is not None:
             await self.rest.stop()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # the last spans leave
+
+
+def _tracing(endpoint: str | None) -> Tracing | None:
+    """--otlp-endpoint's tracer; OpenTelemetry is imported only when it is set."""
+    if endpoint is None:
+        return None
+    from service.api.tracing import Tracing
+
+    return Tracing(endpoint)
+
+
+def _tracing_interceptor(tracing: Tracing | None) -> grpc.aio.ServerInterceptor | None:
+    if tracing is None:
+        return None
+    from service.api.interceptors.tracing import TracingInterceptor
+
+    return TracingInterceptor(tracing)
+
+
+def _traced(engine: Engine, tracing: Tracing) -> Engine:
+    from service.api.tracing import TracedEngine
+
+    return TracedEngine(engine, tracing)  # what the servicers use of an Engine, traced
 
 
 async def create_server(

@@ -3,6 +3,8 @@ check, both answered by the gRPC server's own servicers (and so by its engine)."
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
@@ -10,16 +12,25 @@ from service.api.interceptors.auth import token_interceptor
 from service.api.kserve import KServeServicer
 from service.api.rest.attnserve_routes import attnserve_routes
 from service.api.rest.auth import HEALTH_PATHS, BearerTokenMiddleware
+from service.api.rest.tracing import TracingMiddleware
 from service.api.rest.v2_routes import v2_routes
 from service.api.servicer import AttentionServicer
 from service.config import ServerSettings
 
+if TYPE_CHECKING:
+    from service.api.tracing import Tracing  # loaded only with --otlp-endpoint
+
 
 def build_app(
-    settings: ServerSettings, attention: AttentionServicer, kserve: KServeServicer
+    settings: ServerSettings,
+    attention: AttentionServicer,
+    kserve: KServeServicer,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     body_limit = settings.receive_limit_bytes  # the gRPC port's message limit
-    middleware = []
+    middleware = []  # outermost first: a refused request is traced too
+    if tracing is not None:
+        middleware.append(Middleware(TracingMiddleware, tracing=tracing))
     check = token_interceptor(settings.security)
     if check is not None:
         open_prefixes = (HEALTH_PATHS,) if settings.security.auth_open_health else ()
