@@ -19,11 +19,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service._pb.attnserve.v1 import attnserve_pb2 as pb
-from service.api.rest.calls import RestError
+from service.api.rest.calls import RestCall, RestError
 from service.api.rest.handlers import (
     Handler,
     answers_errors,
-    call_of,
     event_stream,
     message_json,
     read_json,
@@ -45,28 +44,28 @@ def attnserve_routes(attention: AttentionServicer, body_limit: int) -> list[Rout
         @answers_errors
         async def handle(request: Request) -> Response:
             message = await parse(request, message_type)
-            return JSONResponse(message_json(await method(message, call_of(request))))
+            return JSONResponse(message_json(await method(message, RestCall())))
 
         return handle
 
     def stream(
         method: Callable[..., AsyncIterator[Message]], message_type: type[Message]
     ) -> Handler:
-        async def chunks(message: Message, request: Request) -> AsyncIterator[dict[str, Any]]:
-            async with aclosing(method(message, call_of(request))) as answers:
+        async def chunks(message: Message) -> AsyncIterator[dict[str, Any]]:
+            async with aclosing(method(message, RestCall())) as answers:
                 async for chunk in answers:
                     yield message_json(chunk, defaults=False)  # a delta: only what is set
 
         @answers_errors
         async def handle(request: Request) -> Response:
-            return await event_stream(chunks(await parse(request, message_type), request))
+            return await event_stream(chunks(await parse(request, message_type)))
 
         return handle
 
     @answers_errors
     async def list_models(request: Request) -> Response:
         message = pb.ListModelsRequest(task=request.query_params.get("task", ""))
-        return JSONResponse(message_json(await attention.ListModels(message, call_of(request))))
+        return JSONResponse(message_json(await attention.ListModels(message, RestCall())))
 
     return [
         Route("/v1/models", list_models),

@@ -2,15 +2,14 @@
 
 The REST routes answer through the very servicers the gRPC server uses (AttentionServicer,
 KServeServicer), so both transports validate, resolve models and word their errors in one
-place. A servicer asks its context for three things: the time left before the caller's
-deadline, the call's metadata, and to abort with a status. `RestCall` gives them for an HTTP
-request, and `abort` raises `RestError`, which the app answers with the HTTP status mirroring
-the gRPC code (the canonical names of service.errors).
+place. A servicer asks its context for two things: the time left before the caller's
+deadline, and to abort with a status. `RestCall` gives them for an HTTP request: `abort` raises
+`RestError`, which the app answers with the HTTP status mirroring the gRPC code (the canonical
+names of service.errors).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import NoReturn
 
 import grpc
@@ -51,15 +50,9 @@ class RestError(Exception):
 class RestCall:
     """The part of grpc.aio.ServicerContext our servicers use, for one HTTP request."""
 
-    def __init__(self, headers: Mapping[str, str]) -> None:
-        self._metadata = tuple((key.lower(), value) for key, value in headers.items())
-
     def time_remaining(self) -> float | None:
         """HTTP carries no deadline: the protocol's `timeout` parameter bounds a request."""
         return None
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
         raise RestError(code.name, details)

@@ -4,7 +4,6 @@ status, and framing a stream of events as server-sent events."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from functools import wraps
@@ -15,11 +14,9 @@ from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from service.api.rest.calls import RestCall, RestError
+from service.api.rest.calls import RestError
 from service.api.status import client_message
 from service.errors import status_name
-
-log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
 PAYLOAD_TOO_LARGE = 413
@@ -87,10 +84,6 @@ def message_json(message: Message, defaults: bool = True) -> dict[str, Any]:
         preserving_proto_field_name=True,
         unquote_int64_if_possible=True,
     )
-
-
-def call_of(request: Request) -> RestCall:
-    return RestCall(request.headers)
 
 
 def _event(data: dict[str, Any], event: str | None = None) -> bytes:

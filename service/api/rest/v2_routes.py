@@ -20,9 +20,9 @@ from service.api import kserve_stream
 from service.api.kserve import SERVER_NAME, KServeServicer
 from service.api.kserve_tensors import decode_raw_bytes
 from service.api.rest import v2_json
+from service.api.rest.calls import RestCall
 from service.api.rest.handlers import (
     answers_errors,
-    call_of,
     event_stream,
     message_json,
     read_body,
@@ -79,7 +79,7 @@ def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
         return JSONResponse({"live": True})
 
     async def ready(request: Request) -> Response:
-        answer = await kserve.ServerReady(pb.ServerReadyRequest(), call_of(request))
+        answer = await kserve.ServerReady(pb.ServerReadyRequest(), RestCall())
         return JSONResponse({"ready": answer.ready}, status_code=200 if answer.ready else NOT_READY)
 
     async def server_metadata(request: Request) -> Response:
@@ -91,29 +91,27 @@ def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
     async def model_metadata(request: Request) -> Response:
         name, version = _model_of(request)
         message = pb.ModelMetadataRequest(name=name, version=version)
-        return JSONResponse(message_json(await kserve.ModelMetadata(message, call_of(request))))
+        return JSONResponse(message_json(await kserve.ModelMetadata(message, RestCall())))
 
     @answers_errors
     async def model_ready(request: Request) -> Response:
         name, version = _model_of(request)
         message = pb.ModelReadyRequest(name=name, version=version)
-        answer = await kserve.ModelReady(message, call_of(request))
+        answer = await kserve.ModelReady(message, RestCall())
         return JSONResponse({"ready": answer.ready}, status_code=200 if answer.ready else NOT_READY)
 
     @answers_errors
     async def model_config(request: Request) -> Response:
         name, version = _model_of(request)
         message = pb.ModelConfigRequest(name=name, version=version)
-        return JSONResponse(
-            message_json((await kserve.ModelConfig(message, call_of(request))).config)
-        )
+        return JSONResponse(message_json((await kserve.ModelConfig(message, RestCall())).config))
 
     @answers_errors
     async def infer(request: Request) -> Response:
         body = await read_body(request, body_limit)
         header, binary = v2_json.split_body(body, request.headers.get(v2_json.HEADER_LENGTH))
         message, output_format = v2_json.infer_request(header, binary, *_model_of(request))
-        answer = await kserve.ModelInfer(message, call_of(request))
+        answer = await kserve.ModelInfer(message, RestCall())
         answer_header, answer_binary = v2_json.infer_response(answer, output_format)
         header_bytes = json.dumps(answer_header, ensure_ascii=False).encode("utf-8")
         if not answer_binary:
@@ -127,13 +125,11 @@ def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
     @answers_errors
     async def generate(request: Request) -> Response:
         message = _generate_request(await read_json(request, body_limit), *_model_of(request))
-        answer = await kserve.ModelInfer(message, call_of(request))
+        answer = await kserve.ModelInfer(message, RestCall())
         return JSONResponse(_generate_answer(answer))
 
-    async def generate_events(
-        message: pb.ModelInferRequest, request: Request
-    ) -> AsyncIterator[dict[str, Any]]:
-        info, infer_input, generations = kserve.prepare(message, call_of(request))
+    async def generate_events(message: pb.ModelInferRequest) -> AsyncIterator[dict[str, Any]]:
+        info, infer_input, generations = kserve.prepare(message, RestCall())
         responses = kserve_stream.token_responses(
             kserve.engine, message, info, generations, infer_input.shape, StreamOptions(True)
         )
@@ -144,7 +140,7 @@ def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
     @answers_errors
     async def generate_stream(request: Request) -> Response:
         message = _generate_request(await read_json(request, body_limit), *_model_of(request))
-        return await event_stream(generate_events(message, request))
+        return await event_stream(generate_events(message))
 
     routes = [
         Route("/v2/health/live", live),
