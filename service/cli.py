@@ -23,6 +23,16 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=None, help="bind address (env ATTNSERVE_HOST)")
     p.add_argument("--port", type=int, default=None, help="gRPC port (env ATTNSERVE_PORT)")
     p.add_argument("--metrics-port", type=int, default=None, help="env ATTNSERVE_METRICS_PORT")
+    p.add_argument("--metrics-host", default=None, help="address /metrics binds (default: --host)")
+    p.add_argument(
+        "--metrics-tls", action="store_true", default=None, help="/metrics over TLS (--tls-cert)"
+    )
+    p.add_argument(
+        "--metrics-auth",
+        action="store_true",
+        default=None,
+        help="/metrics needs a bearer token of --auth-tokens-file",
+    )
     p.add_argument("--http-port", type=int, default=None, help="HTTP/REST port (default: off)")
     p.add_argument("--otlp-endpoint", default=None, help="send traces to this OTLP/gRPC collector")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="env ATTNSERVE_DEVICE")
@@ -35,6 +45,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-budget-mb", type=int, default=None)
     p.add_argument("--max-image-pixels", type=int, default=None)
     p.add_argument("--max-image-mb", type=int, default=None)
+    p.add_argument(
+        "--max-input-bytes", type=int, default=None, help="largest text, refused before any work"
+    )
+    p.add_argument(
+        "--max-batch-elements", type=int, default=None, help="most inputs in one KServe call"
+    )
+    p.add_argument(
+        "--truncate",
+        type=int,
+        default=None,
+        help="default GenerationParams.truncate: 0 refuses too-long texts, N keeps N tokens",
+    )
+    p.add_argument(
+        "--prep-workers", type=int, default=None, help="threads tokenizing / decoding images"
+    )
     p.add_argument("--drain-seconds", type=float, default=None)
     _add_serve_security(p)
     p.set_defaults(run=_run_serve)

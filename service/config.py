@@ -74,6 +74,13 @@ class ServerSettings:
     """gRPC port; 0 picks a free one (tests)."""
     metrics_port: int = 9090
     """Port of the Prometheus /metrics endpoint."""
+    metrics_host: str | None = None
+    """Address /metrics binds; None = the gRPC host. Set 127.0.0.1 (or the pod IP) to keep it
+    off other interfaces."""
+    metrics_tls: bool = False
+    """Serve /metrics over TLS with the gRPC port's certificate (needs tls_cert)."""
+    metrics_auth: bool = False
+    """/metrics needs one of the gRPC port's bearer tokens (needs auth_tokens_file)."""
     http_port: int | None = None
     """Port of the HTTP/REST API (v2 REST, our API as JSON; docs/http.md); None = off, 0 picks
     a free one (tests)."""
@@ -121,6 +128,10 @@ class ServerSettings:
             raise SettingsError(f"keep_versions must be >= 1, got {self.keep_versions}")
         if self.max_message_bytes is not None and self.max_message_bytes <= 0:
             raise SettingsError(f"max_message_mb must be > 0, got {self.max_message_bytes // MIB}")
+        if self.metrics_tls and not self.security.tls:
+            raise SettingsError("metrics_tls needs tls_cert and tls_key (the gRPC certificate)")
+        if self.metrics_auth and self.security.auth_tokens_file is None:
+            raise SettingsError("metrics_auth needs auth_tokens_file (the gRPC port's tokens)")
         if not self.models.is_dir():
             raise SettingsError(f"models directory {str(self.models)!r} does not exist")
         try:

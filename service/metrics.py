@@ -14,7 +14,6 @@ process/platform/GC collectors are then left out, as they would describe one pro
 from __future__ import annotations
 
 import os
-from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,7 +24,6 @@ from prometheus_client import (
     multiprocess,
     platform_collector,
     process_collector,
-    start_http_server,
 )
 
 from service.errors import status_name
@@ -116,6 +114,12 @@ class ServerMetrics:
             "attnserve_decode_step_duration_seconds",
             "Duration of one decode step over the whole batch.",
             MODEL,
+            buckets=STEP_BUCKETS,
+            registry=reg,
+        )
+        self._event_loop_lag = Histogram(
+            "attnserve_event_loop_lag_seconds",
+            "How late the gRPC event loop ran a timer due now: work on the loop stalls every RPC.",
             buckets=STEP_BUCKETS,
             registry=reg,
         )
@@ -219,6 +223,9 @@ class ServerMetrics:
         """One encoder run (for one request or several encoded together) took `seconds`."""
         self._encoder_duration.labels(model, version).observe(seconds)
 
+    def event_loop_lag(self, seconds: float) -> None:
+        self._event_loop_lag.observe(seconds)
+
     def decode_step(self, model: str, version: str, batch_rows: int, seconds: float) -> None:
         """One decode step over `batch_rows` rows took `seconds`."""
         self._decode_batch_size.labels(model, version).observe(batch_rows)
@@ -281,12 +288,3 @@ def rejection_reason(error: BaseException) -> str:
     ("resource_exhausted": queue full or K/V budget too small, "unavailable": draining,
     "deadline_exceeded", "invalid_argument"), so it reads like the error the client got."""
     return status_name(error).lower()
-
-
-def start_metrics_server(metrics: ServerMetrics, host: str, port: int) -> tuple[WSGIServer, int]:
-    """Serve /metrics over HTTP on host:port from a daemon thread; port 0 picks a free port.
-
-    Returns the server (stop it with `shutdown()` then `server_close()`) and its bound port.
-    """
-    server, _thread = start_http_server(port, addr=host, registry=metrics.exposition_registry())
-    return server, server.server_port

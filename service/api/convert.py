@@ -63,6 +63,7 @@ def _result_summary(result: GenerationResult) -> dict[str, Any]:
         "input_tokens": result.input_tokens,
         "output_tokens": result.output_tokens,
         "finish_reason": result.finish_reason,
+        "truncated": result.truncated,
     }
 
 

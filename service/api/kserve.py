@@ -171,7 +171,7 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
                 response = kserve_stream.final_flag(await self._infer(request, context), True)
                 yield pb.ModelStreamInferResponse(infer_response=response)
                 return
-            info, infer_input, generations = self.prepare(request, context)
+            info, infer_input, generations = await self.prepare(request, context)
             responses = kserve_stream.token_responses(
                 self.engine, request, info, generations, infer_input.shape, options
             )
@@ -184,25 +184,41 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
                 infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id),
             )
 
-    def prepare(
+    async def prepare(
         self, request: pb.ModelInferRequest, context: Context
     ) -> tuple[ModelInfo, tensors.InferInput, list[GenerationRequest]]:
         """The model, the input and one engine request per element, all checked (ServeError
         otherwise); the REST transport's token streams start here too."""
         info = self._model(request.model_name, request.model_version)
-        infer_input = tensors.read_input(request, info.name, _input_name(info))
+        config = self.engine.config
         tensors.check_requested_outputs(request, info.name)
         params, timeout_s = tensors.generation_options(request.parameters, info.name)
         deadline = tensors.earliest_deadline(context.time_remaining(), timeout_s)
-        generations = tensors.generation_requests(
-            infer_input, info.name, info.version, info.task, params, deadline
-        )
+
+        def expand() -> tuple[tensors.InferInput, list[GenerationRequest]]:
+            """The elements as engine requests: a loop over up to max_batch_elements inputs of
+            up to max_input_bytes each, run off the event loop."""
+            infer_input = tensors.read_input(
+                request, info.name, _input_name(info), config.max_batch_elements
+            )
+            generations = tensors.generation_requests(
+                infer_input,
+                info.name,
+                info.version,
+                info.task,
+                params,
+                deadline,
+                config.max_input_bytes,
+            )
+            return infer_input, generations
+
+        infer_input, generations = await asyncio.to_thread(expand)
         return info, infer_input, generations
 
     async def _infer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        info, infer_input, generations = self.prepare(request, context)
+        info, infer_input, generations = await self.prepare(request, context)
         results = await self._generate_all(generations, infer_input.name)
         output, raw = tensors.text_output([r.text for r in results], infer_input.shape)
         return pb.ModelInferResponse(

@@ -52,11 +52,17 @@ class InferInput:
     shape: list[int]
 
 
-def decode_raw_bytes(raw: bytes, input_name: str) -> list[bytes]:
-    """Split a BYTES tensor's raw contents (length-prefixed elements) into its elements."""
+def decode_raw_bytes(raw: bytes, input_name: str, max_elements: int | None = None) -> list[bytes]:
+    """Split a BYTES tensor's raw contents (length-prefixed elements) into its elements; more
+    than `max_elements` are refused without reading the rest."""
     elements: list[bytes] = []
     offset = 0
     while offset < len(raw):
+        if max_elements is not None and len(elements) == max_elements:
+            raise InvalidArgument(
+                f"raw contents of inference input '{input_name}' hold more than {max_elements} "
+                "elements, the most one call may send (--max-batch-elements)"
+            )
         if offset + _LENGTH_PREFIX > len(raw):
             raise InvalidArgument(
                 f"raw contents of inference input '{input_name}' end inside the length prefix "
@@ -83,8 +89,11 @@ def _shape_text(shape: Iterable[int]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
-def read_input(request: pb.ModelInferRequest, model: str, input_name: str) -> InferInput:
-    """The single BYTES input `input_name` of `request`, from `contents` or raw contents."""
+def read_input(
+    request: pb.ModelInferRequest, model: str, input_name: str, max_elements: int
+) -> InferInput:
+    """The single BYTES input `input_name` of `request`, from `contents` or raw contents; more
+    than `max_elements` elements are refused before any is read."""
     for tensor in request.inputs:
         if tensor.name != input_name:
             raise InvalidArgument(f"unexpected inference input '{tensor.name}' for model '{model}'")
@@ -104,6 +113,11 @@ def read_input(request: pb.ModelInferRequest, model: str, input_name: str) -> In
             f"unexpected shape {_shape_text(shape)} for inference input '{input_name}' of model "
             f"'{model}', expecting [-1] or [-1,1] with at least one element"
         )
+    if math.prod(shape) > max_elements:
+        raise InvalidArgument(
+            f"inference input '{input_name}' has {math.prod(shape)} elements; one call may send "
+            f"at most {max_elements} (--max-batch-elements)"
+        )
     if request.raw_input_contents:
         if len(request.raw_input_contents) != 1:
             raise InvalidArgument(
@@ -115,8 +129,13 @@ def read_input(request: pb.ModelInferRequest, model: str, input_name: str) -> In
                 f"contents field must not be specified when using raw_input_contents for "
                 f"'{input_name}' for model '{model}'"
             )
-        elements = decode_raw_bytes(request.raw_input_contents[0], input_name)
+        elements = decode_raw_bytes(request.raw_input_contents[0], input_name, max_elements)
     else:
+        if len(tensor.contents.bytes_contents) > max_elements:
+            raise InvalidArgument(
+                f"inference input '{input_name}' holds {len(tensor.contents.bytes_contents)} "
+                f"elements; one call may send at most {max_elements} (--max-batch-elements)"
+            )
         elements = list(tensor.contents.bytes_contents)
     if len(elements) != math.prod(shape):
         raise InvalidArgument(
@@ -185,12 +204,20 @@ def generation_requests(
     task: str,
     params: GenerationParams,
     deadline: float | None,
+    max_text_bytes: int,
 ) -> list[GenerationRequest]:
-    """One engine request per element: text decoded as UTF-8, images passed as they came."""
+    """One engine request per element: text decoded as UTF-8, images passed as they came; a
+    text element over `max_text_bytes` is refused before it is decoded."""
     requests = []
     for index, element in enumerate(infer_input.elements):
         payload: dict[str, str | bytes] = {}
         if task == Task.SUMMARIZATION:
+            if len(element) > max_text_bytes:
+                raise InvalidArgument(
+                    f"element {index} of inference input '{infer_input.name}' is {len(element)} "
+                    f"bytes; this server accepts at most {max_text_bytes} bytes per text "
+                    "(--max-input-bytes)"
+                )
             try:
                 payload["text"] = element.decode("utf-8")
             except UnicodeDecodeError as error:

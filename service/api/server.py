@@ -15,20 +15,26 @@ from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from service._pb import grpc_service_pb2 as kserve_pb
+from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
 from service.api import kserve
 from service.api.health import HealthState
-from service.api.interceptors.auth import token_interceptor
+from service.api.interceptors.auth import load_tokens, token_interceptor
+from service.api.interceptors.decode_guard import DecodeGuardInterceptor
 from service.api.interceptors.metrics import MetricsInterceptor
 from service.api.interceptors.request_log import request_log_interceptor
+from service.api.metrics_http import start_metrics_server
 from service.api.rest.app import build_app
 from service.api.rest.server import RestServer
 from service.api.servicer import SERVICE_NAME, AttentionServicer
 from service.api.tls import bind_port
+from service.api.upkeep import release_memory_periodically, watch_event_loop
 from service.config import ServerSettings, SettingsError, settings_from_args
-from service.metrics import ServerMetrics, start_metrics_server
+from service.metrics import ServerMetrics
+from service.runtime.memory import tune_allocator
 
 if TYPE_CHECKING:
     import argparse
@@ -49,15 +55,18 @@ class AttnserveServer:
         self.metrics = metrics
         self.engine: Engine | None = None
         self._repository_watch: asyncio.Task | None = None  # --poll-seconds
+        self._upkeep: list[asyncio.Task] = []  # event-loop lag, memory trimming
         self.attention = AttentionServicer()
         self.health = HealthState([SERVICE_NAME, kserve.SERVICE_NAME])
         self.tracing = _tracing(settings.otlp_endpoint)
         # Outermost first: every RPC is counted, refused ones included; only admitted ones logged.
+        # Undecodable messages are refused innermost, so every outer one sees a parsed request.
         interceptors = (
-            MetricsInterceptor(metrics),
+            MetricsInterceptor(metrics, _served_method_names()),
             _tracing_interceptor(self.tracing),
             token_interceptor(settings.security),
             request_log_interceptor(settings.log_requests),
+            DecodeGuardInterceptor(),
         )
         self.grpc_server = grpc.aio.server(
             interceptors=[i for i in interceptors if i is not None],
@@ -88,6 +97,10 @@ class AttnserveServer:
         await self.grpc_server.start()
         if self.rest is not None:
             await self.rest.start()
+        self._upkeep = [
+            asyncio.ensure_future(watch_event_loop(self.metrics)),
+            asyncio.ensure_future(release_memory_periodically()),
+        ]
 
     async def serve(self, engine: Engine) -> None:
         """Start the engine and answer requests with it; health turns SERVING. With
@@ -116,10 +129,23 @@ class AttnserveServer:
                 log.warning("requests still running after %.0f s; stopping them", drain_seconds)
                 await self.engine.stop(drain=False)
         await self.grpc_server.stop(STOP_GRACE_SECONDS)
+        for task in self._upkeep:
+            task.cancel()
+        await asyncio.gather(*self._upkeep, return_exceptions=True)
         if self.rest is not None:
             await self.rest.stop()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # the last spans leave
+
+
+def _served_method_names() -> frozenset[str]:
+    """Every method of the services this server registers (their metric labels)."""
+    services = (
+        pb.DESCRIPTOR.services_by_name["AttentionService"],
+        kserve_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+        reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+    )
+    return frozenset(method.name for service in services for method in service.methods)
 
 
 def _tracing(endpoint: str | None) -> Tracing | None:
@@ -180,14 +206,19 @@ def _log_models(engine: Engine) -> None:
 async def _serve(settings: ServerSettings) -> int:
     """Serve /metrics for as long as the gRPC server runs."""
     metrics = ServerMetrics()
+    security = settings.security
+    host = settings.metrics_host or settings.host
+    tls = (security.tls_cert, security.tls_key) if settings.metrics_tls else None
     try:
+        tokens = load_tokens(security.auth_tokens_file) if settings.metrics_auth else None
         metrics_server, metrics_port = start_metrics_server(
-            metrics, settings.host, settings.metrics_port
+            metrics, host, settings.metrics_port, tls, tokens
         )
-    except OSError as exc:  # e.g. the port is taken
-        log.error("cannot serve metrics on %s:%d: %s", settings.host, settings.metrics_port, exc)
+    except (OSError, SettingsError) as exc:  # e.g. the port is taken
+        log.error("cannot serve metrics on %s:%d: %s", host, settings.metrics_port, exc)
         return 1
-    log.info("metrics on http://%s:%d/metrics", settings.host, metrics_port)
+    scheme = "https" if tls else "http"
+    log.info("metrics on %s://%s:%d/metrics", scheme, host, metrics_port)
     try:
         return await _serve_grpc(settings, metrics)
     finally:
@@ -236,6 +267,7 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    tune_allocator()
     try:
         settings = settings_from_args(args)
     except SettingsError as exc:

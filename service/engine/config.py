@@ -30,6 +30,17 @@ class EngineConfig:
     """Largest width * height of an image input, checked before decoding (decompression bombs)."""
     max_image_bytes: int = 20 << 20
     """Largest encoded image input, in bytes."""
+    prep_workers: int = 2
+    """Threads that prepare requests (tokenize texts, decode images) off the event loop; at
+    most this many inputs are being decoded at once, which bounds their peak memory."""
+    max_input_bytes: int = 1 << 20
+    """Largest request text in UTF-8 bytes, refused at the API edge before any work (images
+    have max_image_bytes). Texts above the model's token limit are refused or truncated."""
+    max_batch_elements: int = 64
+    """Largest number of inputs (texts or images) in one KServe inference call."""
+    truncate: int = 0
+    """Default of GenerationParams.truncate: 0 = refuse texts longer than the model accepts; N
+    = keep their first N tokens (at most the model's maximum)."""
     admission: str = "continuous"
     """"continuous": waiting requests join the running batch at any step; "static": only when
     the batch is empty (request-level batching, kept as a benchmark baseline)."""
@@ -40,6 +51,8 @@ class EngineConfig:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.admission not in ADMISSIONS:
             raise ValueError(f"admission must be one of {ADMISSIONS}, got {self.admission!r}")
+        if self.truncate < 0:
+            raise ValueError(f"truncate must be >= 0 (0 = refuse long inputs), got {self.truncate}")
         if self.intra_op_threads < 0:
             raise ValueError("intra_op_threads must be >= 0 (0 = ONNX Runtime default)")
         positive = {
@@ -50,6 +63,9 @@ class EngineConfig:
             "kv_budget_bytes": self.kv_budget_bytes,
             "max_image_pixels": self.max_image_pixels,
             "max_image_bytes": self.max_image_bytes,
+            "prep_workers": self.prep_workers,
+            "max_input_bytes": self.max_input_bytes,
+            "max_batch_elements": self.max_batch_elements,
         }
         for name, value in positive.items():
             if value <= 0:

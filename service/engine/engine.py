@@ -1,9 +1,11 @@
 """The async generation engine the transports talk to (docs/architecture.md).
 
-One worker thread runs every model's step loop (ONNX Runtime releases the GIL while it computes);
-asyncio consumers receive their request's events through mailboxes (service.engine.delivery),
-each event loop woken once per step, and a unary request's consumer only once, at its end. A
-consumer that stops iterating marks its request cancelled, and the next step frees its rows.
+The event loop only moves bytes: a request is prepared (tokenized, or its image decoded) in a
+bounded pool of prep threads, one step thread runs every model's step loop (ONNX Runtime
+releases the GIL while it computes), and one output thread turns its events into TokenDeltas
+and results (service.engine.delivery), waking each event loop once per step, and a unary
+request's consumer only once, at its end. A consumer that stops iterating marks its request
+cancelled, and the next step frees its rows.
 
 Model versions change only by swapping the whole ModelTable (`reload`): the step thread never
 loads or unloads anything, it steps the current table's models and the replaced ones still
@@ -17,7 +19,8 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from pathlib import Path
 
@@ -29,7 +32,14 @@ from service.engine.model_table import ModelTable
 from service.engine.sequence import SequenceGroup, StepEvent
 from service.engine.served_model import ModelInfo, ServedModel
 from service.engine.types import GenerationRequest, GenerationResult, TokenDelta
-from service.errors import DeadlineExceeded, InvalidArgument, ServeError, Unavailable
+from service.engine.validation import check_input_size
+from service.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ResourceExhausted,
+    ServeError,
+    Unavailable,
+)
 from service.metrics import ServerMetrics
 from service.runtime.tasks import Task
 
@@ -54,6 +64,9 @@ class Engine:
         self._requests: Counter[ServedModel] = Counter()  # generate() calls alive per model
         self._cond = threading.Condition()
         self._outbox = Outbox()  # the step thread's events, handed over once per step
+        # Tokenizing and image decoding run here, off the event loop, a bounded number at once.
+        self._prep_pool = ThreadPoolExecutor(config.prep_workers, "attnserve-prep")
+        self._preparing = 0  # requests in or waiting for the pool (event-loop side only)
         self._worker: threading.Thread | None = None
         self._draining = False
         self._stopping = False
@@ -176,6 +189,8 @@ class Engine:
         if self._worker is not None:
             await asyncio.to_thread(self._worker.join)
             self._worker = None
+        await asyncio.to_thread(self._outbox.close)
+        self._prep_pool.shutdown(wait=False, cancel_futures=True)
 
     def _has_work(self) -> bool:
         return any(s.scheduler.has_work() for s in self._stepped())
@@ -272,22 +287,23 @@ class Engine:
         except ServeError as error:
             self._report.rejected(served, error)
             raise
-        output = served.output(group)
         finished = False
         try:
             while not finished:
-                for event in await mailbox.queue.get():
-                    for item in output.feed(event):
-                        finished = isinstance(item, GenerationResult)
-                        yield item
+                for output in await mailbox.queue.get():
+                    if isinstance(output, Exception):
+                        raise output
+                    finished = isinstance(output, GenerationResult)
+                    yield output
         finally:
             if not finished:
                 self._cancel(group)
 
     async def _enqueue(
-        self, served: ServedModel, request: GenerationRequest, emit: Callable[[StepEvent], None]
+        self, served: ServedModel, request: GenerationRequest, mailbox: Mailbox
     ) -> SequenceGroup:
-        """Check and prepare the request, then queue it; ServeError if it cannot be served."""
+        """Check and prepare the request (in the prep pool), then queue it; ServeError if it
+        cannot be served."""
         if self._draining:
             raise Unavailable("the server is draining and takes no new requests")
         if request.task == Task.CAPTIONING and request.text:
@@ -296,10 +312,25 @@ class Engine:
             raise InvalidArgument("summarization takes text, not an image")
         if request.deadline is not None and time.monotonic() >= request.deadline:
             raise DeadlineExceeded("the request's deadline passed before it started")
-        prepare = lambda: served.prepare(  # noqa: E731
-            request.text, request.image, request.params, emit, request.deadline
-        )
-        group = await asyncio.to_thread(prepare) if request.image else prepare()
+        check_input_size(request.text, request.image, self.config)
+        if self._preparing >= self.config.max_queue:
+            raise ResourceExhausted(
+                f"{self._preparing} requests are being prepared, as many as the queue holds; "
+                "retry later"
+            )
+
+        def prepare() -> SequenceGroup:
+            group = served.prepare(
+                request.text, request.image, request.params, mailbox, request.deadline
+            )
+            mailbox.output = served.output(group)
+            return group
+
+        self._preparing += 1
+        try:
+            group = await asyncio.get_running_loop().run_in_executor(self._prep_pool, prepare)
+        finally:
+            self._preparing -= 1
         self._submit(served, group)
         return group
 

@@ -68,6 +68,7 @@ class RequestOutput:
                 token_ids=[int(t) for t in np.asarray(self._group.generated)],
                 attribution=self._whole_attribution(),
                 timing=self._timing(),
+                truncated=self._group.truncated,
             )
         )
         return out

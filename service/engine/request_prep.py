@@ -57,10 +57,12 @@ class RequestPreparer:
             )
             feeds = {"pixel_values": pixels.astype(self.model.kv_dtype)}
             input_tokens = encoder_length = self.manifest.max_input_tokens
+            truncated = False
             if resolved.explain:
                 source = self._image_source()
         else:
-            encoded = self.model.tokenizer.encode_with_offsets(text or "")
+            encoded = self.model.tokenizer.encode_with_offsets(text or "", resolved.truncate)
+            truncated = encoded.truncated
             feeds = {"input_ids": encoded.ids[None, :]}
             input_tokens = encoder_length = int(encoded.ids.size)
             if resolved.explain:
@@ -80,6 +82,7 @@ class RequestPreparer:
             deadline=deadline,
             kv_reservation=reservation,
             explain_source=source,
+            truncated=truncated,
         )
 
     def _image_source(self) -> ImageSource:

@@ -48,6 +48,7 @@ class SequenceGroup:
     encoder_seconds: float | None = None  # the encoder run of the step that admitted it
     finished_at: float | None = None  # the end of its last step
     explain_source: SourceLayout | None = None  # explain: how to read the source positions
+    truncated: bool = False  # its text was cut to input_tokens (GenerationParams.truncate)
 
     @property
     def rows(self) -> int:

@@ -25,6 +25,7 @@ class GenerationParams:
     explain: bool | None = None  # return per-token cross-attention attribution
     explain_top_k: int | None = None  # text: source words per token
     explain_full: bool | None = None  # text: also the full distribution over source tokens
+    truncate: int | None = None  # text: keep the first N tokens of a too-long input; 0 = refuse
 
 
 @dataclass
@@ -101,6 +102,7 @@ class GenerationResult:
     input_tokens: int
     output_tokens: int
     finish_reason: str  # "eos" or "length"
+    truncated: bool = False  # the input was cut to input_tokens (GenerationParams.truncate)
     token_ids: list[int] = field(default_factory=list)
     attribution: Attribution | None = None  # with explain: every generated token's attribution
     timing: RequestTiming | None = None  # set by the serving engine, not the offline driver

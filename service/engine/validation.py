@@ -26,6 +26,9 @@ FLOAT32_MAX = 3.4028234663852886e38
 MIN_SAMPLING_TEMPERATURE = 1e-4
 REPETITION_PENALTY_RANGE = (1e-4, 1e4)
 LENGTH_PENALTY_RANGE = (-10.0, 10.0)
+# Integer settings become int64 numpy columns (RowParams) or slice bounds: anything a client
+# can send is held to int32's range, far above any meaningful value, so it can never overflow.
+INT32_MAX = 2**31 - 1
 DEFAULT_EXPLAIN_TOP_K = 5
 MAX_EXPLAIN_TOP_K = 64
 
@@ -52,6 +55,7 @@ class ResolvedParams:
     explain: bool = False  # collect each generated token's cross-attention
     explain_top_k: int = DEFAULT_EXPLAIN_TOP_K
     explain_full: bool = False
+    truncate: int = 0  # text inputs: keep the first N tokens of a too-long input; 0 = refuse
 
     @property
     def max_new_tokens(self) -> int:
@@ -173,7 +177,7 @@ def resolve_params(
             f"temperature must be > 0 (at least {MIN_SAMPLING_TEMPERATURE:g}) when sampling, got "
             f"{temperature} (for greedy decoding set do_sample=false)"
         )
-    top_k = _check_int("top_k", pick(params.top_k, defaults.top_k), 0)
+    top_k = _check_int("top_k", pick(params.top_k, defaults.top_k), 0, INT32_MAX)
     top_p = _check_float("top_p", pick(params.top_p, defaults.top_p))
     if not 0.0 < top_p <= 1.0:
         raise InvalidArgument(f"top_p must be in (0, 1], got {top_p}")
@@ -190,6 +194,7 @@ def resolve_params(
         "no_repeat_ngram_size",
         pick(params.no_repeat_ngram_size, defaults.no_repeat_ngram_size),
         0,
+        INT32_MAX,
     )
     length_penalty = _check_float(
         "length_penalty", pick(params.length_penalty, defaults.length_penalty)
@@ -205,6 +210,7 @@ def resolve_params(
     else:
         seed = secrets.randbits(63)
     explain, explain_top_k, explain_full = _resolve_explain(params, explainable)
+    truncate = _check_int("truncate", pick(params.truncate, config.truncate), 0, INT32_MAX)
 
     return ResolvedParams(
         prompt_len=prompt_len,
@@ -225,4 +231,24 @@ def resolve_params(
         explain=explain,
         explain_top_k=explain_top_k,
         explain_full=explain_full,
+        truncate=truncate,
     )
+
+
+def check_input_size(text: str | None, image: bytes | None, config: EngineConfig) -> None:
+    """Refuse an input over the server's size caps before any work is spent on it (O(1) for
+    images and for texts far over the cap)."""
+    if text is not None:
+        cap = config.max_input_bytes
+        # Every character is at least one UTF-8 byte: a text of more characters is over the cap
+        # without being encoded.
+        size = len(text) if len(text) > cap else len(text.encode("utf-8", "surrogatepass"))
+        if size > cap:
+            raise InvalidArgument(
+                f"text is over {cap} bytes (UTF-8); this server accepts at most {cap} bytes "
+                "per text (--max-input-bytes)"
+            )
+    if image is not None and len(image) > config.max_image_bytes:
+        raise InvalidArgument(
+            f"image is {len(image)} bytes; the limit is {config.max_image_bytes} bytes"
+        )

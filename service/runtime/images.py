@@ -30,8 +30,8 @@ def _open_checked(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
             image = Image.open(io.BytesIO(data))  # reads the header only
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidArgument("image could not be decoded (send JPEG, PNG, WebP or GIF)") from None
-    except OSError as exc:
-        raise InvalidArgument(f"image could not be decoded: {exc}") from None
+    except Exception as exc:  # Pillow raises many types on malformed data (ValueError, ...)
+        raise InvalidArgument(f"image could not be decoded: {_reason(exc)}") from None
     if image.format not in FORMATS:
         raise InvalidArgument(
             f"image format {image.format} is not supported (send JPEG, PNG, WebP or GIF)"
@@ -51,8 +51,8 @@ def decode_image(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
         image.seek(0)  # GIF / animated WebP: the first frame
         image = ImageOps.exif_transpose(image)
         return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InvalidArgument(f"image could not be decoded: {exc}") from None
+    except Exception as exc:  # any decoder failure is the image's fault, not the server's
+        raise InvalidArgument(f"image could not be decoded: {_reason(exc)}") from None
 
 
 def pixel_values(image: Image.Image, prep: ImagePreprocessing) -> np.ndarray:
@@ -73,3 +73,9 @@ def load_pixel_values(
     data: bytes, prep: ImagePreprocessing, max_pixels: int, max_bytes: int
 ) -> np.ndarray:
     return pixel_values(decode_image(data, max_pixels, max_bytes), prep)
+
+
+def _reason(error: Exception) -> str:
+    """A decoder error's message, short enough for a client (never a traceback)."""
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 200 else text[:200] + "..."

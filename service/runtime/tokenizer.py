@@ -6,11 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from service.errors import InvalidArgument
 
 REPLACEMENT_CHAR = "\ufffd"  # what a partial UTF-8 character decodes to
+# A text far longer than the model accepts is tokenized only as far as needed: its first
+# (limit + 1) * PREFIX_CHARS_PER_TOKEN characters, cut at a whitespace, hold more tokens than the
+# limit for any text of ordinary words, and their tokens are the first tokens of the whole text.
+PREFIX_CHARS_PER_TOKEN = 32
 
 
 @dataclass
@@ -20,10 +24,12 @@ class EncodedText:
     ids: np.ndarray  # int64 [S]
     offsets: list[tuple[int, int]]  # character span of each token in the text
     word_ids: list[int | None]  # the word each token belongs to; None for special tokens
+    truncated: bool = False  # the text was longer than allowed and was cut
 
 
 class TextTokenizer:
-    """Encodes request text (never silently truncated) and decodes generated tokens."""
+    """Encodes request text (truncated only when the request asks) and decodes generated
+    tokens."""
 
     def __init__(self, path: Path, max_input_tokens: int) -> None:
         self._tokenizer = Tokenizer.from_file(str(path))
@@ -35,21 +41,56 @@ class TextTokenizer:
         """Token ids (int64, special tokens added as the model was trained)."""
         return self.encode_with_offsets(text).ids
 
-    def encode_with_offsets(self, text: str) -> EncodedText:
+    def encode_with_offsets(self, text: str, truncate: int = 0) -> EncodedText:
+        """The text's tokens; a text longer than the model accepts is refused, or with
+        `truncate` > 0 cut to its first min(truncate, max_input_tokens) tokens, keeping the
+        closing special tokens (e.g. </s>) as transformers' truncation does."""
         if not text or not text.strip():
             raise InvalidArgument("text is empty")
-        encoding = self._tokenizer.encode(text)
-        ids = encoding.ids
-        if len(ids) > self.max_input_tokens:
-            raise InvalidArgument(
-                f"text is {len(ids)} tokens long; this model accepts at most "
-                f"{self.max_input_tokens} input tokens"
-            )
+        if not any(char.isprintable() and not char.isspace() for char in text):
+            raise InvalidArgument("text has no printable character")
+        limit = min(truncate, self.max_input_tokens) if truncate else self.max_input_tokens
+        encoding, whole = self._encode_enough(text, limit)
+        ids, offsets = encoding.ids, list(encoding.offsets)
         word_ids = [
             None if special else word
             for word, special in zip(encoding.word_ids, encoding.special_tokens_mask, strict=True)
         ]
-        return EncodedText(np.asarray(ids, dtype=np.int64), list(encoding.offsets), word_ids)
+        if len(ids) <= self.max_input_tokens and (not truncate or len(ids) <= limit):
+            return EncodedText(np.asarray(ids, dtype=np.int64), offsets, word_ids)
+        if not truncate:
+            raise InvalidArgument(
+                f"text is {'' if whole else 'at least '}{len(ids)} tokens long; this model accepts "
+                f"at most "
+                f"{self.max_input_tokens} input tokens (set truncate to cut it instead)"
+            )
+        closing = _closing_specials(encoding.special_tokens_mask)
+        if limit <= closing:
+            raise InvalidArgument(
+                f"truncate ({truncate}) must leave room for text beside this model's "
+                f"{closing} closing special tokens"
+            )
+        keep = [*range(limit - closing), *range(len(ids) - closing, len(ids))]
+        return EncodedText(
+            np.asarray([ids[i] for i in keep], dtype=np.int64),
+            [offsets[i] for i in keep],
+            [word_ids[i] for i in keep],
+            truncated=True,
+        )
+
+    def _encode_enough(self, text: str, limit: int) -> tuple[Encoding, bool]:
+        """The encoding of the text (and True), or of a whitespace-cut prefix of it when that
+        already holds more than `limit` tokens (all a refusal or a truncation needs).
+        `encode_batch` releases the GIL while it works, so a long text never stalls the
+        server's other threads."""
+        budget = (limit + 1) * PREFIX_CHARS_PER_TOKEN
+        if len(text) > budget:
+            cut = max(text.rfind(" ", 0, budget), text.rfind("\n", 0, budget))
+            if cut > 0:
+                prefix = self._tokenizer.encode_batch([text[:cut]])[0]
+                if len(prefix.ids) > limit + _closing_specials(prefix.special_tokens_mask):
+                    return prefix, False
+        return self._tokenizer.encode_batch([text])[0], True
 
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
@@ -97,3 +138,13 @@ class IncrementalDetokenizer:
         tail = text[len(emitted) :] if text.startswith(emitted) else ""
         self._emitted.append(tail)
         return tail, text
+
+
+def _closing_specials(special_mask: list[int]) -> int:
+    """How many special tokens close the encoding (kept when it is truncated)."""
+    count = 0
+    for special in reversed(special_mask):
+        if not special:
+            break
+        count += 1
+    return count

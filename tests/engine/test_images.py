@@ -91,3 +91,44 @@ def test_pixel_values_match_transformers_image_processor():
     ours = load_pixel_values(_encode(image, "PNG"), PREP, **LIMITS)
     assert ours.shape == (1, 3, PREP.height, PREP.width) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def _png_with_chunk(chunk_type: bytes, data: bytes, after_ihdr: bool = True) -> bytes:
+    """A valid PNG with one extra chunk (CRC correct) inserted after its header chunk."""
+    import struct
+    import zlib
+
+    png = _encode(_photo(8, 8), "PNG")
+    chunk = struct.pack(">I", len(data)) + chunk_type + data
+    chunk += struct.pack(">I", zlib.crc32(chunk_type + data))
+    at = 8 + 25 if after_ihdr else 8  # signature, then IHDR (4 + 4 + 13 + 4 bytes)
+    return png[:at] + chunk + png[at:]
+
+
+def _short_ihdr_png() -> bytes:
+    import struct
+    import zlib
+
+    data = b"\x00\x00\x00\x08\x08"  # 5 bytes where IHDR holds 13
+    chunk = (
+        struct.pack(">I", len(data))
+        + b"IHDR"
+        + data
+        + struct.pack(">I", zlib.crc32(b"IHDR" + data))
+    )
+    return b"\x89PNG\r\n\x1a\n" + chunk
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _short_ihdr_png(),
+        _png_with_chunk(b"gAMA", b"\x00\x01"),  # 2 bytes where gAMA holds 4
+        _png_with_chunk(b"zTXt", b"k\x00\x00" + __import__("zlib").compress(b"a" * (4 << 20))),
+        _png_with_chunk(b"iCCP", b"p\x00\x00" + __import__("zlib").compress(b"a" * (4 << 20))),
+    ],
+    ids=["5-byte-IHDR", "2-byte-gAMA", "zTXt-4MB", "iCCP-4MB"],
+)
+def test_malformed_png_chunks_are_invalid_arguments(data):
+    with pytest.raises(InvalidArgument, match="image"):
+        load_pixel_values(data, PREP, **LIMITS)

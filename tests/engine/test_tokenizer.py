@@ -65,3 +65,43 @@ def test_text_over_the_limit_is_invalid_and_states_the_limit(tokenizer):
 def test_text_within_the_limit_is_encoded_untruncated(tokenizer):
     ids = tokenizer.encode("the lazy dog")
     assert tokenizer.decode(ids.tolist()).strip() == "the lazy dog"
+
+
+@pytest.mark.parametrize("text", ["\x00" * 50, "\x00 \x01\t\u200b", "\u200b\u200e\x7f"])
+def test_text_without_a_printable_character_is_invalid(tokenizer, text):
+    with pytest.raises(InvalidArgument, match="no printable character"):
+        tokenizer.encode(text)
+
+
+def test_truncation_keeps_the_first_tokens_and_the_closing_special_tokens(tokenizer):
+    text = " ".join(["the quick brown fox"] * 30)
+    whole = tokenizer._tokenizer.encode(text)
+    closing = 1 if whole.special_tokens_mask[-1] else 0
+    encoded = tokenizer.encode_with_offsets(text, truncate=1000)  # cut to the model's maximum
+    assert encoded.truncated and encoded.ids.size == 40
+    expected = [*whole.ids[: 40 - closing], *whole.ids[len(whole.ids) - closing :]]
+    assert encoded.ids.tolist() == expected
+    assert encoded.offsets == [whole.offsets[i] for i in range(40 - closing)] + (
+        [whole.offsets[-1]] if closing else []
+    )
+    shorter = tokenizer.encode_with_offsets(text, truncate=7)
+    assert (
+        shorter.truncated
+        and shorter.ids.tolist() == expected[: 7 - closing] + expected[40 - closing :]
+    )
+
+
+def test_a_text_within_the_limits_is_not_marked_truncated(tokenizer):
+    encoded = tokenizer.encode_with_offsets("the lazy dog", truncate=30)
+    assert not encoded.truncated
+
+
+def test_a_text_far_over_the_limit_is_judged_on_a_prefix_with_the_same_first_tokens(tokenizer):
+    text = " ".join(["the quick brown fox"] * 5_000)  # ~100 KB, thousands of tokens
+    whole = tokenizer._tokenizer.encode(text)
+    closing = 1 if whole.special_tokens_mask[-1] else 0
+    with pytest.raises(InvalidArgument, match="at least .* tokens long; .* at most 40"):
+        tokenizer.encode(text)
+    encoded = tokenizer.encode_with_offsets(text, truncate=40)
+    assert encoded.ids.tolist()[: 40 - closing] == whole.ids[: 40 - closing]
+    assert encoded.ids.tolist()[40 - closing :] == whole.ids[len(whole.ids) - closing :]

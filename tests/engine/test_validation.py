@@ -6,7 +6,7 @@ import pytest
 
 from service.engine.config import EngineConfig
 from service.engine.types import GenerationParams
-from service.engine.validation import resolve_params
+from service.engine.validation import check_input_size, resolve_params
 from service.errors import InvalidArgument
 from service.runtime.manifest import GenerationDefaults
 
@@ -73,6 +73,14 @@ def test_model_default_beyond_the_decoder_positions_is_clamped():
         (GenerationParams(no_repeat_ngram_size=-2), "no_repeat_ngram_size"),
         (GenerationParams(length_penalty=float("inf")), "length_penalty"),
         (GenerationParams(seed=-1), "seed"),
+        (GenerationParams(seed=2**64), "seed"),
+        (GenerationParams(top_k=2**64 - 1), "top_k must be between 0 and 2147483647"),
+        (GenerationParams(top_k=2**31), "top_k"),
+        (GenerationParams(no_repeat_ngram_size=2**64 - 1), "no_repeat_ngram_size must be between"),
+        (GenerationParams(min_new_tokens=2**63), "min_new_tokens"),
+        (GenerationParams(explain_top_k=2**32), "explain_top_k needs explain"),
+        (GenerationParams(truncate=-1), "truncate"),
+        (GenerationParams(truncate=2**31), "truncate must be between 0 and 2147483647"),
         (GenerationParams(num_beams=2, do_sample=True), "beam sampling"),
     ],
 )
@@ -103,3 +111,25 @@ def test_unset_seed_is_random_and_set_seed_is_kept():
     b = resolve_params(GenerationParams(), GenerationDefaults(), CONFIG).seed
     assert a != b
     assert resolve_params(GenerationParams(seed=7), GenerationDefaults(), CONFIG).seed == 7
+
+
+@pytest.mark.parametrize("value", [0, 1, 2**31 - 1])
+def test_integer_settings_at_the_edges_of_int32_are_accepted(value: int):
+    params = GenerationParams(top_k=value, no_repeat_ngram_size=value, truncate=value)
+    resolved = resolve_params(params, GenerationDefaults(), CONFIG)
+    assert (resolved.top_k, resolved.no_repeat_ngram_size, resolved.truncate) == (value,) * 3
+
+
+def test_truncate_defaults_to_the_servers_setting():
+    config = EngineConfig(max_new_tokens_cap=64, max_num_beams=4, truncate=100)
+    assert resolve_params(GenerationParams(), GenerationDefaults(), config).truncate == 100
+    explicit_off = GenerationParams(truncate=0)
+    assert resolve_params(explicit_off, GenerationDefaults(), config).truncate == 0
+
+
+def test_texts_over_the_byte_cap_are_refused_before_encoding():
+    config = EngineConfig(max_input_bytes=10)
+    check_input_size("0123456789", None, config)  # at the cap
+    for text in ("01234567890", "é" * 6, "x" * 10_000_000):
+        with pytest.raises(InvalidArgument, match="at most 10 bytes per text"):
+            check_input_size(text, None, config)

@@ -172,3 +172,37 @@ def test_an_image_over_the_pixel_cap_is_invalid(
         error = rpc_error(lambda: client.caption(png_image))
 
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "100")
+
+
+BAD_UTF8_TEXT = b"\x12\x01\xff"  # SummarizeRequest.text (field 2) holding the byte 0xff
+GARBAGE = b"\xff\xff\xff\xff"
+
+
+@pytest.mark.parametrize("payload", [BAD_UTF8_TEXT, GARBAGE], ids=["bad-utf8", "garbage"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "/attnserve.v1.AttentionService/Summarize",
+        "/inference.GRPCInferenceService/ModelInfer",
+    ],
+)
+def test_an_undecodable_message_is_invalid(server: InProcessServer, method: str, payload: bytes):
+    with grpc.insecure_channel(server.target) as channel:
+        call = channel.unary_unary(method)
+        error = rpc_error(lambda: call(payload, timeout=10))
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "could not be decoded")
+
+
+def test_an_undecodable_message_in_a_stream_is_invalid(server: InProcessServer):
+    with grpc.insecure_channel(server.target) as channel:
+        summarize = channel.unary_stream("/attnserve.v1.AttentionService/SummarizeStream")
+        error = rpc_error(lambda: list(summarize(BAD_UTF8_TEXT, timeout=10)))
+        assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "could not be decoded")
+        infer = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        error = rpc_error(lambda: list(infer(iter([GARBAGE]), timeout=10)))
+        assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "could not be decoded")
+
+
+def test_a_text_without_printable_characters_is_invalid(client: AttnserveClient):
+    error = rpc_error(lambda: client.summarize("\x00" * 100, timeout=10))
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "no printable character")

@@ -12,6 +12,7 @@ from service.engine.types import GenerationParams
 from service.errors import InvalidArgument
 
 MODEL = "demo-summarizer"
+MAX_ELEMENTS = 64
 TEXTS = ["first text", "zweiter Text: äöü", ""]
 
 
@@ -62,18 +63,18 @@ def test_truncated_raw_bytes_are_invalid(cut: int):
 @pytest.mark.parametrize("shape", [[3], [3, 1]])
 def test_input_of_shape_n_or_n_by_1_holds_n_elements(shape: list[int]):
     elements = [t.encode() for t in TEXTS]
-    infer_input = kt.read_input(_request(shape, elements), MODEL, "text")
+    infer_input = kt.read_input(_request(shape, elements), MODEL, "text", MAX_ELEMENTS)
     assert (infer_input.elements, infer_input.shape) == (elements, shape)
 
 
 def test_input_may_come_in_bytes_contents():
-    infer_input = kt.read_input(_request([2], [b"a", b"b"], raw=False), MODEL, "text")
+    infer_input = kt.read_input(_request([2], [b"a", b"b"], raw=False), MODEL, "text", MAX_ELEMENTS)
     assert infer_input.elements == [b"a", b"b"]
 
 
 def test_wrong_input_name_is_named_in_the_error():
     with pytest.raises(InvalidArgument, match="unexpected inference input 'foo' for model"):
-        kt.read_input(_request([1], [b"x"], name="foo"), MODEL, "text")
+        kt.read_input(_request([1], [b"x"], name="foo"), MODEL, "text", MAX_ELEMENTS)
 
 
 def test_wrong_datatype_is_named_in_the_error():
@@ -81,30 +82,30 @@ def test_wrong_datatype_is_named_in_the_error():
         InvalidArgument,
         match="unexpected datatype INT32 for inference input 'text', expecting BYTES",
     ):
-        kt.read_input(_request([1], [b"x"], datatype="INT32"), MODEL, "text")
+        kt.read_input(_request([1], [b"x"], datatype="INT32"), MODEL, "text", MAX_ELEMENTS)
 
 
 @pytest.mark.parametrize("shape", [[1, 2], [0], [1, 1, 1], []])
 def test_shapes_other_than_n_or_n_by_1_are_invalid(shape: list[int]):
     with pytest.raises(InvalidArgument, match="unexpected shape"):
-        kt.read_input(_request(shape, [b"x"]), MODEL, "text")
+        kt.read_input(_request(shape, [b"x"]), MODEL, "text", MAX_ELEMENTS)
 
 
 def test_element_count_must_match_the_shape():
     with pytest.raises(InvalidArgument, match="holds 1 elements, its shape \\[2\\] needs 2"):
-        kt.read_input(_request([2], [b"x"]), MODEL, "text")
+        kt.read_input(_request([2], [b"x"]), MODEL, "text", MAX_ELEMENTS)
 
 
 def test_missing_input_is_invalid():
     with pytest.raises(InvalidArgument, match="expected 1 inputs but got 0 inputs"):
-        kt.read_input(pb.ModelInferRequest(model_name=MODEL), MODEL, "text")
+        kt.read_input(pb.ModelInferRequest(model_name=MODEL), MODEL, "text", MAX_ELEMENTS)
 
 
 def test_contents_and_raw_contents_together_are_invalid():
     request = _request([1], [b"x"])
     request.inputs[0].contents.bytes_contents.append(b"x")
     with pytest.raises(InvalidArgument, match="contents field must not be specified"):
-        kt.read_input(request, MODEL, "text")
+        kt.read_input(request, MODEL, "text", MAX_ELEMENTS)
 
 
 def test_requesting_an_unknown_output_is_invalid():
@@ -146,7 +147,7 @@ def test_parameter_of_the_wrong_type_is_invalid(name: str, value: object):
 def test_texts_become_one_request_each():
     infer_input = kt.InferInput("text", [t.encode() for t in TEXTS], [3])
     requests = kt.generation_requests(
-        infer_input, MODEL, "1", "summarization", GenerationParams(num_beams=2), None
+        infer_input, MODEL, "1", "summarization", GenerationParams(num_beams=2), None, 1 << 20
     )
     assert [r.text for r in requests] == TEXTS
     assert {(r.model, r.version, r.task, r.params.num_beams) for r in requests} == {
@@ -157,7 +158,7 @@ def test_texts_become_one_request_each():
 def test_images_pass_through_as_bytes():
     infer_input = kt.InferInput("image", [b"\x89PNG..."], [1])
     (request,) = kt.generation_requests(
-        infer_input, "demo-captioner", "1", "captioning", GenerationParams(), None
+        infer_input, "demo-captioner", "1", "captioning", GenerationParams(), None, 1 << 20
     )
     assert (request.image, request.text) == (b"\x89PNG...", None)
 
@@ -165,7 +166,27 @@ def test_images_pass_through_as_bytes():
 def test_text_that_is_not_utf8_is_invalid():
     infer_input = kt.InferInput("text", [b"ok", b"\xff\xfe"], [2])
     with pytest.raises(InvalidArgument, match="element 1 of inference input 'text'.*UTF-8"):
-        kt.generation_requests(infer_input, MODEL, "1", "summarization", GenerationParams(), None)
+        kt.generation_requests(
+            infer_input, MODEL, "1", "summarization", GenerationParams(), None, 1 << 20
+        )
+
+
+def test_elements_over_the_call_cap_are_refused_before_reading_them():
+    many = [b"x"] * (MAX_ELEMENTS + 1)
+    for raw in (True, False):
+        request = _request([len(many)], many, raw=raw)
+        with pytest.raises(InvalidArgument, match="at most 64 .--max-batch-elements"):
+            kt.read_input(request, MODEL, "text", MAX_ELEMENTS)
+    with pytest.raises(InvalidArgument, match="more than 64 elements"):
+        kt.decode_raw_bytes(_raw(many), "text", MAX_ELEMENTS)
+
+
+def test_a_text_element_over_the_byte_cap_is_refused_before_decoding():
+    infer_input = kt.InferInput("text", [b"ok", b"\xff" * 11], [2])
+    with pytest.raises(InvalidArgument, match="element 1 .* 11 bytes; .* at most 10 bytes"):
+        kt.generation_requests(
+            infer_input, MODEL, "1", "summarization", GenerationParams(), None, 10
+        )
 
 
 def test_text_output_has_the_input_shape_and_raw_contents():

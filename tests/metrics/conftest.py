@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.metrics import ServerMetrics, start_metrics_server
+from service.api.metrics_http import start_metrics_server
+from service.metrics import ServerMetrics
 from tests.metrics.live_server import LiveServer, live_server_after_traffic
 
 MODEL, VERSION = "summarizer", "3"

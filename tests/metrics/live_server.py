@@ -21,7 +21,7 @@ import pytest
 
 from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
-from service.metrics import start_metrics_server
+from service.api.metrics_http import start_metrics_server
 from tests.fixtures.inprocess_server import serving
 from tests.fixtures.models_env import demo_models_dir
 from tests.metrics.exposition import scrape, total

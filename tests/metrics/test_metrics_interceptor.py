@@ -78,6 +78,7 @@ class ProbeService:
         methods = {
             "Labelled": unary(self.labelled),
             "Unlabelled": unary(self.unlabelled),
+            "Unserved": unary(self.unlabelled),  # has a handler, but not in the served set
             "Aborts": unary(self.aborts),
             "SetsCode": unary(self.sets_code),
             "Crashes": unary(self.crashes),
@@ -88,6 +89,18 @@ class ProbeService:
         return grpc.method_handlers_generic_handler(SERVICE, methods)
 
 
+PROBE_METHODS = (
+    "Labelled",
+    "Unlabelled",
+    "Unserved",
+    "Aborts",
+    "SetsCode",
+    "Crashes",
+    "Sleeps",
+    "Streams",
+    "Echoes",
+)
+
 Scenario = Callable[[grpc.aio.Channel, ProbeService], Awaitable[None]]
 
 
@@ -97,7 +110,8 @@ def exposition_after(scenario: Scenario) -> str:
 
     async def run() -> None:
         probe = ProbeService()
-        server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics)])
+        served = frozenset(PROBE_METHODS) - {"Unserved"}
+        server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics, served)])
         server.add_generic_rpc_handlers((probe.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -229,3 +243,12 @@ def test_health_checks_are_not_counted():
         await stub.Check(health_pb2.HealthCheckRequest())
 
     assert total(exposition_after(scenario), REQUESTS) == 0
+
+
+def test_methods_outside_the_served_set_share_one_label():
+    async def scenario(channel, _probe):
+        for _ in range(3):
+            await call(channel, "Unserved")
+
+    text = exposition_after(scenario)
+    assert 'method="other"' in text and 'method="Unserved"' not in text

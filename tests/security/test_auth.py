@@ -121,6 +121,24 @@ def test_an_unknown_method_without_a_token_is_unauthenticated(channel: grpc.Chan
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_made_up_method_names_without_a_token_add_no_metric_series(
+    server: InProcessServer, channel: grpc.Channel
+):
+    def series() -> int:
+        return sum(len(family.samples) for family in server.metrics.registry.collect())
+
+    call = channel.unary_unary("/attnserve.v1.AttentionService/Probe0")
+    with pytest.raises(grpc.RpcError):
+        call(b"", timeout=CALL_TIMEOUT_S)  # the one "other" series, created once
+    before = series()
+    for index in range(1, 300):
+        call = channel.unary_unary(f"/attnserve.v{index}.Made{index}/Up{index}")
+        with pytest.raises(grpc.RpcError) as refused:
+            call(b"", timeout=CALL_TIMEOUT_S)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert series() == before
+
+
 def test_health_needs_no_token_by_default(channel: grpc.Channel):
     stub = health_pb2_grpc.HealthStub(channel)
     answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=CALL_TIMEOUT_S)

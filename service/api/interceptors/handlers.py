@@ -38,17 +38,20 @@ def split_method(path: str) -> tuple[str, str]:
 
 
 def wrap_handler(
-    handler: grpc.RpcMethodHandler, wraps: Mapping[str, Wrap]
+    handler: grpc.RpcMethodHandler,
+    wraps: Mapping[str, Wrap],
+    request_deserializer: Callable[[bytes], Any] | None = None,
 ) -> grpc.RpcMethodHandler:
     """`handler` with its behaviour replaced by `wraps[kind](behaviour)`, where kind is the
-    handler's ("unary_unary", "unary_stream", "stream_unary" or "stream_stream"); `handler`
-    itself if `wraps` has nothing for its kind."""
+    handler's ("unary_unary", "unary_stream", "stream_unary" or "stream_stream"), and its
+    request deserializer by `request_deserializer` if given; `handler` itself if `wraps` has
+    nothing for its kind."""
     for kind, wrap in wraps.items():
         behavior = getattr(handler, kind)
         if behavior is not None:
             return _FACTORIES[kind](
                 wrap(behavior),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=request_deserializer or handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
     return handler

@@ -129,7 +129,7 @@ def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
         return JSONResponse(_generate_answer(answer))
 
     async def generate_events(message: pb.ModelInferRequest) -> AsyncIterator[dict[str, Any]]:
-        info, infer_input, generations = kserve.prepare(message, RestCall())
+        info, infer_input, generations = await kserve.prepare(message, RestCall())
         responses = kserve_stream.token_responses(
             kserve.engine, message, info, generations, infer_input.shape, StreamOptions(True)
         )

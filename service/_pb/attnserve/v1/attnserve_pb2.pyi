@@ -32,7 +32,7 @@ class CaptionRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., image: _Optional[bytes] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class GenerationParams(_message.Message):
-    __slots__ = ("max_new_tokens", "min_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "seed", "explain", "explain_top_k", "explain_full")
+    __slots__ = ("max_new_tokens", "min_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "seed", "explain", "explain_top_k", "explain_full", "truncate")
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MIN_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     NUM_BEAMS_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class GenerationParams(_message.Message):
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_TOP_K_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FULL_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     max_new_tokens: int
     min_new_tokens: int
     num_beams: int
@@ -61,7 +62,8 @@ class GenerationParams(_message.Message):
     explain: bool
     explain_top_k: int
     explain_full: bool
-    def __init__(self, max_new_tokens: _Optional[int] = ..., min_new_tokens: _Optional[int] = ..., num_beams: _Optional[int] = ..., do_sample: _Optional[bool] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., repetition_penalty: _Optional[float] = ..., no_repeat_ngram_size: _Optional[int] = ..., length_penalty: _Optional[float] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., explain_top_k: _Optional[int] = ..., explain_full: _Optional[bool] = ...) -> None: ...
+    truncate: int
+    def __init__(self, max_new_tokens: _Optional[int] = ..., min_new_tokens: _Optional[int] = ..., num_beams: _Optional[int] = ..., do_sample: _Optional[bool] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., repetition_penalty: _Optional[float] = ..., no_repeat_ngram_size: _Optional[int] = ..., length_penalty: _Optional[float] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., explain_top_k: _Optional[int] = ..., explain_full: _Optional[bool] = ..., truncate: _Optional[int] = ...) -> None: ...
 
 class SourceSpan(_message.Message):
     __slots__ = ("start", "end", "text", "weight")
@@ -102,7 +104,7 @@ class Attribution(_message.Message):
     def __init__(self, reduction: _Optional[str] = ..., grid_rows: _Optional[int] = ..., grid_cols: _Optional[int] = ..., source_tokens: _Optional[_Iterable[_Union[SourceSpan, _Mapping]]] = ..., tokens: _Optional[_Iterable[_Union[TokenAttribution, _Mapping]]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "model", "model_version", "input_tokens", "output_tokens", "finish_reason", "token_ids", "attribution")
+    __slots__ = ("text", "model", "model_version", "input_tokens", "output_tokens", "finish_reason", "token_ids", "attribution", "truncated")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +113,7 @@ class GenerateResponse(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     text: str
     model: str
     model_version: str
@@ -119,10 +122,11 @@ class GenerateResponse(_message.Message):
     finish_reason: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     attribution: Attribution
-    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., attribution: _Optional[_Union[Attribution, _Mapping]] = ...) -> None: ...
+    truncated: bool
+    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., attribution: _Optional[_Union[Attribution, _Mapping]] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class GenerateChunk(_message.Message):
-    __slots__ = ("text_delta", "token_ids", "model", "model_version", "input_tokens", "output_tokens", "finish_reason", "attribution")
+    __slots__ = ("text_delta", "token_ids", "model", "model_version", "input_tokens", "output_tokens", "finish_reason", "attribution", "truncated")
     TEXT_DELTA_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +135,7 @@ class GenerateChunk(_message.Message):
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     text_delta: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     model: str
@@ -139,7 +144,8 @@ class GenerateChunk(_message.Message):
     output_tokens: int
     finish_reason: str
     attribution: Attribution
-    def __init__(self, text_delta: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., attribution: _Optional[_Union[Attribution, _Mapping]] = ...) -> None: ...
+    truncated: bool
+    def __init__(self, text_delta: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., attribution: _Optional[_Union[Attribution, _Mapping]] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("task",)

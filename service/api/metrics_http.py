@@ -1,0 +1,78 @@
+"""The Prometheus `/metrics` endpoint: plain HTTP by default, or TLS with the server's own
+certificate (`--metrics-tls`) and/or the gRPC port's bearer tokens (`--metrics-auth`), on its own
+bind address (`--metrics-host`). docs/security.md says what is open by default and why.
+
+Served by a threaded WSGI server on daemon threads, so a slow scraper never touches the event
+loop or the step thread.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from service.api.interceptors.auth import BearerTokenInterceptor
+from service.metrics import ServerMetrics
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        """Scrapes are not logged (every 15 s, forever)."""
+
+
+def _with_token_check(app: WsgiApp, tokens: list[str]) -> WsgiApp:
+    """`app` behind the bearer-token check of the gRPC port: 401 without a token, 403 with a
+    wrong one, each with the same message a gRPC client gets."""
+    check = BearerTokenInterceptor(tokens)
+
+    def checked(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        header = environ.get("HTTP_AUTHORIZATION")
+        refusal = check.refusal([("authorization", header)] if header else [])
+        if refusal is None:
+            return app(environ, start_response)
+        status = "401 Unauthorized" if refusal.status == "UNAUTHENTICATED" else "403 Forbidden"
+        headers = [("Content-Type", "text/plain; charset=utf-8")]
+        if refusal.status == "UNAUTHENTICATED":
+            headers.append(("WWW-Authenticate", "Bearer"))
+        start_response(status, headers)
+        return [f"{refusal}\n".encode()]
+
+    return checked
+
+
+def start_metrics_server(
+    metrics: ServerMetrics,
+    host: str,
+    port: int,
+    tls: tuple[Path, Path] | None = None,
+    tokens: list[str] | None = None,
+) -> tuple[ThreadingWSGIServer, int]:
+    """Serve /metrics on host:port from daemon threads; port 0 picks a free port. `tls`: (cert,
+    key) PEM files; `tokens`: accepted bearer tokens (None: no check).
+
+    Returns the server (stop it with `shutdown()` then `server_close()`) and its bound port.
+    """
+    app: WsgiApp = make_wsgi_app(metrics.exposition_registry())
+    if tokens is not None:
+        app = _with_token_check(app, tokens)
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    server = make_server(host.strip("[]"), port, app, Server, handler_class=_QuietHandler)
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certfile=str(tls[0]), keyfile=str(tls[1]))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, name="attnserve-metrics", daemon=True).start()
+    return server, server.server_port
