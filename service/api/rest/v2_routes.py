@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from importlib.metadata import version as package_version
 from typing import Any
 
 from starlette.requests import Request
@@ -17,7 +16,7 @@ from starlette.routing import Route
 
 from service._pb import grpc_service_pb2 as pb
 from service.api import kserve_stream
-from service.api.kserve import SERVER_NAME, KServeServicer
+from service.api.kserve import KServeServicer
 from service.api.kserve_tensors import decode_raw_bytes
 from service.api.rest import v2_json
 from service.api.rest.calls import RestCall
@@ -83,9 +82,8 @@ def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
         return JSONResponse({"ready": answer.ready}, status_code=200 if answer.ready else NOT_READY)
 
     async def server_metadata(request: Request) -> Response:
-        return JSONResponse(
-            {"name": SERVER_NAME, "version": package_version("attnserve"), "extensions": []}
-        )
+        answer = await kserve.ServerMetadata(pb.ServerMetadataRequest(), RestCall())
+        return JSONResponse(message_json(answer))
 
     @answers_errors
     async def model_metadata(request: Request) -> Response:
