@@ -105,3 +105,9 @@ def test_engine_refusal_is_400_with_its_message(http_server: HttpServer):
 def test_stream_request_failing_before_its_first_chunk_gets_its_status(http_server: HttpServer):
     answer = curl(http_server.url + "/v1/summarize/stream", data={"text": TEXT, "model": "nope"})
     assert answer.status == 404 and "nope" in answer.json()["error"]
+
+
+def test_unknown_route_and_wrong_method_answer_json_errors(http_server: HttpServer):
+    assert curl(http_server.url + "/v2/nothing-here").json() == {"error": "Not Found"}
+    answer = curl(http_server.url + "/v1/summarize")  # GET
+    assert answer.status == 405 and answer.json() == {"error": "Method Not Allowed"}

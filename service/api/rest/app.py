@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from service.api.interceptors.auth import token_interceptor
 from service.api.kserve import KServeServicer
@@ -40,4 +43,13 @@ def build_app(
     return Starlette(
         routes=[*v2_routes(kserve, body_limit), *attnserve_routes(attention, body_limit)],
         middleware=middleware,
+        exception_handlers={HTTPException: _http_error},
+    )
+
+
+async def _http_error(request: Request, error: HTTPException) -> Response:
+    """Starlette's own refusals (no such route 404, wrong method 405) in the protocol's
+    `{"error": ...}` form, like every other failure."""
+    return JSONResponse(
+        {"error": error.detail}, status_code=error.status_code, headers=error.headers
     )
