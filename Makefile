@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: install tools run models test test-slow lint lint-deploy proto proto-check bench bench-quick bench-single clean
+.PHONY: install tools run models test test-slow lint lint-deploy constraints smoke-image proto proto-check bench bench-quick bench-single clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -48,6 +48,23 @@ tools:
 # (its PyPI tools go to their own venv, $(VENV)/deploy-lint).
 lint-deploy: tools
 	LINT_VENV=$(VENV)/deploy-lint deploy/lint.sh
+
+# The images' pip constraints (deploy/docker/constraints-*.txt) from this venv's `pip freeze`:
+# rerun after changing dependencies in pyproject.toml.
+constraints: $(STAMP)
+	$(PY) deploy/tools/freeze_constraints.py
+
+# Not part of `make test` (minutes, root, podman): builds the CPU images with podman and serves
+# real requests from them (docs/deployment.md, "Image smoke test"): the demo models baked in, and
+# a tiny checkpoint exported here with `attnserve export` and copied from its models image.
+SMOKE_DIR ?= build/smoke
+smoke-image: $(STAMP) models
+	rm -rf $(SMOKE_DIR)/checkpoint $(SMOKE_DIR)/exported
+	$(PY) -c 'import sys, pathlib; from tests.fixtures.tiny_text_models import build_bart; \
+	  build_bart(pathlib.Path(sys.argv[1]))' $(SMOKE_DIR)/checkpoint
+	$(BIN)/attnserve export --model $(SMOKE_DIR)/checkpoint --task summarization \
+	  --output $(SMOKE_DIR)/exported/tiny-bart --name tiny-bart
+	$$([ "$$(id -u)" = 0 ] || echo sudo) deploy/docker/smoke-podman.sh $(MODELS) $(SMOKE_DIR)/exported
 
 test: $(STAMP) tools lint lint-deploy proto-check models
 	ATTNSERVE_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q $(PYTEST_ARGS)

@@ -2,11 +2,16 @@
 # make lint-deploy: checks everything under deploy/ with the ecosystem's own tools, offline once
 # the tools are installed. Installs the pinned PyPI tools of deploy/requirements-lint.txt into
 # their own venv when missing; promtool comes from Debian's prometheus (`make tools`).
-#   1. kubectl kustomize renders each overlay; kubernetes-validate --strict checks the output
-#      against Kubernetes $K8S_VERSION. CRD objects (ServiceMonitor, PrometheusRule,
+#   1. kubectl kustomize renders each overlay, and overlays with the opt-in components (TLS, the
+#      Prometheus Operator objects); kubernetes-validate --strict checks each output against
+#      every Kubernetes version of $K8S_VERSIONS: the stated minimum (1.30: preStop.sleep) and
+#      the newest schema. The KServe InferenceServices' predictors are checked as the Pods they
+#      become (deploy/tools/kserve_pods.py, which also refuses ports Knative's queue-proxy owns
+#      and a Serverless predictor without a readiness probe). Every pod template must be
+#      Guaranteed QoS (deploy/tools/check_qos.py). CRD objects (ServiceMonitor, PrometheusRule,
 #      InferenceService) have no schema there: yamllint checks their files, promtool their rules.
 #   2. hadolint on each Dockerfile.
-#   3. checkov on the rendered manifests, the KServe example and the Dockerfiles
+#   3. checkov on the rendered manifests, the KServe examples and the Dockerfiles
 #      (skipped checks and reasons: deploy/checkov.yaml).
 #   4. yamllint on every YAML file under deploy/ (deploy/.yamllint.yaml).
 #   5. promtool: alert rules (check + unit tests), compose's prometheus.yml, and every query of
@@ -17,9 +22,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 LINT_VENV="${LINT_VENV:-.venv/deploy-lint}"
-K8S_VERSION="${K8S_VERSION:-1.37.0}"
+# The minimum Kubernetes version docs/deployment.md states, and the newest schema bundled.
+K8S_VERSIONS="${K8S_VERSIONS:-1.30.0 1.37.0}"
 REQUIREMENTS=deploy/requirements-lint.txt
-OVERLAYS=(deploy/k8s/overlays/cpu deploy/k8s/overlays/gpu)
+OVERLAYS=(cpu gpu own-model pvc)
+# Overlay + opt-in components, rendered as an operator would add them to the overlay.
+COMBINATIONS=(
+    "cpu components/tls observability"
+    "own-model components/tls observability"
+)
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -42,15 +53,44 @@ install_python_tools
 TOOLS="$LINT_VENV/bin"
 command -v kubectl >/dev/null || { echo "kubectl (with kustomize) is required" >&2; exit 1; }
 
-step "kubectl kustomize + kubernetes-validate --strict (Kubernetes $K8S_VERSION)"
+step "kubectl kustomize + kubernetes-validate --strict (Kubernetes ${K8S_VERSIONS// /, })"
 RENDERED=()
 for overlay in "${OVERLAYS[@]}"; do
-    out="$WORK/$(basename "$overlay").yaml"
-    kubectl kustomize "$overlay" >"$out"
+    out="$WORK/$overlay.yaml"
+    kubectl kustomize "deploy/k8s/overlays/$overlay" >"$out"
     RENDERED+=("$out")
-    echo "$overlay: $(grep -c '^kind:' "$out") objects"
-    "$TOOLS/kubernetes-validate" --strict --quiet --no-warn -k "$K8S_VERSION" "$out"
+    echo "overlays/$overlay: $(grep -c '^kind:' "$out") objects"
 done
+for combination in "${COMBINATIONS[@]}"; do
+    read -r overlay components <<<"$combination"
+    name="${combination// /+}"
+    dir="$WORK/${name//\//-}"
+    mkdir -p "$dir"
+    rel="$(realpath --relative-to="$dir" deploy)"
+    {
+        printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n'
+        printf 'namespace: attnserve\nresources:\n  - %s/k8s/overlays/%s\ncomponents:\n' \
+            "$rel" "$overlay"
+        for component in $components; do
+            case "$component" in
+                components/*) printf '  - %s/k8s/%s\n' "$rel" "$component" ;;
+                *) printf '  - %s/%s\n' "$rel" "$component" ;;
+            esac
+        done
+    } >"$dir/kustomization.yaml"
+    out="$dir.yaml"
+    kubectl kustomize "$dir" >"$out"
+    RENDERED+=("$out")
+    echo "overlays/$overlay + ${components// / + }: $(grep -c '^kind:' "$out") objects"
+done
+"$TOOLS/python" deploy/tools/kserve_pods.py deploy/k8s/kserve/*.yaml >"$WORK/kserve-pods.yaml"
+echo "kserve: $(grep -c '^kind: Pod' "$WORK/kserve-pods.yaml") predictors as Pods"
+for version in $K8S_VERSIONS; do
+    "$TOOLS/kubernetes-validate" --strict --quiet --no-warn -k "$version" \
+        "${RENDERED[@]}" "$WORK/kserve-pods.yaml"
+    echo "Kubernetes $version: valid"
+done
+"$TOOLS/python" deploy/tools/check_qos.py "${RENDERED[@]}" "$WORK/kserve-pods.yaml"
 echo "no schema for CRDs (checked by yamllint and promtool instead):" \
     "$(grep -h '^kind:' "${RENDERED[@]}" deploy/k8s/kserve/*.yaml \
         | grep -E 'ServiceMonitor|PrometheusRule|InferenceService' | sort -u | cut -d' ' -f2 \

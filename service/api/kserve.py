@@ -221,13 +221,16 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
         info, infer_input, generations = await self.prepare(request, context)
         results = await self._generate_all(generations, infer_input.name)
         output, raw = tensors.text_output([r.text for r in results], infer_input.shape)
-        return pb.ModelInferResponse(
+        response = pb.ModelInferResponse(
             model_name=info.name,
             model_version=info.version,
             id=request.id,
             outputs=[output],
             raw_output_contents=[raw],
         )
+        if any(result.truncated for result in results):  # some input was cut (truncate)
+            response.parameters[tensors.TRUNCATED_PARAMETER].bool_param = True
+        return response
 
     async def _generate_all(
         self, requests: list[GenerationRequest], input_name: str

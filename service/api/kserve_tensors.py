@@ -24,6 +24,7 @@ from service.runtime.tasks import Task
 BYTES = "BYTES"
 OUTPUT_NAME = "text"
 INPUT_NAME_BY_TASK = {Task.SUMMARIZATION: "text", Task.CAPTIONING: "image"}
+TRUNCATED_PARAMETER = "truncated"  # response: an input was cut to the model's limit (truncate)
 TIMEOUT_PARAMETER = "timeout"  # the protocol's own request timeout, in microseconds
 _LENGTH_PREFIX = 4  # BYTES raw format: each element is a little-endian uint32 length + data
 

@@ -73,6 +73,10 @@ def start_metrics_server(
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(certfile=str(tls[0]), keyfile=str(tls[1]))
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        # The handshake happens on each connection's own thread: a client that connects and
+        # says nothing cannot hold up the accepting thread.
+        server.socket = context.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
     threading.Thread(target=server.serve_forever, name="attnserve-metrics", daemon=True).start()
     return server, server.server_port

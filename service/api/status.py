@@ -8,6 +8,7 @@ INTERNAL without internals.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import NoReturn
 
@@ -34,5 +35,10 @@ def client_message(error: Exception) -> str:
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: Exception) -> NoReturn:
-    """Abort the RPC with the code and message `error` stands for."""
+    """Abort the RPC with the code and message `error` stands for. An RPC that already ended
+    (its deadline passed while the engine was stopping it too) has no one to tell: it ends as
+    cancelled, instead of a status grpc can no longer send (and would log as an error)."""
+    remaining = context.time_remaining()
+    if context.done() or (remaining is not None and remaining <= 0):
+        raise asyncio.CancelledError
     await context.abort(status_code_for(error), client_message(error))

@@ -31,6 +31,7 @@ class RunnerOutput:
     lengths: np.ndarray  # int64 [rows]: each row's tokens, the chosen one included
     attention: np.ndarray | None  # float32 [rows, S]: when some row asked for explain
     beams_done: set[SequenceGroup]  # beam requests whose search ended at this step
+    failed: list[tuple[SequenceGroup, Exception]]  # newcomers whose input the model failed on
 
 
 class ModelRunner:
@@ -57,15 +58,18 @@ class ModelRunner:
         choose every row's token; None when no row is left to decode."""
         self.release([group for group, _ in plan.drop])
         self.encoder_seconds = None
-        incoming = self._encode(plan.admit) if plan.admit else None
+        incoming, failed = self._encode(plan.admit) if plan.admit else (None, [])
         decoded = self._decode(incoming)
         if decoded is None:
-            return None
+            nothing = np.zeros(0, np.int64)
+            return RunnerOutput([], nothing, nothing, None, set(), failed) if failed else None
         assert self.batch is not None
         logits, attention = decoded
         tokens, beams_done = self._choose_tokens(logits, attention)
         batch = self.batch
-        return RunnerOutput(list(batch.requests), tokens, batch.lengths, attention, beams_done)
+        return RunnerOutput(
+            list(batch.requests), tokens, batch.lengths, attention, beams_done, failed
+        )
 
     def release(self, leaving: list[SequenceGroup]) -> None:
         """The requests leave the batch; their rows and K/V are free at once."""
@@ -76,7 +80,27 @@ class ModelRunner:
         """Forget every row (after a runtime failure)."""
         self.batch = None
 
-    def _encode(self, groups: list[SequenceGroup]) -> DecodeBatch:
+    def _encode(
+        self, groups: list[SequenceGroup]
+    ) -> tuple[DecodeBatch | None, list[tuple[SequenceGroup, Exception]]]:
+        """The newcomers' decode rows, encoded together; if the model fails on that batch, each
+        is encoded alone, so that a request whose input the model cannot run (e.g. a token id
+        its embedding lacks) fails alone and the others join. Returns the batch (None if every
+        newcomer failed) and the failed requests with their errors."""
+        try:
+            return self._encode_together(groups), []
+        except Exception as error:
+            if len(groups) == 1:
+                return None, [(groups[0], error)]
+        batches, failed = [], []
+        for group in groups:
+            try:
+                batches.append(self._encode_together([group]))
+            except Exception as error:
+                failed.append((group, error))
+        return (DecodeBatch.concatenate(batches) if batches else None), failed
+
+    def _encode_together(self, groups: list[SequenceGroup]) -> DecodeBatch:
         """Run the newcomers' encoders as one batch and lay out their decoder rows."""
         model = self.model
         feeds = _stack_encoder_feeds([g.encoder_feeds for g in groups], self.pad_id)

@@ -1,8 +1,9 @@
 """Continuous batching policy for one model: who waits, who joins, who leaves.
 
-The scheduler decides and never touches tensors: `schedule()` returns a `StepPlan` (requests to
-admit, requests to drop and why), the runner executes it, and `release()` returns a finished
-request's rows and K/V reservation. Admission is FIFO: the head of the queue is never overtaken,
+The plan stage of a step (docs/architecture.md): the scheduler decides and never touches
+tensors. `schedule()` returns a `StepPlan` (requests to admit, requests to drop and why), the
+runner executes it, and the update stage calls `release()` to return a finished request's rows
+and K/V reservation. Admission is FIFO: the head of the queue is never overtaken,
 so a big request cannot starve behind a stream of small ones.
 """
 
@@ -53,9 +54,9 @@ class Scheduler:
         """Queue a request; ResourceExhausted at once when the queue is full."""
         if group.kv_reservation > self.kv_budget_bytes:
             raise ResourceExhausted(
-                f"the request needs {group.kv_reservation} bytes of K/V cache, more than the "
-                f"server's whole budget of {self.kv_budget_bytes} bytes; "
-                "ask for fewer new tokens or beams"
+                f"the request needs {group.kv_reservation} bytes of K/V cache, more than this "
+                f"model's whole budget of {self.kv_budget_bytes} bytes (--kv-budget-mb, per "
+                "model); ask for fewer new tokens or beams"
             )
         if len(self.waiting) >= self.max_queue:
             raise ResourceExhausted(

@@ -10,6 +10,7 @@ the Engine only adds its thread, lock, timing and metrics. See docs/architecture
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from service.engine.sequence import SequenceGroup, StepEvent
 from service.engine.types import GenerationParams
 from service.engine.update import update_requests
 from service.runtime.model import LoadedModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,6 +95,11 @@ class ServedModel:
         events = [(group, StepEvent(tokens=[], error=error)) for group, error in plan.drop]
         if output is None:
             return events
+        for group, error in output.failed:
+            log.error("the model failed on one request's input; it alone fails", exc_info=error)
+            self.scheduler.release(group)
+            failure = RuntimeError(f"the model failed on this request's input: {error}")
+            events.append((group, StepEvent(tokens=[], error=failure)))
         update = update_requests(output, self.runner.eos_ids)
         self.runner.release(update.finished)
         for group in update.finished:

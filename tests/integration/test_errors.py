@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -206,3 +207,17 @@ def test_an_undecodable_message_in_a_stream_is_invalid(server: InProcessServer):
 def test_a_text_without_printable_characters_is_invalid(client: AttnserveClient):
     error = rpc_error(lambda: client.summarize("\x00" * 100, timeout=10))
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "no printable character")
+
+
+def test_deadlines_racing_the_engines_own_stop_log_no_errors(
+    client: AttnserveClient, caplog: pytest.LogCaptureFixture
+):
+    """The client's deadline and the engine's DeadlineExceeded end the same request at about the
+    same time: the client gets DEADLINE_EXCEEDED and the server logs nothing at ERROR."""
+    with caplog.at_level(logging.ERROR):
+        for index in range(30):
+            timeout = 0.05 + 0.01 * index
+            error = rpc_error(lambda t=timeout: client.summarize(TEXT, timeout=t, **LONG_REQUEST))
+            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(0.5)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

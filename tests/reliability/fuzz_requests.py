@@ -1,13 +1,17 @@
 """Hypothesis strategies for random and malformed requests to both APIs.
 
 Each strategy draws a whole call: which RPC, and a request mixing valid values with random
-bytes as images, empty and huge texts, extreme and contradictory parameters (NaN, infinities,
-values at the proto types' limits, beams with sampling, min above max) and unknown models.
+bytes as images (and PNGs with malformed chunks), empty and huge texts (at and past the fuzzed
+server's --max-input-bytes, and texts without a printable character), extreme and contradictory
+parameters (NaN, infinities, values at the proto types' limits, beams with sampling, min above
+max, truncation), unknown models, too many KServe elements, and wire-level garbage.
 """
 
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
@@ -20,6 +24,8 @@ from tests.integration.models import CAPTIONER, SUMMARIZER
 
 UINT32_MAX, UINT64_MAX, INT64_MAX = 2**32 - 1, 2**64 - 1, 2**63 - 1
 IMAGE_SIDE_MAX = 120  # beyond the fuzzed server's pixel cap for the largest draws
+MAX_INPUT_BYTES = 4096  # the fuzzed server's --max-input-bytes
+MAX_BATCH_ELEMENTS = 4  # the fuzzed server's --max-batch-elements
 
 
 def mostly(usual: st.SearchStrategy, unusual: st.SearchStrategy) -> st.SearchStrategy:
@@ -52,6 +58,8 @@ texts = mostly(
         st.text(alphabet=" \t\n\r\u00a0\u3000", max_size=20),  # nothing but whitespace
         st.integers(1, 5000).map(lambda n: " ".join(f"w{i}" for i in range(n))),  # past the limit
         st.text(min_size=1, max_size=20).map(lambda t: t * 5000),  # large and repetitive
+        st.integers(MAX_INPUT_BYTES - 3, MAX_INPUT_BYTES + 3).map(lambda n: "w" * n),  # at cap
+        st.text(alphabet="\x00\x01\x7f\u200b", min_size=1, max_size=50),  # nothing printable
     ),
 )
 
@@ -83,9 +91,28 @@ def damaged(draw: st.DrawFn, files: st.SearchStrategy[bytes]) -> bytes:
     return bytes(data)
 
 
+@st.composite
+def png_with_bad_chunk(draw: st.DrawFn) -> bytes:
+    """A valid PNG with a chunk (correct CRC) whose contents break it: a short header, a short
+    gamma, text or colour-profile chunks that inflate to megabytes, or random bytes."""
+    chunk_type = draw(st.sampled_from([b"IHDR", b"gAMA", b"zTXt", b"iCCP", b"tEXt", b"PLTE"]))
+    data = draw(
+        st.one_of(
+            st.binary(max_size=16),
+            st.just(b"k\x00\x00" + zlib.compress(b"a" * (4 << 20))),
+        )
+    )
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, format="PNG")
+    chunk = struct.pack(">I", len(data)) + chunk_type + data
+    chunk += struct.pack(">I", zlib.crc32(chunk_type + data))
+    at = draw(st.sampled_from([8, 33]))  # before or after the real header
+    return png.getvalue()[:at] + chunk + png.getvalue()[at:]
+
+
 images = mostly(
     encoded_images(),
-    st.one_of(st.binary(max_size=4096), damaged(encoded_images())),
+    st.one_of(st.binary(max_size=4096), damaged(encoded_images()), png_with_bad_chunk()),
 )
 
 
@@ -104,6 +131,7 @@ def generation_params(draw: st.DrawFn) -> pb.GenerationParams:
         "no_repeat_ngram_size": uint32s,
         "length_penalty": doubles,
         "seed": st.integers(0, UINT64_MAX),
+        "truncate": uint32s,
     }
     chosen = {
         name: draw(values_of)
@@ -223,6 +251,8 @@ def infer_requests(draw: st.DrawFn) -> kserve_pb.ModelInferRequest:
     input_name = "text" if model == SUMMARIZER else "image"
     values = texts.map(str.encode) if model == SUMMARIZER else images
     elements = draw(st.lists(values, min_size=1, max_size=3))
+    if draw(st.integers(0, 19)) == 0:  # past --max-batch-elements
+        elements = elements * (MAX_BATCH_ELEMENTS + 1)
     shape = [len(elements), 1] if draw(st.booleans()) else [len(elements)]
     request = kserve_pb.ModelInferRequest(model_name=model, id=draw(st.text(max_size=8)))
     tensor = request.inputs.add(name=input_name, datatype="BYTES", shape=shape)
@@ -240,3 +270,36 @@ def infer_requests(draw: st.DrawFn) -> kserve_pb.ModelInferRequest:
 
 infer_batches = st.lists(infer_requests(), min_size=1, max_size=3)
 """One request (sent as ModelInfer) or several (sent in one ModelStreamInfer)."""
+
+
+SERVED_METHODS = (
+    "/attnserve.v1.AttentionService/Summarize",
+    "/attnserve.v1.AttentionService/SummarizeStream",
+    "/attnserve.v1.AttentionService/Caption",
+    "/attnserve.v1.AttentionService/ListModels",
+    "/inference.GRPCInferenceService/ModelInfer",
+    "/inference.GRPCInferenceService/ModelStreamInfer",
+    "/inference.GRPCInferenceService/ModelMetadata",
+)
+
+
+@st.composite
+def garbage_on_the_wire(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A served method and bytes for its request message: random, or a valid request with
+    some bytes overwritten or cut (invalid UTF-8 in strings, lengths that lie)."""
+    method = draw(st.sampled_from(SERVED_METHODS))
+    valid = pb.SummarizeRequest(text="w1 w2 w3", params=pb.GenerationParams(max_new_tokens=2))
+    if method.startswith("/inference"):
+        valid = kserve_pb.ModelInferRequest(model_name=SUMMARIZER, id="x")
+        valid.inputs.add(name="text", datatype="BYTES", shape=[1]).contents.bytes_contents.append(
+            b"w1 w2"
+        )
+    data = bytearray(valid.SerializeToString())
+    choice = draw(st.integers(0, 2))
+    if choice == 0:
+        return method, draw(st.binary(max_size=512))
+    if choice == 1:
+        return method, bytes(data[: draw(st.integers(0, len(data)))])
+    for _ in range(draw(st.integers(1, 6))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return method, bytes(data)

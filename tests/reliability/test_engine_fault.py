@@ -1,5 +1,6 @@
 """A runtime fault in one decode step fails only the requests of that batch, with the cause
-logged, and the server keeps serving.
+logged, and the server keeps serving; a fault that one request's input causes fails that
+request alone.
 
 The fault is real: the summarizer's decoder graph is rebuilt with a Reshape of its logits to a
 fixed [1, 1, V], so ONNX Runtime fails any step with more than one row, while a request alone
@@ -8,6 +9,7 @@ still runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +22,14 @@ import pytest
 from onnx import helper, numpy_helper
 
 from service.client import AttnserveClient
+from service.engine.config import EngineConfig
+from service.engine.sequence import StepEvent
+from service.engine.served_model import ServedModel
+from service.engine.sync_driver import generate_offline
+from service.engine.types import GenerationParams
+from service.runtime.model import LoadedModel
 from tests.fixtures.inprocess_server import serving
+from tests.integration.models import wait_until
 
 TEXT = "a short text to summarize"
 
@@ -69,3 +78,79 @@ def test_a_failing_step_fails_its_batch_only_and_the_server_goes_on(faulty_model
 
         assert c.summarize(TEXT, max_new_tokens=4, timeout=60).output_tokens > 0  # still serving
         assert server.engine.running_rows() == 0
+
+
+POISON = "poison"
+
+
+@pytest.fixture(scope="module")
+def poisonable_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The summarizer with one word added to its tokenizer beyond its embedding's rows (as a
+    tokenizer extended without resizing the model): ONNX Runtime fails any encoder batch that
+    holds it, a real fault that only one request carries."""
+    root = tmp_path_factory.mktemp("poisonable-models")
+    summarizer = next(d for d in models_dir.iterdir() if "summar" in d.name)
+    target = root / summarizer.name
+    shutil.copytree(summarizer, target)
+    tokenizer = json.loads((target / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    manifest = json.loads((target / "model.json").read_text())
+    vocab[POISON] = manifest["dims"]["vocab_size"] + 100
+    (target / "tokenizer.json").write_text(json.dumps(tokenizer))
+    return root
+
+
+def test_a_poisoned_request_fails_alone_and_its_batch_mates_get_their_tokens(
+    poisonable_models: Path, caplog
+):
+    texts = [f"w{i} w{i + 1} w{i + 2} w{i + 3}" for i in range(1, 7)]
+    params = dict(max_new_tokens=12, min_new_tokens=12, timeout=60)
+    with serving(poisonable_models, max_batch_rows=16) as server:
+        with AttnserveClient(server.target) as client:
+            alone = [client.summarize(text, **params).token_ids for text in texts]
+
+            def summarize(text: str) -> list[int] | grpc.StatusCode:
+                try:
+                    return list(client.summarize(text, **params).token_ids)
+                except grpc.RpcError as error:
+                    return error.code()
+
+            running = [*texts[:3]]
+            newcomers = [*texts[3:], f"w1 {POISON} w2"]
+            with caplog.at_level(logging.ERROR), ThreadPoolExecutor(8) as pool:
+                first = [pool.submit(summarize, text) for text in running]
+                wait_until(lambda: server.engine.running_rows() >= 3, what="a busy batch")
+                later = list(pool.map(summarize, newcomers))  # admitted together, poison among
+                results = [future.result() for future in first] + later
+        assert results[-1] == grpc.StatusCode.INTERNAL
+        assert results[:-1] == [list(tokens) for tokens in alone]
+        assert "failed on one request's input" in caplog.text
+        assert server.engine.running_rows() == 0
+
+
+def test_newcomers_admitted_with_a_poisoned_one_are_encoded_again_without_it(
+    poisonable_models: Path,
+):
+    """The same, in one step for certain: every request is queued before the first step, so
+    all are admitted (and encoded) together; the model's failure is narrowed to the one."""
+    summarizer = next(poisonable_models.iterdir())
+    params = GenerationParams(max_new_tokens=6, min_new_tokens=6)
+    texts = ["w1 w2 w3", f"w4 {POISON} w5", "w6 w7 w8 w9"]
+    served = ServedModel(LoadedModel.load(summarizer), EngineConfig(max_queue=8))
+    events: list[list[StepEvent]] = [[] for _ in texts]
+    groups = [served.prepare(text, None, params, events[i].append) for i, text in enumerate(texts)]
+    for group in groups:
+        served.scheduler.add(group)
+    first = served.plan(0.0)
+    assert first.admit == groups
+    output = served.execute(first)
+    assert output is not None and [group for group, _ in output.failed] == [groups[1]]
+    for group, event in served.update(first, output):
+        group.emit(event)
+    while served.scheduler.has_work():
+        for group, event in served.step():
+            group.emit(event)
+    assert isinstance(events[1][-1].error, RuntimeError)
+    for index in (0, 2):
+        (alone,) = generate_offline(summarizer, [texts[index]], params)
+        assert groups[index].generated == alone.token_ids

@@ -22,13 +22,17 @@ from service._pb.attnserve.v1 import attnserve_pb2_grpc as pb_grpc
 from tests.fixtures.inprocess_server import serving
 from tests.reliability.fuzz_requests import (
     IMAGE_SIDE_MAX,
+    MAX_BATCH_ELEMENTS,
+    MAX_INPUT_BYTES,
     AttentionCall,
     attention_calls,
+    garbage_on_the_wire,
     infer_batches,
 )
 
-FUZZ_EXAMPLES = 150  # per API: 300 requests in the default run
-SLOW_FUZZ_EXAMPLES = 2500
+FUZZ_EXAMPLES = 150  # per API: 300 requests in the default run (+ wire garbage)
+SLOW_FUZZ_EXAMPLES = 4000  # per API, + 2,000 on the wire: 10,000 in `make test-slow`
+SLOW_WIRE_EXAMPLES = 2000
 CALL_TIMEOUT_S = 20
 # Sequential requests on an idle server: nothing may be refused for load or time.
 ANSWERED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
@@ -42,6 +46,7 @@ class FuzzTarget:
         self.kserve = kserve_grpc.GRPCInferenceServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
         self.codes: Counter[tuple[str, str]] = Counter()
+        self.channel: grpc.Channel | None = None
 
     def assert_healthy(self) -> None:
         check = self.health.Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
@@ -56,10 +61,13 @@ def target(models_dir: Path) -> Iterator[FuzzTarget]:
             max_new_tokens_cap=8,
             max_num_beams=4,
             max_image_pixels=(IMAGE_SIDE_MAX * IMAGE_SIDE_MAX) // 2,
+            max_input_bytes=MAX_INPUT_BYTES,
+            max_batch_elements=MAX_BATCH_ELEMENTS,
         ) as server,
         grpc.insecure_channel(server.target) as channel,
     ):
         fuzz = FuzzTarget(channel)
+        fuzz.channel = channel
         yield fuzz
     print(f"\nfuzzed requests by API and status code: {dict(sorted(fuzz.codes.items()))}")
 
@@ -101,6 +109,24 @@ def send_infer_requests(target: FuzzTarget, requests: list[kserve_pb.ModelInferR
     target.assert_healthy()
 
 
+def send_garbage(target: FuzzTarget, method: str, payload: bytes) -> None:
+    """Raw bytes as a method's request message: decoded or refused, never UNKNOWN."""
+    assert target.channel is not None
+    if method.endswith("Stream") or method.endswith("StreamInfer"):
+        if method.endswith("ModelStreamInfer"):
+            call = target.channel.stream_stream(method)
+            code = final_code(lambda: list(call(iter([payload]), timeout=CALL_TIMEOUT_S)))
+        else:
+            call = target.channel.unary_stream(method)
+            code = final_code(lambda: list(call(payload, timeout=CALL_TIMEOUT_S)))
+    else:
+        call = target.channel.unary_unary(method)
+        code = final_code(lambda: call(payload, timeout=CALL_TIMEOUT_S))
+    target.codes["wire", code.name] += 1
+    assert code in ANSWERED, f"{method} answered {code.name} to {payload!r}"
+    target.assert_healthy()
+
+
 def fuzz_settings(examples: int) -> settings:
     return settings(
         max_examples=examples,
@@ -133,3 +159,16 @@ def test_many_random_attention_requests_get_client_error_codes(target: FuzzTarge
 @given(requests=infer_batches)
 def test_many_random_kserve_requests_get_client_error_codes(target: FuzzTarget, requests):
     send_infer_requests(target, requests)
+
+
+@fuzz_settings(FUZZ_EXAMPLES // 3)
+@given(garbage=garbage_on_the_wire())
+def test_garbage_on_the_wire_gets_client_error_codes(target: FuzzTarget, garbage):
+    send_garbage(target, *garbage)
+
+
+@pytest.mark.slow
+@fuzz_settings(SLOW_WIRE_EXAMPLES)
+@given(garbage=garbage_on_the_wire())
+def test_much_garbage_on_the_wire_gets_client_error_codes(target: FuzzTarget, garbage):
+    send_garbage(target, *garbage)

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from service.api.interceptors.handlers import wrap_handler
+from service.api.interceptors.handlers import HandlerInterceptor, wrap_handler
 
 
 class Undecodable:
@@ -80,17 +80,10 @@ def _request_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return checked
 
 
-class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
+class DecodeGuardInterceptor(HandlerInterceptor):
     """Answers INVALID_ARGUMENT for request messages that cannot be decoded."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         return wrap_handler(
             handler,
             {

@@ -2,12 +2,13 @@
 
 A grpc.aio server interceptor sees what an RPC receives and how it ends only by replacing the
 handler's behaviour; the handler must then be rebuilt with the factory of its kind and its
-(de)serializers. That rebuilding lives here, once, for every interceptor.
+(de)serializers. That rebuilding lives here, once, for every interceptor, and so does the
+common prologue (`HandlerInterceptor`: resolve the handler, leave unknown methods alone).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -55,3 +56,21 @@ def wrap_handler(
                 response_serializer=handler.response_serializer,
             )
     return handler
+
+
+class HandlerInterceptor(grpc.aio.ServerInterceptor):
+    """An interceptor that rebuilds the handlers of served methods: subclasses say how in
+    `wrap(handler, method)`, where `method` is the full path "/pkg.Service/Method"."""
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # no such method: grpc answers UNIMPLEMENTED
+            return handler
+        return self.wrap(handler, handler_call_details.method)

@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health
 
-from service.api.interceptors.handlers import split_method, wrap_handler
+from service.api.interceptors.handlers import HandlerInterceptor, split_method, wrap_handler
 from service.metrics import ServerMetrics
 
 UNMEASURED_SERVICES = frozenset({health.SERVICE_NAME})
@@ -137,7 +137,7 @@ def _measure_stream(
     return measured
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(HandlerInterceptor):
     """Records attnserve_requests_total and attnserve_request_duration_seconds for the RPCs of
     every service but health (unary, server-streaming, and bidirectional like KServe's
     ModelStreamInfer)."""
@@ -147,15 +147,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._served_methods = served_methods
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        service, method = split_method(handler_call_details.method)
+    def wrap(self, handler: grpc.RpcMethodHandler, path: str) -> grpc.RpcMethodHandler:
+        service, method = split_method(path)
         if service in UNMEASURED_SERVICES:
             return handler
         if method not in self._served_methods:

@@ -18,7 +18,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from service.api import kserve, servicer
-from service.api.interceptors.handlers import split_method, wrap_handler
+from service.api.interceptors.handlers import HandlerInterceptor, split_method, wrap_handler
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +91,11 @@ def _logged_stream_stream(method: str, behavior: Callable[..., AsyncIterator[Any
     return logged
 
 
-class RequestLogInterceptor(grpc.aio.ServerInterceptor):
+class RequestLogInterceptor(HandlerInterceptor):
     """Logs each request message of AttentionService and the KServe API at INFO."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or split_method(method)[0] not in LOGGED_SERVICES:
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if split_method(method)[0] not in LOGGED_SERVICES:
             return handler
         return wrap_handler(
             handler,

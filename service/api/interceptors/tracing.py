@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health
 
-from service.api.interceptors.handlers import split_method, wrap_handler
+from service.api.interceptors.handlers import HandlerInterceptor, split_method, wrap_handler
 from service.api.tracing import Tracing
 
 UNTRACED_SERVICES = frozenset({health.SERVICE_NAME})
@@ -45,18 +45,12 @@ def _traced_stream(
     return traced
 
 
-class TracingInterceptor(grpc.aio.ServerInterceptor):
+class TracingInterceptor(HandlerInterceptor):
     def __init__(self, tracing: Tracing) -> None:
         self._tracing = tracing
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or split_method(method)[0] in UNTRACED_SERVICES:
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if split_method(method)[0] in UNTRACED_SERVICES:
             return handler
         name = method.lstrip("/")
         trace_stream = partial(_traced_stream, self._tracing, name)
