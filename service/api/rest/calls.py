@@ -2,10 +2,10 @@
 
 The REST routes answer through the very servicers the gRPC server uses (AttentionServicer,
 KServeServicer), so both transports validate, resolve models and word their errors in one
-place. A servicer asks its context for two things: the time left before the caller's
-deadline, and to abort with a status. `RestCall` gives them for an HTTP request: `abort` raises
-`RestError`, which the app answers with the HTTP status mirroring the gRPC code (the canonical
-names of service.errors).
+place. A servicer (with service.api.status) asks its context for the time left before the
+caller's deadline, whether the call already ended, and to abort with a status. `RestCall`
+answers them for an HTTP request: `abort` raises `RestError`, which the app answers with the
+HTTP status mirroring the gRPC code (the canonical names of service.errors).
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ class RestCall:
     def time_remaining(self) -> float | None:
         """HTTP carries no deadline: the protocol's `timeout` parameter bounds a request."""
         return None
+
+    def done(self) -> bool:
+        """Whether the call already ended: an HTTP request still has its answer to get."""
+        return False
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
         raise RestError(code.name, details)
