@@ -23,7 +23,7 @@ $(MODELS)/.built: | $(STAMP)
 models: $(MODELS)/.built
 
 run: models
-	$(BIN)/attnserve serve --models $(MODELS)
+	$(BIN)/attnserve serve --models $(MODELS) --http-port 8000
 
 proto: $(STAMP)
 	$(PY) tools/protogen.py

@@ -56,6 +56,7 @@ class EngineReporter:
         for group in plan.admit:
             assert group.admitted_at is not None  # the scheduler stamps what it admits
             metrics.queue_wait(name, version, group.admitted_at - group.arrived_at)
+            group.encoder_seconds = served.runner.encoder_seconds  # for its trace
         for group, error in plan.drop:
             if group.admitted_at is None and not isinstance(error, Cancelled):
                 metrics.rejected(name, rejection_reason(error))  # e.g. expired while waiting
@@ -75,6 +76,7 @@ class EngineReporter:
             self.metrics.first_token(name, version, now - group.arrived_at)
         if not event.finish_reason:
             return
+        group.finished_at = now
         generated = len(group.generated)
         self.metrics.tokens(name, version, group.input_tokens, generated)
         # A beam-search answer arrives whole: it has no time between tokens.
