@@ -30,6 +30,10 @@ class EngineConfig:
     """Largest width * height of an image input, checked before decoding (decompression bombs)."""
     max_image_bytes: int = 20 << 20
     """Largest encoded image input, in bytes."""
+    max_encoder_tokens_per_step: int = 512
+    """Encoder tokens one step may run for its newcomers (newcomers x the longest one's input
+    tokens; image patches for captioners) before its decoder call, which every running stream
+    waits for; a request over it is admitted alone. 0 = no limit. See docs/benchmarks.md."""
     admission: str = "continuous"
     """"continuous": waiting requests join the running batch at any step; "static": only when
     the batch is empty (request-level batching, kept as a benchmark baseline)."""
@@ -42,6 +46,8 @@ class EngineConfig:
             raise ValueError(f"admission must be one of {ADMISSIONS}, got {self.admission!r}")
         if self.intra_op_threads < 0:
             raise ValueError("intra_op_threads must be >= 0 (0 = ONNX Runtime default)")
+        if self.max_encoder_tokens_per_step < 0:
+            raise ValueError("max_encoder_tokens_per_step must be >= 0 (0 = no limit)")
         positive = {
             "max_batch_rows": self.max_batch_rows,
             "max_queue": self.max_queue,

@@ -49,6 +49,7 @@ class ServedModel:
             config.kv_budget_bytes,
             config.max_queue,
             static=config.admission == "static",
+            max_encoder_tokens=config.max_encoder_tokens_per_step,
         )
         self.runner = ModelRunner(model)
 
