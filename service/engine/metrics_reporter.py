@@ -60,11 +60,16 @@ class EngineReporter:
             if group.admitted_at is None and not isinstance(error, Cancelled):
                 metrics.rejected(name, rejection_reason(error))  # e.g. expired while waiting
         if served.runner.encoder_seconds is not None:
-            metrics.encoder_ran(name, version, served.runner.encoder_seconds)
+            metrics.encoder_ran(name, version, served.runner.encoder_seconds, plan.encoder_tokens)
         if rows:
             metrics.decode_step(name, version, rows, seconds)
+        gaps = []
         for group, event in events:
+            gap = _token_gap(group, event, now)
+            if gap is not None:
+                gaps.append(gap)
             self._request_progress(name, version, group, event, now)
+        metrics.inter_token_gaps(name, version, gaps)
         self.queue_state(served)
 
     def _request_progress(
@@ -81,6 +86,15 @@ class EngineReporter:
         if group.beam is None and generated > 1 and group.first_token_at is not None:
             interval = (now - group.first_token_at) / (generated - 1)
             self.metrics.token_interval(name, version, interval)
+
+
+def _token_gap(group: SequenceGroup, event: StepEvent, now: float) -> float | None:
+    """Seconds since the request's previous token, if this event brings its next one; a
+    beam-search answer arrives whole and has no gaps."""
+    if not event.tokens or group.beam is not None:
+        return None
+    previous, group.last_token_at = group.last_token_at, now
+    return None if previous is None else now - previous
 
 
 def _model_labels(served: ServedModel) -> dict[str, str]:

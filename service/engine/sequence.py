@@ -45,6 +45,7 @@ class SequenceGroup:
     arrived_at: float = field(default_factory=time.monotonic)  # queue wait and TTFT start here
     admitted_at: float | None = None  # when it joined the decode batch; None while waiting
     first_token_at: float | None = None
+    last_token_at: float | None = None  # streams: the gap to the next token starts here
     explain_source: SourceLayout | None = None  # explain: how to read the source positions
 
     @property
