@@ -59,8 +59,8 @@ class EngineReporter:
         for group, error in plan.drop:
             if group.admitted_at is None and not isinstance(error, Cancelled):
                 metrics.rejected(name, rejection_reason(error))  # e.g. expired while waiting
-        if served.runner.encoder_seconds is not None:
-            metrics.encoder_ran(name, version, served.runner.encoder_seconds, plan.encoder_tokens)
+        for run in served.runner.encoder_runs:
+            metrics.encoder_ran(name, version, run.seconds, run.tokens)
         if rows:
             metrics.decode_step(name, version, rows, seconds)
         gaps = []

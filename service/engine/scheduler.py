@@ -31,11 +31,6 @@ class StepPlan:
     def empty(self) -> bool:
         return not self.admit and not self.drop
 
-    @property
-    def encoder_tokens(self) -> int:
-        """The encoder tokens this step runs for its newcomers (0 when none joins)."""
-        return encoder_tokens(self.admit)
-
 
 def encoder_tokens(groups: list[SequenceGroup]) -> int:
     """Tokens one encoder run over `groups` computes: each input padded to the longest."""

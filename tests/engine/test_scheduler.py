@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from service.engine.config import EngineConfig
-from service.engine.scheduler import Scheduler
+from service.engine.scheduler import Scheduler, encoder_tokens
 from service.engine.sequence import SequenceGroup
 from service.engine.types import GenerationParams
 from service.engine.validation import resolve_params
@@ -107,7 +107,7 @@ def test_newcomers_join_while_their_padded_encoder_tokens_fit_the_step_budget():
     a, b, c, d = _queued(scheduler, 30, 20, 40, 10)
     plan = scheduler.schedule(now=0.0)
     assert plan.admit == [a, b], "a third newcomer would make 3 x 40 = 120 tokens"
-    assert plan.encoder_tokens == 2 * 30, "the shorter input is padded to the longer"
+    assert encoder_tokens(plan.admit) == 2 * 30, "the shorter input is padded to the longer"
     assert scheduler.schedule(now=0.0).admit == [c, d]
 
 
@@ -132,4 +132,4 @@ def test_an_encoder_budget_of_zero_admits_every_newcomer_that_fits_rows_and_kv()
 
 def test_a_step_with_no_newcomer_runs_no_encoder_tokens():
     scheduler = Scheduler(max_rows=32, kv_budget_bytes=1000, max_queue=10, max_encoder_tokens=100)
-    assert scheduler.schedule(now=0.0).encoder_tokens == 0
+    assert encoder_tokens(scheduler.schedule(now=0.0).admit) == 0
