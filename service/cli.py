@@ -39,6 +39,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--intra-op-threads", type=int, default=None)
     p.add_argument("--max-batch-rows", type=int, default=None)
     p.add_argument("--admission", choices=["continuous", "static"], default=None)
+    p.add_argument("--max-encoder-tokens-per-step", type=int, default=None, help="0 = no limit")
+    p.add_argument(
+        "--encoder-beside-decode",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="encode newcomers on a thread beside the decode steps",
+    )
     p.add_argument("--max-queue", type=int, default=None)
     p.add_argument("--max-num-beams", type=int, default=None)
     p.add_argument("--max-new-tokens-cap", type=int, default=None)

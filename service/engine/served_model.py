@@ -52,8 +52,9 @@ class ServedModel:
             config.kv_budget_bytes,
             config.max_queue,
             static=config.admission == "static",
+            max_encoder_tokens=config.max_encoder_tokens_per_step,
         )
-        self.runner = ModelRunner(model)
+        self.runner = ModelRunner(model, encode_beside=config.encoder_beside_decode)
 
     def info(self, is_default: bool) -> ModelInfo:
         m = self.manifest
