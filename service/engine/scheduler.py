@@ -7,10 +7,11 @@ so a big request cannot starve behind a stream of small ones.
 
 Newcomers' encoders run inside the step, before its decoder call, so every running stream waits
 for them (beside the steps, service.engine.encoding, they slow the steps instead): a per-step
-encoder budget bounds that (vLLM's per-step token budget, for encoders). A step's encoder work is counted as the encoder runs it, newcomers x the longest
-newcomer's tokens (shorter inputs are padded to it; images all have the same patch count). The
-first newcomer of a step is admitted whatever its size, so a request over the budget runs
-alone in its step instead of waiting for ever.
+encoder budget bounds that (vLLM's per-step token budget, for encoders). A step's encoder work
+is counted as the encoder runs it, newcomers x the longest newcomer's tokens (shorter inputs are
+padded to it; images all have the same patch count). The first newcomer of a step is admitted
+whatever its size, so a request over the budget runs alone in its step instead of waiting for
+ever.
 """
 
 from __future__ import annotations
