@@ -169,18 +169,23 @@ def _pick(rng: np.random.Generator, options: tuple) -> object:
 
 
 def make_match_report(
-    rng: np.random.Generator, max_fillers: int = MAX_FILLERS, shuffled: bool = True
+    rng: np.random.Generator,
+    max_fillers: int = MAX_FILLERS,
+    shuffled: bool = True,
+    min_fillers: int = 0,
 ) -> tuple[str, str]:
-    """One random match report and its one-sentence summary.
+    """One random match report and its one-sentence summary, with `min_fillers` to
+    `max_fillers` fillers.
 
     The defaults are the spec. Training starts on easier reports (`max_fillers=0`, and
-    `shuffled=False`: the first team's score first), see train_summarizer.py.
+    `shuffled=False`: the first team's score first) and later adds harder ones
+    (`min_fillers=MAX_FILLERS`), see train_summarizer.py.
     """
     first, second = (TEAMS[int(i)] for i in rng.choice(len(TEAMS), size=2, replace=False))
     city, day = _pick(rng, CITIES), _pick(rng, DAYS)
     goals = rng.choice(MAX_GOALS + 1, size=2, replace=False)
     first_goals, second_goals = int(goals[0]), int(goals[1])
-    n_fillers = int(rng.integers(max_fillers + 1))
+    n_fillers = int(rng.integers(min_fillers, max_fillers + 1))
     fillers = [
         FILLER_TEMPLATES[int(i)][0].format(_pick(rng, FILLER_TEMPLATES[int(i)][1]))
         for i in rng.choice(len(FILLER_TEMPLATES), size=n_fillers, replace=False)
