@@ -17,20 +17,31 @@ import numpy as np
 import torch
 
 from export.demo import train_captioner, train_summarizer
-from export.demo.training import HELD_OUT_STREAM
+from export.demo.training import CHECK_STREAM, HELD_OUT_STREAM, Check, TrainResult
 from export.exporter import export_model
 from service.runtime.tasks import Task
 
-HELD_OUT_CASES = 500
+HELD_OUT_CASES = 500  # the build's measure, after training
+CHECK_CASES = 500  # the in-training check, every block of steps (a few seconds each)
 
 
 @dataclass(frozen=True)
 class DemoModel:
     task: str
-    train: Callable[[int], tuple[Any, Any, dict[str, float]]]  # seed -> model, tokenizer, stats
-    # name -> (model, tokenizer, rng, cases) -> exact match; each gets a fresh held-out rng
+    # (seed, check, target) -> model, tokenizer, what training did
+    train: Callable[[int, Check, float], tuple[Any, Any, TrainResult]]
+    # name -> (model, tokenizer, rng, cases) -> exact match on `cases` cases drawn from rng
     evaluations: dict[str, Callable[[Any, Any, np.random.Generator, int], float]]
     save_extras: Callable[[Path], None] = lambda checkpoint: None
+
+    def exact_match(
+        self, model: Any, tokenizer: Any, seed: int, stream: int, cases: int
+    ) -> dict[str, float]:
+        """Every evaluation on the same `cases` cases of the seed's `stream`."""
+        return {
+            label: evaluate(model, tokenizer, np.random.default_rng([seed, stream]), cases)
+            for label, evaluate in self.evaluations.items()
+        }
 
 
 def _save_image_processor(checkpoint: Path) -> None:
@@ -56,8 +67,11 @@ DEMO_MODELS: dict[str, DemoModel] = {
 }
 
 
-def build_demo_model(name: str, output: str, checkpoints: str, seed: int) -> dict[str, Any]:
-    """Train, evaluate, save and export demo model `name`; returns its part of the report."""
+def build_demo_model(
+    name: str, output: str, checkpoints: str, seed: int, stop_at: float
+) -> dict[str, Any]:
+    """Train demo model `name` until its held-out check reaches `stop_at`, measure it on other
+    held-out cases, save and export it; returns its part of the report."""
     torch.set_num_threads(1)  # one core per model; also fixes the float summation order
     torch.use_deterministic_algorithms(True)
     demo = DEMO_MODELS[name]
@@ -65,16 +79,17 @@ def build_demo_model(name: str, output: str, checkpoints: str, seed: int) -> dic
     cpu_start = time.process_time()
 
     start = time.perf_counter()
-    model, tokenizer, train_stats = demo.train(seed)
+    model, tokenizer, trained = demo.train(
+        seed,
+        lambda model, tokenizer: demo.exact_match(
+            model, tokenizer, seed, CHECK_STREAM, CHECK_CASES
+        ),
+        stop_at,
+    )
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    exact_match = {
-        label: evaluate(
-            model, tokenizer, np.random.default_rng([seed, HELD_OUT_STREAM]), HELD_OUT_CASES
-        )
-        for label, evaluate in demo.evaluations.items()
-    }
+    exact_match = demo.exact_match(model, tokenizer, seed, HELD_OUT_STREAM, HELD_OUT_CASES)
     seconds["evaluate"] = time.perf_counter() - start
     print(f"[{name}] held-out exact match: {exact_match}", flush=True)
 
@@ -96,9 +111,10 @@ def build_demo_model(name: str, output: str, checkpoints: str, seed: int) -> dic
         "name": name,
         "task": demo.task,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "check_cases": CHECK_CASES,
         "held_out_cases": HELD_OUT_CASES,
         "held_out_exact_match": exact_match,
-        "train": train_stats,
+        "train": trained.report(),
         "seconds": {step: round(value, 1) for step, value in seconds.items()},
         # CPU time of this process: what the build costs on an idle core, however busy this
         # machine was while it ran

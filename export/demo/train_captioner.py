@@ -25,6 +25,8 @@ from export.demo.tasks import CANVAS, render_shapes
 from export.demo.tokenizers import BOS, EOS, PAD, caption_tokenizer, special_id
 from export.demo.training import (
     Batch,
+    Check,
+    TrainResult,
     TrainSettings,
     generated_exact_match,
     pad_right,
@@ -37,7 +39,7 @@ PATCH_SIZE = 8
 PIXEL_MEAN = PIXEL_STD = (0.5, 0.5, 0.5)
 TWIN_SHARE = 0.25  # fraction of training scenes drawn at 128x128 and resized
 MAX_CAPTION_TOKENS = 12  # generation limit, decoder start included; captions have at most 9
-SETTINGS = TrainSettings(steps=1500, learning_rate=3e-3)
+SETTINGS = TrainSettings(max_steps=4000, first_check=800, decay_steps=1500, learning_rate=3e-3)
 
 
 def build_image_processor() -> ViTImageProcessorPil:
@@ -138,14 +140,17 @@ def scene_batch(tokenizer: Tokenizer, rng: np.random.Generator, size: int) -> Ba
 
 
 def train_captioner(
-    seed: int, settings: TrainSettings = SETTINGS
-) -> tuple[VisionEncoderDecoderModel, Tokenizer, dict[str, float]]:
+    seed: int, check: Check, target: float, settings: TrainSettings = SETTINGS
+) -> tuple[VisionEncoderDecoderModel, Tokenizer, TrainResult]:
+    """Train from `seed` until `check` reaches `target` (see training.train)."""
     return train_from_seed(
         seed,
         caption_tokenizer,
         build_model,
-        lambda tokenizer, rng, size, progress: scene_batch(tokenizer, rng, size),
+        lambda tokenizer, rng, size, step: scene_batch(tokenizer, rng, size),
         settings,
+        check,
+        target,
         label="captioner",
     )
 
