@@ -229,10 +229,28 @@ def generated_exact_match(
     return exact_match(predictions, [reference for _, reference in cases])
 
 
+@torch.no_grad()
+def teacher_forced_exact_match(model: PreTrainedModel, batch: Batch) -> float:
+    """What greedy `generate()` would score on `batch` (model inputs with `labels`, the references
+    ending in eos, padding -100), from one forward pass instead of a decoding loop: greedy
+    decoding reproduces a reference exactly when, at every position, the reference token is the
+    argmax given the reference prefix, eos included (the demo models use no logits processor).
+    The in-training check runs this every block of steps, so it must cost little."""
+    labels = batch["labels"]
+    hits = (model(**batch).logits.argmax(dim=-1) == labels) | (labels == -100)
+    return hits.all(dim=1).float().mean().item()
+
+
 def exact_match(predictions: list[str], references: list[str]) -> float:
     """The fraction of predictions equal to their reference, character for character."""
     hits = sum(p == r for p, r in zip(predictions, references, strict=True))
     return hits / len(references)
+
+
+def reference_labels(tokenizer: Tokenizer, references: list[str]) -> torch.Tensor:
+    """References as training labels: their token ids (eos included), padding -100 (ignored by
+    the loss and by teacher_forced_exact_match)."""
+    return pad_right([e.ids for e in tokenizer.encode_batch(references)], -100)
 
 
 def pad_right(sequences: list[list[int]], pad: int) -> torch.Tensor:
