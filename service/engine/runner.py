@@ -17,12 +17,10 @@ import numpy as np
 from service.engine.batch import DecodeBatch
 from service.engine.beam_search import BeamSearchGroup
 from service.engine.decoding import RowParams, process_logits, sample_tokens
-from service.engine.encoding import BackgroundEncoder, EncoderRun
+from service.engine.encoding import BackgroundEncoder, EncoderRun, Failure
 from service.engine.scheduler import StepPlan, encoder_tokens
 from service.engine.sequence import SequenceGroup
 from service.runtime.model import LoadedModel
-
-Failure = tuple[SequenceGroup, Exception]  # a newcomer the model failed on, and why
 
 
 @dataclass
@@ -49,7 +47,7 @@ class ModelRunner:
         self.batch: DecodeBatch | None = None
         self.encoder_runs: list[EncoderRun] = []  # the runs whose rows joined at the last step
         # newcomers' encoders on their own thread, beside the steps (None: inside the step)
-        self.background = BackgroundEncoder(self._encode_together) if encode_beside else None
+        self.background = BackgroundEncoder(self._encode) if encode_beside else None
 
     @property
     def rows(self) -> int:
@@ -98,7 +96,7 @@ class ModelRunner:
             return self._encode(admit) if admit else ([], [])
         if admit:
             self.background.submit(admit)
-        return self.background.finished(wait=self.batch is None), []
+        return self.background.finished(wait=self.batch is None)
 
     def _encode(self, groups: list[SequenceGroup]) -> tuple[list[EncoderRun], list[Failure]]:
         """The newcomers encoded together; if the model fails on that batch, each is encoded
