@@ -39,7 +39,7 @@ PATCH_SIZE = 8
 PIXEL_MEAN = PIXEL_STD = (0.5, 0.5, 0.5)
 TWIN_SHARE = 0.25  # fraction of training scenes drawn at 128x128 and resized
 MAX_CAPTION_TOKENS = 12  # generation limit, decoder start included; captions have at most 9
-SETTINGS = TrainSettings(max_steps=4000, first_check=800, decay_steps=1500, learning_rate=3e-3)
+SETTINGS = TrainSettings(max_steps=4000, first_check=600, decay_steps=1500, learning_rate=3e-3)
 
 
 def build_image_processor() -> ViTImageProcessorPil:

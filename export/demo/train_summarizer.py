@@ -39,7 +39,7 @@ MAX_POSITIONS = 64  # a report is at most 40 tokens, its summary 12
 MAX_SUMMARY_TOKENS = 16  # generation limit, decoder start included
 FIXED_ORDER_UNTIL, NO_FILLERS_UNTIL = 320, 640  # curriculum stages: steps
 ALL_FILLERS_SHARE = 0.5  # of each batch after the curriculum: reports with every filler slot used
-SETTINGS = TrainSettings(max_steps=4000, first_check=1000, decay_steps=1600, learning_rate=3e-3)
+SETTINGS = TrainSettings(max_steps=4000, first_check=700, decay_steps=1600, learning_rate=3e-3)
 
 
 def build_model(tokenizer: Tokenizer) -> BartForConditionalGeneration:

@@ -43,7 +43,7 @@ EVALUATION_CHUNK = 100  # cases per generate() call when measuring: bounds memor
 class TrainSettings:
     max_steps: int  # the ceiling: still short of the target here, training fails
     first_check: int = 200  # the first held-out check (none while a curriculum runs)
-    check_every: int = 200  # steps between held-out checks after the first
+    check_every: int = 100  # steps between held-out checks after the first (one forward pass each)
     decay_steps: int = 1600  # the learning rate decays linearly to its floor by this step
     batch_size: int = 64
     learning_rate: float = 3e-3
