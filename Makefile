@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: install tools run models test test-slow lint lint-deploy constraints smoke-image proto proto-check bench bench-quick bench-single gpu-check gpu-wheels clean
+.PHONY: install tools perf-analyzer run models test test-slow lint lint-deploy constraints smoke-image proto proto-check bench bench-quick bench-single gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,7 +23,7 @@ $(MODELS)/.built: | $(STAMP)
 models: $(MODELS)/.built
 
 run: models
-	$(BIN)/attnserve serve --models $(MODELS)
+	$(BIN)/attnserve serve --models $(MODELS) --http-port 8000
 
 proto: $(STAMP)
 	$(PY) tools/protogen.py
@@ -43,6 +43,15 @@ tools:
 	  $$SUDO apt-get update -q && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
 	} || echo "cannot install Debian's prometheus package: the promtool/Prometheus tests will skip"
+
+# Triton's perf_analyzer, unmodified (tests/kserve/test_perf_analyzer.py, docs/kserve.md); where it
+# cannot be installed those tests skip and say why.
+PERF_ANALYZER := $(VENV)/perf-analyzer/bin/perf_analyzer
+$(PERF_ANALYZER): tools/install_perf_analyzer.sh | $(STAMP)
+	PIP="$(PY) -m pip" tools/install_perf_analyzer.sh $(VENV)/perf-analyzer
+
+perf-analyzer:
+	@$(MAKE) --no-print-directory $(PERF_ANALYZER) || echo "cannot install perf_analyzer: its tests will skip"
 
 # deploy/: kustomize render + kubernetes-validate, hadolint, checkov, yamllint, promtool
 # (its PyPI tools go to their own venv, $(VENV)/deploy-lint).
@@ -66,7 +75,7 @@ smoke-image: $(STAMP) models
 	  --output $(SMOKE_DIR)/exported/tiny-bart --name tiny-bart
 	$$([ "$$(id -u)" = 0 ] || echo sudo) deploy/docker/smoke-podman.sh $(MODELS) $(SMOKE_DIR)/exported
 
-test: $(STAMP) tools lint lint-deploy proto-check models
+test: $(STAMP) tools perf-analyzer lint lint-deploy proto-check models
 	ATTNSERVE_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-slow: $(STAMP) models

@@ -47,6 +47,13 @@ def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
     length = load.add_mutually_exclusive_group(required=True)
     length.add_argument("--duration", type=float, help="seconds measured per level")
     length.add_argument("--requests", type=int, help="requests measured per level")
+    load.add_argument(
+        "--arrival-interval",
+        type=float,
+        default=0.0,
+        help="closed loop: send one request every this many seconds at the earliest "
+        "(staggered arrivals; 0 = all at once)",
+    )
     load.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up per level")
     load.add_argument("--metrics-url", default=None, help="the server's /metrics URL")
     load.add_argument("--out", default="bench-out/load", help="directory for the results")
@@ -112,7 +119,15 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
     model = args.model or spec.model
     levels = _levels(args.levels)
     loads = [
-        LoadSpec(args.mode, level, args.warmup, args.duration, args.requests) for level in levels
+        LoadSpec(
+            args.mode,
+            level,
+            args.warmup,
+            args.duration,
+            args.requests,
+            arrival_interval_s=args.arrival_interval,
+        )
+        for level in levels
     ]
     for load in loads:
         load.validate()

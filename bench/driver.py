@@ -1,7 +1,10 @@
-"""Load generators over gRPC: closed loop (N clients, each sends its next request when the last
-one is answered) and open loop (Poisson arrivals at a rate, whatever the answers do).
+"""Load generators over gRPC: closed loop (at most N requests in flight, the next one sent as soon
+as one is answered; optionally paced, one every `arrival_interval_s` at the earliest, so that
+requests arrive staggered, as users do, instead of all at once) and open loop (Poisson arrivals
+at a rate, whatever the answers do).
 
-Every request is streamed, so the time of its first token and of every later chunk is seen.
+Every request is streamed, so the time of its first token and of every later chunk is seen: the
+gaps between a stream's chunks are the stalls its user watches.
 A run has three phases at the same load: warm-up (discarded), measurement, and cool-down: the
 load goes on after the measurement until every measured request is answered, so the last
 measured ones see the same load as the first; what is still running then is cancelled.
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -41,6 +44,8 @@ class LoadSpec:
     duration_s: float | None = None  # measure for this long ...
     requests: int | None = None  # ... or until this many requests were sent
     seed: int = 0  # arrival times of the open loop
+    arrival_interval_s: float = 0.0  # closed loop: request k leaves k x this after the start
+    # at the earliest (0: as soon as one of the `level` slots is free)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -51,6 +56,8 @@ class LoadSpec:
             raise ValueError("give exactly one of a measurement duration or a request count")
         if (self.duration_s or 1) <= 0 or (self.requests or 1) <= 0 or self.warmup_s < 0:
             raise ValueError("duration and request count must be > 0, warm-up >= 0")
+        if self.arrival_interval_s < 0 or (self.arrival_interval_s and self.mode != "closed"):
+            raise ValueError("an arrival interval is >= 0 and paces the closed loop only")
 
 
 @dataclass
@@ -59,6 +66,7 @@ class RequestRecord:
 
     sent: float
     first_token: float | None = None
+    token_times: list[float] = field(default_factory=list)  # every chunk that brought tokens
     finished: float | None = None
     input_tokens: int = 0
     output_tokens: int = 0
@@ -170,30 +178,37 @@ class LoadDriver:
         return self._requests[next(counter) % len(self._requests)]
 
     async def _closed_loop(self, sender: _Sender, load: LoadSpec) -> None:
-        counter = itertools.count()
-
-        async def client() -> None:
-            while True:
-                await sender.send(self._next_request(counter))
-
-        clients = [asyncio.ensure_future(client()) for _ in range(int(load.level))]
-        try:
-            await asyncio.gather(*clients)
-        finally:
-            for task in clients:
-                task.cancel()
-            await asyncio.gather(*clients, return_exceptions=True)
+        slots = asyncio.Semaphore(int(load.level))
+        await self._send_loop(sender, itertools.repeat(load.arrival_interval_s), slots)
 
     async def _open_loop(self, sender: _Sender, load: LoadSpec) -> None:
-        counter = itertools.count()
         rng = np.random.default_rng(load.seed)
+        gaps = (rng.exponential(1.0 / load.level) for _ in itertools.count())
+        await self._send_loop(sender, gaps, None)
+
+    async def _send_loop(
+        self, sender: _Sender, gaps: Iterator[float], slots: asyncio.Semaphore | None
+    ) -> None:
+        """Send requests `gaps` seconds apart at the earliest, holding one of `slots` each
+        while it runs (None: no limit on requests in flight), until cancelled."""
+        counter = itertools.count()
         in_flight: set[asyncio.Task] = set()
         next_at = time.perf_counter()
+
+        async def send(request: BenchRequest) -> None:
+            try:
+                await sender.send(request)
+            finally:
+                if slots is not None:
+                    slots.release()
+
         try:
-            while True:
-                next_at += rng.exponential(1.0 / load.level)
+            for gap in gaps:
+                if slots is not None:
+                    await slots.acquire()
+                next_at += gap
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-                task = asyncio.ensure_future(sender.send(self._next_request(counter)))
+                task = asyncio.ensure_future(send(self._next_request(counter)))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
         finally:
@@ -222,8 +237,10 @@ class _Sender:
                 now = time.perf_counter()
                 if chunk.token_ids:
                     phases.token_times.append((now, len(chunk.token_ids)))
-                    if record is not None and record.first_token is None:
-                        record.first_token = now
+                    if record is not None:
+                        record.token_times.append(now)
+                        if record.first_token is None:
+                            record.first_token = now
                 if chunk.finish_reason and record is not None:
                     record.input_tokens = chunk.input_tokens
                     record.output_tokens = chunk.output_tokens

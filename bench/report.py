@@ -73,7 +73,12 @@ LOAD_HEADER = [
     "p95 ms",
     "p99 ms",
     "TTFT p50 ms",
+    "TTFT p95 ms",
     "TTFT p99 ms",
+    "gap p50 ms",
+    "gap p90 ms",
+    "gap p99 ms",
+    "gap max ms",
     "mean decode batch",
 ]
 
@@ -82,7 +87,10 @@ def load_row(server: str, result: dict[str, Any]) -> list[str]:
     """One LoadResult (as a dict) as a table row."""
     level = result["level"]
     load = f"{int(level)} clients" if result["mode"] == "closed" else f"{level:g} req/s Poisson"
+    if result.get("arrival_interval_s"):
+        load = f"{int(level)} in flight, 1 per {result['arrival_interval_s']:g} s"
     latency, ttft = result["latency_ms"], result["ttft_ms"]
+    gap = result.get("inter_token_ms") or {}  # results saved before the field existed
     return [
         server,
         load,
@@ -94,7 +102,9 @@ def load_row(server: str, result: dict[str, Any]) -> list[str]:
         fmt(latency["p95"], 0),
         fmt(latency["p99"], 0),
         fmt(ttft["p50"], 0),
+        fmt(ttft.get("p95"), 0),
         fmt(ttft["p99"], 0),
+        *(fmt(gap.get(key), 0) for key in ("p50", "p90", "p99", "max")),
         fmt(result["mean_decode_batch"], 2),
     ]
 

@@ -156,6 +156,8 @@ WORKLOADS: dict[str, WorkloadSpec] = {
         WorkloadSpec("W2", "captioning", "vit-gpt2", constant(24), image_size=224),
         # W3: mixed lengths under load.
         WorkloadSpec("W3", "summarization", "bart-base", uniform(16, 128), uniform(62, 510), 50000),
+        # W4: W3's inputs, 64 forced new tokens: streams that stall while newcomers are encoded.
+        WorkloadSpec("W4", "summarization", "bart-base", constant(64), uniform(62, 510), 50000),
         WorkloadSpec("W1-t5", "summarization", "t5-small", constant(64), constant(511), 32000),
         # W1 on the larger shapes (`attnserve bench single`).
         WorkloadSpec(

@@ -33,10 +33,19 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="/metrics needs a bearer token of --auth-tokens-file",
     )
+    p.add_argument("--http-port", type=int, default=None, help="HTTP/REST port (default: off)")
+    p.add_argument("--otlp-endpoint", default=None, help="send traces to this OTLP/gRPC collector")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="env ATTNSERVE_DEVICE")
     p.add_argument("--intra-op-threads", type=int, default=None)
     p.add_argument("--max-batch-rows", type=int, default=None)
     p.add_argument("--admission", choices=["continuous", "static"], default=None)
+    p.add_argument("--max-encoder-tokens-per-step", type=int, default=None, help="0 = no limit")
+    p.add_argument(
+        "--encoder-beside-decode",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="encode newcomers on a thread beside the decode steps",
+    )
     p.add_argument(
         "--device-argmax",
         choices=["auto", "on", "off"],

@@ -81,6 +81,12 @@ class ServerSettings:
     """Serve /metrics over TLS with the gRPC port's certificate (needs tls_cert)."""
     metrics_auth: bool = False
     """/metrics needs one of the gRPC port's bearer tokens (needs auth_tokens_file)."""
+    http_port: int | None = None
+    """Port of the HTTP/REST API (v2 REST, our API as JSON; docs/http.md); None = off, 0 picks
+    a free one (tests)."""
+    otlp_endpoint: str | None = None
+    """OTLP/gRPC collector that receives a trace of every request (docs/tracing.md), e.g.
+    http://127.0.0.1:4317; None = no tracing."""
     drain_seconds: float = 30.0
     """On SIGTERM, how long running requests may take to finish before they are cut off."""
     max_message_bytes: int | None = None
@@ -112,6 +118,8 @@ class ServerSettings:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise SettingsError(f"{name} must be between 0 and 65535, got {value}")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise SettingsError(f"http_port must be between 0 and 65535, got {self.http_port}")
         if self.drain_seconds < 0:
             raise SettingsError(f"drain_seconds must be >= 0, got {self.drain_seconds}")
         if self.poll_seconds < 0:

@@ -40,8 +40,14 @@ LATENCY_BUCKETS = (
 STEP_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
+# The time between two tokens of one stream: a decode step, or up to seconds when the stream
+# waited for newcomers' encoders (the stutter --max-encoder-tokens-per-step bounds).
+INTER_TOKEN_BUCKETS = (*STEP_BUCKETS, 2.5, 5.0)
 # Decode rows in one step (a beam request takes num_beams rows); max_batch_rows is at most 256.
 BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Encoder tokens one step runs for its newcomers: one short text to many long ones (a full-length
+# BART input is 1,024 tokens, a ViT-base image 197 patches).
+ENCODER_TOKENS_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 MODEL = ("model", "version")
 
@@ -89,6 +95,14 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        self._encoder_tokens = Histogram(
+            "attnserve_encoder_tokens_per_step",
+            "Encoder tokens one step ran for the requests it admitted (requests x the longest "
+            "one's input tokens or image patches), before its decoder call.",
+            MODEL,
+            buckets=ENCODER_TOKENS_BUCKETS,
+            registry=reg,
+        )
         self._time_to_first_token = Histogram(
             "attnserve_time_to_first_token_seconds",
             "Time from a request's arrival to its first generated token.",
@@ -101,6 +115,14 @@ class ServerMetrics:
             "Mean time between output tokens of a request, after the first.",
             MODEL,
             buckets=STEP_BUCKETS,
+            registry=reg,
+        )
+        self._inter_token = Histogram(
+            "attnserve_inter_token_seconds",
+            "Time between two consecutive tokens of one request, as the engine produced them "
+            "(not beam search, whose answer arrives whole).",
+            MODEL,
+            buckets=INTER_TOKEN_BUCKETS,
             registry=reg,
         )
         self._decode_batch_size = Histogram(
@@ -243,6 +265,15 @@ class ServerMetrics:
         first); observed once per request with two tokens or more, as TGI does."""
         self._time_per_output_token.labels(model, version).observe(seconds)
 
+    def inter_token_gaps(self, model: str, version: str, gaps: list[float]) -> None:
+        """One step gave each of several requests its next token, `gaps` seconds after its
+        previous one: the stalls a client watching the stream sees."""
+        if not gaps:
+            return
+        histogram = self._inter_token.labels(model, version)  # one label lookup per step
+        for seconds in gaps:
+            histogram.observe(seconds)
+
     def tokens(self, model: str, version: str, input_tokens: int, generated_tokens: int) -> None:
         """A request finished having read `input_tokens` and generated `generated_tokens`."""
         self._input_tokens.labels(model, version).inc(input_tokens)
@@ -250,9 +281,11 @@ class ServerMetrics:
 
     # -- engine: the step loop --
 
-    def encoder_ran(self, model: str, version: str, seconds: float) -> None:
-        """One encoder run (for one request or several encoded together) took `seconds`."""
+    def encoder_ran(self, model: str, version: str, seconds: float, tokens: int) -> None:
+        """One encoder run of `tokens` tokens (for one request or several encoded together, in
+        one step) took `seconds`."""
         self._encoder_duration.labels(model, version).observe(seconds)
+        self._encoder_tokens.labels(model, version).observe(tokens)
 
     def event_loop_lag(self, seconds: float) -> None:
         self._event_loop_lag.observe(seconds)

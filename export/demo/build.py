@@ -31,7 +31,11 @@ from export.errors import ExportError
 STAMP_FILE = ".built"
 REPORT_FILE = "demo-report.json"
 CHECKPOINTS_DIR = ".checkpoints"
-TARGET_EXACT_MATCH = 0.95
+TARGET_EXACT_MATCH = 0.98  # held-out exact match both models must reach
+# Training stops when its own check (other held-out cases) reaches this: the margin over the
+# target lets the build's independent measure clear the target too, rather than miss it by
+# chance (a model stopped at 98.0% on its check measured 97.4%).
+STOP_EXACT_MATCH = 0.99
 
 
 def _clear_previous_build(output: Path) -> None:
@@ -66,13 +70,21 @@ def build_all(output: Path, seed: int) -> dict[str, Any]:
     load_before = _cpu_load()
     with ProcessPoolExecutor(max_workers=len(DEMO_MODELS), mp_context=get_context("spawn")) as pool:
         futures = [
-            pool.submit(build_demo_model, name, str(output), str(output / CHECKPOINTS_DIR), seed)
+            pool.submit(
+                build_demo_model,
+                name,
+                str(output),
+                str(output / CHECKPOINTS_DIR),
+                seed,
+                STOP_EXACT_MATCH,
+            )
             for name in DEMO_MODELS
         ]
         results = [future.result() for future in futures]
     return {
         "seed": seed,
         "target_exact_match": TARGET_EXACT_MATCH,
+        "stop_exact_match": STOP_EXACT_MATCH,
         "models": results,
         "total_seconds": round(time.perf_counter() - start, 1),
         "cpu_load_before": load_before,
@@ -95,8 +107,8 @@ def run_demo_build(args: argparse.Namespace) -> int:
     for result in report["models"]:
         scores = ", ".join(f"{k} {v:.1%}" for k, v in result["held_out_exact_match"].items())
         print(
-            f"{result['name']}: held-out exact match {scores}; seconds {result['seconds']}, "
-            f"CPU seconds {result['cpu_seconds']}"
+            f"{result['name']}: held-out exact match {scores} after {result['train']['steps']} "
+            f"steps; seconds {result['seconds']}, CPU seconds {result['cpu_seconds']}"
         )
     print(f"demo build took {report['total_seconds']} s ({report['cpu_load_after']})")
     failures = _failures(report["models"])

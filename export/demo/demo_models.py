@@ -17,20 +17,57 @@ import numpy as np
 import torch
 
 from export.demo import train_captioner, train_summarizer
-from export.demo.training import HELD_OUT_STREAM
+from export.demo.training import (
+    CHECK_STREAM,
+    HELD_OUT_STREAM,
+    Batch,
+    Check,
+    TrainResult,
+    teacher_forced_exact_match,
+)
 from export.exporter import export_model
 from service.runtime.tasks import Task
 
-HELD_OUT_CASES = 500
+HELD_OUT_CASES = 500  # the build's measure, after training
+CHECK_CASES = 500  # the in-training check, every block of steps (one forward pass each)
 
 
 @dataclass(frozen=True)
 class DemoModel:
     task: str
-    train: Callable[[int], tuple[Any, Any, dict[str, float]]]  # seed -> model, tokenizer, stats
-    # name -> (model, tokenizer, rng, cases) -> exact match; each gets a fresh held-out rng
+    # (seed, check, target) -> model, tokenizer, what training did
+    train: Callable[[int, Check, float], tuple[Any, Any, TrainResult]]
+    # name -> (model, tokenizer, rng, cases) -> exact match on `cases` cases drawn from rng
     evaluations: dict[str, Callable[[Any, Any, np.random.Generator, int], float]]
+    # name -> (tokenizer, rng, cases) -> model inputs with labels, for the in-training check
+    check_batches: dict[str, Callable[[Any, np.random.Generator, int], Batch]]
     save_extras: Callable[[Path], None] = lambda checkpoint: None
+
+    def exact_match(
+        self, model: Any, tokenizer: Any, seed: int, stream: int, cases: int
+    ) -> dict[str, float]:
+        """Every evaluation on the same `cases` cases of the seed's `stream`."""
+        return {
+            label: evaluate(model, tokenizer, np.random.default_rng([seed, stream]), cases)
+            for label, evaluate in self.evaluations.items()
+        }
+
+    def check(self, seed: int, cases: int = CHECK_CASES) -> Check:
+        """The in-training check: greedy exact match, scored by one teacher-forced pass
+        (training.teacher_forced_exact_match), on `cases` fixed cases of the seed's check
+        stream per measure, drawn once."""
+        batches: dict[str, Batch] = {}
+
+        def scores(model: Any, tokenizer: Any) -> dict[str, float]:
+            if not batches:
+                for label, make_batch in self.check_batches.items():
+                    rng = np.random.default_rng([seed, CHECK_STREAM])
+                    batches[label] = make_batch(tokenizer, rng, cases)
+            return {
+                label: teacher_forced_exact_match(model, batch) for label, batch in batches.items()
+            }
+
+        return scores
 
 
 def _save_image_processor(checkpoint: Path) -> None:
@@ -42,6 +79,7 @@ DEMO_MODELS: dict[str, DemoModel] = {
         task=Task.SUMMARIZATION,
         train=train_summarizer.train_summarizer,
         evaluations={"reports": train_summarizer.evaluate_summarizer},
+        check_batches={"reports": train_summarizer.check_batch},
     ),
     "demo-captioner": DemoModel(
         task=Task.CAPTIONING,
@@ -51,13 +89,20 @@ DEMO_MODELS: dict[str, DemoModel] = {
             # the same scenes drawn at 128x128: the served model resizes any image
             "128x128": partial(train_captioner.evaluate_captioner, scale=2),
         },
+        check_batches={
+            "64x64": train_captioner.check_batch,
+            "128x128": partial(train_captioner.check_batch, scale=2),
+        },
         save_extras=_save_image_processor,
     ),
 }
 
 
-def build_demo_model(name: str, output: str, checkpoints: str, seed: int) -> dict[str, Any]:
-    """Train, evaluate, save and export demo model `name`; returns its part of the report."""
+def build_demo_model(
+    name: str, output: str, checkpoints: str, seed: int, stop_at: float
+) -> dict[str, Any]:
+    """Train demo model `name` until its held-out check reaches `stop_at`, measure it on other
+    held-out cases, save and export it; returns its part of the report."""
     torch.set_num_threads(1)  # one core per model; also fixes the float summation order
     torch.use_deterministic_algorithms(True)
     demo = DEMO_MODELS[name]
@@ -65,16 +110,11 @@ def build_demo_model(name: str, output: str, checkpoints: str, seed: int) -> dic
     cpu_start = time.process_time()
 
     start = time.perf_counter()
-    model, tokenizer, train_stats = demo.train(seed)
+    model, tokenizer, trained = demo.train(seed, demo.check(seed), stop_at)
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    exact_match = {
-        label: evaluate(
-            model, tokenizer, np.random.default_rng([seed, HELD_OUT_STREAM]), HELD_OUT_CASES
-        )
-        for label, evaluate in demo.evaluations.items()
-    }
+    exact_match = demo.exact_match(model, tokenizer, seed, HELD_OUT_STREAM, HELD_OUT_CASES)
     seconds["evaluate"] = time.perf_counter() - start
     print(f"[{name}] held-out exact match: {exact_match}", flush=True)
 
@@ -96,9 +136,10 @@ def build_demo_model(name: str, output: str, checkpoints: str, seed: int) -> dic
         "name": name,
         "task": demo.task,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "check_cases": CHECK_CASES,
         "held_out_cases": HELD_OUT_CASES,
         "held_out_exact_match": exact_match,
-        "train": train_stats,
+        "train": trained.report(),
         "seconds": {step: round(value, 1) for step, value in seconds.items()},
         # CPU time of this process: what the build costs on an idle core, however busy this
         # machine was while it ran

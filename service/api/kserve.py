@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ import grpc
 from service._pb import grpc_service_pb2 as pb
 from service._pb import grpc_service_pb2_grpc as pb_grpc
 from service._pb import model_config_pb2 as config_pb
+from service.api import kserve_stream, triton_parameters
 from service.api import kserve_tensors as tensors
 from service.api.engine_holder import EngineHolder
 from service.api.interceptors.metrics import label_rpc_model
@@ -123,6 +125,7 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context):
         try:
+            triton_parameters.check_unary(request.parameters)
             return await self._infer(request, context)
         except Exception as error:  # every failure gets its status code (INTERNAL if unknown)
             await abort_with(context, error)
@@ -131,11 +134,13 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests in a stream run concurrently (so they batch); each gets one response, in
-        the order they finish. A failed request gets `error_message`; the stream goes on."""
+        the order they finish, or with `stream: true` one per token chunk (kserve_stream). A
+        failed request gets `error_message`; the stream goes on."""
         answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
 
         async def answer(request: pb.ModelInferRequest) -> None:
-            await answers.put(await self._stream_answer(request, context))
+            async for response in self._stream_answers(request, context):
+                await answers.put(response)
 
         async def read_requests(running: set[asyncio.Task]) -> None:
             try:
@@ -157,20 +162,33 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
             for task in (reader, *running):
                 task.cancel()
 
-    async def _stream_answer(
+    async def _stream_answers(
         self, request: pb.ModelInferRequest, context: Context
-    ) -> pb.ModelStreamInferResponse:
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         try:
-            return pb.ModelStreamInferResponse(infer_response=await self._infer(request, context))
+            options = triton_parameters.stream_options(request.parameters)
+            if not options.stream:
+                response = kserve_stream.final_flag(await self._infer(request, context), True)
+                yield pb.ModelStreamInferResponse(infer_response=response)
+                return
+            info, infer_input, generations = await self.prepare(request, context)
+            responses = kserve_stream.token_responses(
+                self.engine, request, info, generations, infer_input.shape, options
+            )
+            async with aclosing(responses):
+                async for response in responses:
+                    yield response
         except Exception as error:
-            return pb.ModelStreamInferResponse(
+            yield pb.ModelStreamInferResponse(
                 error_message=client_message(error),
                 infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id),
             )
 
-    async def _infer(
+    async def prepare(
         self, request: pb.ModelInferRequest, context: Context
-    ) -> pb.ModelInferResponse:
+    ) -> tuple[ModelInfo, tensors.InferInput, list[GenerationRequest]]:
+        """The model, the input and one engine request per element, all checked (ServeError
+        otherwise); the REST transport's token streams start here too."""
         info = self._model(request.model_name, request.model_version)
         config = self.engine.config
         tensors.check_requested_outputs(request, info.name)
@@ -195,6 +213,12 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
             return infer_input, generations
 
         infer_input, generations = await asyncio.to_thread(expand)
+        return info, infer_input, generations
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, context: Context
+    ) -> pb.ModelInferResponse:
+        info, infer_input, generations = await self.prepare(request, context)
         results = await self._generate_all(generations, infer_input.name)
         output, raw = tensors.text_output([r.text for r in results], infer_input.shape)
         response = pb.ModelInferResponse(

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from service._pb import grpc_service_pb2 as pb
+from service.api.triton_parameters import is_protocol_parameter
 from service.engine.types import GenerationParams, GenerationRequest
 from service.errors import InvalidArgument
 from service.runtime.tasks import Task
@@ -180,7 +181,11 @@ def generation_options(
     parameters: Mapping[str, pb.InferParameter], model: str
 ) -> tuple[GenerationParams, float | None]:
     """GenerationParams from the request's parameters, and its `timeout` in seconds (or None)."""
-    values = {name: _parameter_value(name, p, model) for name, p in parameters.items()}
+    values = {
+        name: _parameter_value(name, p, model)
+        for name, p in parameters.items()
+        if not is_protocol_parameter(name)  # Triton's own: see service.api.triton_parameters
+    }
     timeout_us = values.pop(TIMEOUT_PARAMETER, None)
     if timeout_us is not None and timeout_us <= 0:
         raise InvalidArgument(f"parameter 'timeout' must be > 0 microseconds, got {timeout_us}")

@@ -27,6 +27,8 @@ from service.api.interceptors.decode_guard import DecodeGuardInterceptor
 from service.api.interceptors.metrics import MetricsInterceptor
 from service.api.interceptors.request_log import request_log_interceptor
 from service.api.metrics_http import start_metrics_server
+from service.api.rest.app import build_app
+from service.api.rest.server import RestServer
 from service.api.servicer import SERVICE_NAME, AttentionServicer
 from service.api.tls import bind_port
 from service.api.upkeep import release_memory_periodically, watch_event_loop
@@ -37,6 +39,7 @@ from service.runtime.memory import tune_allocator
 if TYPE_CHECKING:
     import argparse
 
+    from service.api.tracing import Tracing
     from service.engine.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -55,10 +58,12 @@ class AttnserveServer:
         self._upkeep: list[asyncio.Task] = []  # event-loop lag, memory trimming
         self.attention = AttentionServicer()
         self.health = HealthState([SERVICE_NAME, kserve.SERVICE_NAME])
+        self.tracing = _tracing(settings.otlp_endpoint)
         # Outermost first: every RPC is counted, refused ones included; only admitted ones logged.
         # Undecodable messages are refused innermost, so every outer one sees a parsed request.
         interceptors = (
             MetricsInterceptor(metrics, _served_method_names()),
+            _tracing_interceptor(self.tracing),
             token_interceptor(settings.security),
             request_log_interceptor(settings.log_requests),
             DecodeGuardInterceptor(),
@@ -81,11 +86,17 @@ class AttnserveServer:
             self.grpc_server,
         )
         self.port = bind_port(self.grpc_server, address, settings.security)
+        self.rest: RestServer | None = None  # --http-port: the same servicers over HTTP
+        if settings.http_port is not None:
+            app = build_app(settings, self.attention, self.kserve, metrics, self.tracing)
+            self.rest = RestServer(app, settings, settings.http_port)
 
     async def start(self) -> None:
         """Listen; every service reports NOT_SERVING until `serve` is called."""
         await self.health.set_loading()
         await self.grpc_server.start()
+        if self.rest is not None:
+            await self.rest.start()
         self._upkeep = [
             asyncio.ensure_future(watch_event_loop(self.metrics)),
             asyncio.ensure_future(release_memory_periodically()),
@@ -96,8 +107,9 @@ class AttnserveServer:
         --poll-seconds, new model versions are swapped in as they appear."""
         await engine.start()
         self.engine = engine
-        self.attention.attach(engine)
-        self.kserve.attach(engine)
+        served = engine if self.tracing is None else _traced(engine, self.tracing)
+        self.attention.attach(served)
+        self.kserve.attach(served)
         if self.settings.poll_seconds > 0:
             watch = engine.watch_repository(self.settings.poll_seconds)
             self._repository_watch = asyncio.ensure_future(watch)
@@ -120,6 +132,10 @@ class AttnserveServer:
         for task in self._upkeep:
             task.cancel()
         await asyncio.gather(*self._upkeep, return_exceptions=True)
+        if self.rest is not None:
+            await self.rest.stop()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # the last spans leave
 
 
 def _served_method_names() -> frozenset[str]:
@@ -130,6 +146,29 @@ def _served_method_names() -> frozenset[str]:
         reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
     )
     return frozenset(method.name for service in services for method in service.methods)
+
+
+def _tracing(endpoint: str | None) -> Tracing | None:
+    """--otlp-endpoint's tracer; OpenTelemetry is imported only when it is set."""
+    if endpoint is None:
+        return None
+    from service.api.tracing import Tracing
+
+    return Tracing(endpoint)
+
+
+def _tracing_interceptor(tracing: Tracing | None) -> grpc.aio.ServerInterceptor | None:
+    if tracing is None:
+        return None
+    from service.api.interceptors.tracing import TracingInterceptor
+
+    return TracingInterceptor(tracing)
+
+
+def _traced(engine: Engine, tracing: Tracing) -> Engine:
+    from service.api.tracing import TracedEngine
+
+    return TracedEngine(engine, tracing)  # what the servicers use of an Engine, traced
 
 
 async def create_server(
@@ -198,6 +237,9 @@ async def _serve_grpc(settings: ServerSettings, metrics: ServerMetrics) -> int:
     except SettingsError as exc:  # a TLS or tokens file that cannot be used
         log.error("bad setting: %s", exc)
         return 2
+    except OSError as exc:  # the HTTP port is taken
+        log.error("cannot listen on %s port %s: %s", settings.host, settings.http_port, exc)
+        return 1
     log.info("listening on %s:%d; loading models from %s", settings.host, port, settings.models)
     loading = asyncio.ensure_future(asyncio.to_thread(_load_engine, settings, metrics))
     stopping = asyncio.ensure_future(stop_requested.wait())

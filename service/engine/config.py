@@ -42,6 +42,15 @@ class EngineConfig:
     truncate: int = 0
     """Default of GenerationParams.truncate: 0 = refuse texts longer than the model accepts; N
     = keep their first N tokens (at most the model's maximum)."""
+    max_encoder_tokens_per_step: int = 512
+    """Encoder tokens one step may run for its newcomers (newcomers x the longest one's input
+    tokens; image patches for captioners) before its decoder call, which every running stream
+    waits for; a request over it is admitted alone. 0 = no limit. See docs/benchmarks.md."""
+    encoder_beside_decode: bool = True
+    """Run newcomers' encoders on a thread beside the decode steps instead of inside them: the
+    running streams keep decoding (more slowly) while a newcomer is encoded, and it joins the
+    batch at the first step after its encoder finished. On by default: it measured better on
+    every inter-token gap figure and on tokens/s (docs/benchmarks.md)."""
     admission: str = "continuous"
     """"continuous": waiting requests join the running batch at any step; "static": only when
     the batch is empty (request-level batching, kept as a benchmark baseline)."""
@@ -71,6 +80,8 @@ class EngineConfig:
             raise ValueError(f"truncate must be >= 0 (0 = refuse long inputs), got {self.truncate}")
         if self.intra_op_threads < 0:
             raise ValueError("intra_op_threads must be >= 0 (0 = ONNX Runtime default)")
+        if self.max_encoder_tokens_per_step < 0:
+            raise ValueError("max_encoder_tokens_per_step must be >= 0 (0 = no limit)")
         positive = {
             "max_batch_rows": self.max_batch_rows,
             "max_queue": self.max_queue,

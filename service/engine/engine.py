@@ -314,6 +314,7 @@ class Engine:
         if request.deadline is not None and time.monotonic() >= request.deadline:
             raise DeadlineExceeded("the request's deadline passed before it started")
         check_input_size(request.text, request.image, self.config)
+        served.scheduler.check_room()  # a full queue refuses at once, before any preparing
         if self._preparing >= self.config.max_queue:
             raise ResourceExhausted(
                 f"{self._preparing} requests are being prepared, as many as the queue holds; "

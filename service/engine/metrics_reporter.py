@@ -61,8 +61,10 @@ class EngineReporter:
         for group, error in plan.drop:
             if group.admitted_at is None and not isinstance(error, Cancelled):
                 metrics.rejected(name, rejection_reason(error))  # e.g. expired while waiting
-        if served.runner.encoder_seconds is not None:
-            metrics.encoder_ran(name, version, served.runner.encoder_seconds)
+        for run in served.runner.encoder_runs:
+            metrics.encoder_ran(name, version, run.seconds, run.tokens)
+            for group in run.batch.requests:
+                group.encoder_seconds = run.seconds  # for its trace
         if rows:
             metrics.decode_step(name, version, rows, seconds)
         metrics.step_costs(
@@ -74,8 +76,13 @@ class EngineReporter:
             counters.kv_allocations,
             counters.session_runs,
         )
+        gaps = []
         for group, event in events:
+            gap = _token_gap(group, event, now)
+            if gap is not None:
+                gaps.append(gap)
             self._request_progress(name, version, group, event, now)
+        metrics.inter_token_gaps(name, version, gaps)
         self.queue_state(served)
 
     def _request_progress(
@@ -86,12 +93,22 @@ class EngineReporter:
             self.metrics.first_token(name, version, now - group.arrived_at)
         if not event.finish_reason:
             return
+        group.finished_at = now
         generated = len(group.generated)
         self.metrics.tokens(name, version, group.input_tokens, generated)
         # A beam-search answer arrives whole: it has no time between tokens.
         if group.beam is None and generated > 1 and group.first_token_at is not None:
             interval = (now - group.first_token_at) / (generated - 1)
             self.metrics.token_interval(name, version, interval)
+
+
+def _token_gap(group: SequenceGroup, event: StepEvent, now: float) -> float | None:
+    """Seconds since the request's previous token, if this event brings its next one; a
+    beam-search answer arrives whole and has no gaps."""
+    if not event.tokens or group.beam is not None:
+        return None
+    previous, group.last_token_at = group.last_token_at, now
+    return None if previous is None else now - previous
 
 
 def _model_labels(served: ServedModel) -> dict[str, str]:

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service.engine.sequence import SequenceGroup, StepEvent
-from service.engine.types import Attribution, GenerationResult, TokenAttribution, TokenDelta
+from service.engine.types import (
+    Attribution,
+    GenerationResult,
+    RequestTiming,
+    TokenAttribution,
+    TokenDelta,
+)
 from service.runtime.tokenizer import IncrementalDetokenizer
 
 if TYPE_CHECKING:
@@ -61,10 +67,21 @@ class RequestOutput:
                 finish_reason=event.finish_reason,
                 token_ids=[int(t) for t in np.asarray(self._group.generated)],
                 attribution=self._whole_attribution(),
+                timing=self._timing(),
                 truncated=self._group.truncated,
             )
         )
         return out
+
+    def _timing(self) -> RequestTiming | None:
+        """The request's timing, once the serving engine's reporter stamped its steps."""
+        group = self._group
+        if group.admitted_at is None or group.finished_at is None:
+            return None
+        encoder_seconds = group.encoder_seconds or 0.0
+        return RequestTiming(
+            group.arrived_at, group.admitted_at, encoder_seconds, group.finished_at
+        )
 
     def _attribute(self, event: StepEvent) -> Attribution | None:
         """The attribution of the event's tokens (explain requests); kept for the result."""

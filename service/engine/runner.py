@@ -21,7 +21,8 @@ import numpy as np
 from service.engine.batch import DecodeBatch
 from service.engine.beam_search import BeamSearchGroup
 from service.engine.decoding import RowParams, process_logits, sample_tokens
-from service.engine.scheduler import StepPlan
+from service.engine.encoding import BackgroundEncoder, EncoderRun, Failure
+from service.engine.scheduler import StepPlan, encoder_tokens
 from service.engine.sequence import SequenceGroup
 from service.runtime.model import LoadedModel
 
@@ -35,7 +36,7 @@ class RunnerOutput:
     lengths: np.ndarray  # int64 [rows]: each row's tokens, the chosen one included
     attention: np.ndarray | None  # float32 [rows, S]: when some row asked for explain
     beams_done: set[SequenceGroup]  # beam requests whose search ended at this step
-    failed: list[tuple[SequenceGroup, Exception]]  # newcomers whose input the model failed on
+    failed: list[Failure]  # newcomers whose input the model failed on
 
 
 class _Decoded(NamedTuple):
@@ -48,9 +49,13 @@ class _Decoded(NamedTuple):
 
 
 class ModelRunner:
-    def __init__(self, model: LoadedModel, device_argmax: bool = False) -> None:
+    def __init__(
+        self, model: LoadedModel, device_argmax: bool = False, encode_beside: bool = False
+    ) -> None:
         """`device_argmax`: plain greedy rows' tokens are chosen where the logits are, so
-        only the other rows' logits cross to the host (EngineConfig.device_argmax)."""
+        only the other rows' logits cross to the host (EngineConfig.device_argmax).
+        `encode_beside`: newcomers' encoders run on a thread beside the steps
+        (EngineConfig.encoder_beside_decode)."""
         self.model = model
         self.device_argmax = device_argmax
         tokens = model.manifest.special_tokens
@@ -60,7 +65,9 @@ class ModelRunner:
         )
         self.pad_id = tokens.pad
         self.batch: DecodeBatch | None = None
-        self.encoder_seconds: float | None = None  # the last step's encoder run, if it had one
+        self.encoder_runs: list[EncoderRun] = []  # the runs whose rows joined at the last step
+        # newcomers' encoders on their own thread, beside the steps (None: inside the step)
+        self.background = BackgroundEncoder(self._encode) if encode_beside else None
 
     @property
     def rows(self) -> int:
@@ -70,12 +77,13 @@ class ModelRunner:
         return 0 if self.batch is None else self.batch.kv_bytes()
 
     def execute(self, plan: StepPlan) -> RunnerOutput | None:
-        """Drop the plan's dropped requests, encode its newcomers, run one decoder step and
-        choose every row's token; None when no row is left to decode."""
+        """Drop the plan's dropped requests, encode its newcomers (or hand them to the
+        background encoder and take in those it finished), run one decoder step and choose
+        every row's token; None when no row is left to decode."""
         self.release([group for group, _ in plan.drop])
-        self.encoder_seconds = None
-        incoming, failed = self._encode(plan.admit) if plan.admit else (None, [])
-        decoded = self._decode(incoming)
+        self.encoder_runs, failed = self._encoded(plan.admit)
+        incoming = [run.batch for run in self.encoder_runs]
+        decoded = self._decode(DecodeBatch.concatenate(incoming) if incoming else None)
         if decoded is None:
             nothing = np.zeros(0, np.int64)
             return RunnerOutput([], nothing, nothing, None, set(), failed) if failed else None
@@ -90,38 +98,49 @@ class ModelRunner:
         """The requests leave the batch; their rows and K/V are free at once."""
         if leaving and self.batch is not None:
             self.batch = self.batch.filter(leaving)
+        if leaving and self.background is not None:
+            self.background.leave(leaving)
 
     def reset(self) -> None:
         """Forget every row (after a runtime failure)."""
         self.batch = None
+        if self.background is not None:
+            self.background.clear()
 
-    def _encode(
-        self, groups: list[SequenceGroup]
-    ) -> tuple[DecodeBatch | None, list[tuple[SequenceGroup, Exception]]]:
-        """The newcomers' decode rows, encoded together; if the model fails on that batch, each
-        is encoded alone, so that a request whose input the model cannot run (e.g. a token id
-        its embedding lacks) fails alone and the others join. Returns the batch (None if every
-        newcomer failed) and the failed requests with their errors."""
+    def _encoded(self, admit: list[SequenceGroup]) -> tuple[list[EncoderRun], list[Failure]]:
+        """The encoder runs whose rows join this step: the newcomers' own, or, beside the
+        steps, those the background encoder finished (waited for when no row is decoding);
+        and the newcomers the model failed on."""
+        if self.background is None:
+            return self._encode(admit) if admit else ([], [])
+        if admit:
+            self.background.submit(admit)
+        return self.background.finished(wait=self.batch is None)
+
+    def _encode(self, groups: list[SequenceGroup]) -> tuple[list[EncoderRun], list[Failure]]:
+        """The newcomers encoded together; if the model fails on that batch, each is encoded
+        alone, so that a request whose input the model cannot run (e.g. a token id its
+        embedding lacks) fails alone and the others join."""
         try:
-            return self._encode_together(groups), []
+            return [self._encode_together(groups)], []
         except Exception as error:
             if len(groups) == 1:
-                return None, [(groups[0], error)]
-        batches, failed = [], []
+                return [], [(groups[0], error)]
+        runs, failed = [], []
         for group in groups:
             try:
-                batches.append(self._encode_together([group]))
+                runs.append(self._encode_together([group]))
             except Exception as error:
                 failed.append((group, error))
-        return (DecodeBatch.concatenate(batches) if batches else None), failed
+        return runs, failed
 
-    def _encode_together(self, groups: list[SequenceGroup]) -> DecodeBatch:
+    def _encode_together(self, groups: list[SequenceGroup]) -> EncoderRun:
         """Run the newcomers' encoders as one batch and lay out their decoder rows."""
         model = self.model
         feeds = _stack_encoder_feeds([g.encoder_feeds for g in groups], self.pad_id)
         started = time.perf_counter()
         encoded = model.run_encoder(feeds)
-        self.encoder_seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
         rows_per_group = np.array([g.rows for g in groups])
         row_owner = np.repeat(np.arange(len(groups)), rows_per_group)
         cross = encoded.cross
@@ -132,7 +151,7 @@ class ModelRunner:
         sequences[:, : self.prompt.size] = self.prompt
         for group in groups:
             self._start_decoding(group)
-        return DecodeBatch(
+        batch = DecodeBatch(
             requests=list(groups),
             sequences=sequences,
             lengths=np.full(row_owner.size, self.prompt.size, np.int64),
@@ -145,6 +164,7 @@ class ModelRunner:
             rngs=np.array([g.rng for g in groups for _ in range(g.rows)], dtype=object),
             ops=model.ops,
         )
+        return EncoderRun(batch, seconds, encoder_tokens(groups))
 
     def _start_decoding(self, group: SequenceGroup) -> None:
         params = group.params

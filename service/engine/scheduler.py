@@ -3,8 +3,16 @@
 The plan stage of a step (docs/architecture.md): the scheduler decides and never touches
 tensors. `schedule()` returns a `StepPlan` (requests to admit, requests to drop and why), the
 runner executes it, and the update stage calls `release()` to return a finished request's rows
-and K/V reservation. Admission is FIFO: the head of the queue is never overtaken,
-so a big request cannot starve behind a stream of small ones.
+and K/V reservation. Admission is FIFO: the head of the queue is never overtaken, so a big
+request cannot starve behind a stream of small ones.
+
+Newcomers' encoders run inside the step, before its decoder call, so every running stream waits
+for them (beside the steps, service.engine.encoding, they slow the steps instead): a per-step
+encoder budget bounds that (vLLM's per-step token budget, for encoders). A step's encoder work
+is counted as the encoder runs it, newcomers x the longest newcomer's tokens (shorter inputs are
+padded to it; images all have the same patch count). The first newcomer of a step is admitted
+whatever its size, so a request over the budget runs alone in its step instead of waiting for
+ever.
 """
 
 from __future__ import annotations
@@ -26,16 +34,27 @@ class StepPlan:
         return not self.admit and not self.drop
 
 
+def encoder_tokens(groups: list[SequenceGroup]) -> int:
+    """Tokens one encoder run over `groups` computes: each input padded to the longest."""
+    return len(groups) * max((g.input_tokens for g in groups), default=0)
+
+
 class Scheduler:
-    """FIFO admission under a row limit and a K/V budget."""
+    """FIFO admission under a row limit, a K/V budget and a per-step encoder budget."""
 
     def __init__(
-        self, max_rows: int, kv_budget_bytes: int, max_queue: int, static: bool = False
+        self,
+        max_rows: int,
+        kv_budget_bytes: int,
+        max_queue: int,
+        static: bool = False,
+        max_encoder_tokens: int = 0,
     ) -> None:
         self.max_rows = max_rows
         self.kv_budget_bytes = kv_budget_bytes
         self.max_queue = max_queue
         self.static = static  # admit only into an empty batch (request-level batching baseline)
+        self.max_encoder_tokens = max_encoder_tokens  # per step; 0 = no limit
         self.waiting: deque[SequenceGroup] = deque()
         self.running: list[SequenceGroup] = []
 
@@ -58,11 +77,15 @@ class Scheduler:
                 f"model's whole budget of {self.kv_budget_bytes} bytes (--kv-budget-mb, per "
                 "model); ask for fewer new tokens or beams"
             )
+        self.check_room()
+        self.waiting.append(group)
+
+    def check_room(self) -> None:
+        """ResourceExhausted when the queue is full (checked again when the request is added)."""
         if len(self.waiting) >= self.max_queue:
             raise ResourceExhausted(
                 f"the request queue is full ({self.max_queue} waiting); retry later"
             )
-        self.waiting.append(group)
 
     def schedule(self, now: float) -> StepPlan:
         drop: list[tuple[SequenceGroup, ServeError]] = []
@@ -87,6 +110,8 @@ class Scheduler:
                 break
             if reserved + head.kv_reservation > self.kv_budget_bytes:
                 break
+            if admit and not self._encoder_fits([*admit, head]):
+                break
             self.waiting.popleft()
             head.admitted_at = now
             rows += head.rows
@@ -94,6 +119,10 @@ class Scheduler:
             admit.append(head)
         self.running.extend(admit)
         return StepPlan(admit=admit, drop=drop)
+
+    def _encoder_fits(self, newcomers: list[SequenceGroup]) -> bool:
+        limit = self.max_encoder_tokens
+        return not limit or encoder_tokens(newcomers) <= limit
 
     def release(self, group: SequenceGroup) -> None:
         """A running request finished: its rows and reservation are free for the next step."""

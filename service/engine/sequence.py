@@ -45,6 +45,9 @@ class SequenceGroup:
     arrived_at: float = field(default_factory=time.monotonic)  # queue wait and TTFT start here
     admitted_at: float | None = None  # when it joined the decode batch; None while waiting
     first_token_at: float | None = None
+    encoder_seconds: float | None = None  # the encoder run of the step that admitted it
+    finished_at: float | None = None  # the end of its last step
+    last_token_at: float | None = None  # streams: the gap to the next token starts here
     explain_source: SourceLayout | None = None  # explain: how to read the source positions
     truncated: bool = False  # its text was cut to input_tokens (GenerationParams.truncate)
 

@@ -52,8 +52,11 @@ class ServedModel:
             config.kv_budget_bytes,
             config.max_queue,
             static=config.admission == "static",
+            max_encoder_tokens=config.max_encoder_tokens_per_step,
         )
-        self.runner = ModelRunner(model, config.uses_device_argmax())
+        self.runner = ModelRunner(
+            model, config.uses_device_argmax(), encode_beside=config.encoder_beside_decode
+        )
 
     def info(self, is_default: bool) -> ModelInfo:
         m = self.manifest

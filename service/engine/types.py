@@ -82,6 +82,17 @@ class TokenDelta:
 
 
 @dataclass
+class RequestTiming:
+    """Where one request's time went, on time.monotonic()'s clock (for traces: the transport
+    turns these into spans after the fact, so the step thread never touches a tracer)."""
+
+    arrived_at: float  # queued
+    admitted_at: float  # joined the decode batch; its encoder ran in that step
+    encoder_seconds: float  # that step's encoder run (for the batch it was admitted with)
+    finished_at: float  # the end of its last step
+
+
+@dataclass
 class GenerationResult:
     """The final answer for one request."""
 
@@ -94,3 +105,4 @@ class GenerationResult:
     truncated: bool = False  # the input was cut to input_tokens (GenerationParams.truncate)
     token_ids: list[int] = field(default_factory=list)
     attribution: Attribution | None = None  # with explain: every generated token's attribution
+    timing: RequestTiming | None = None  # set by the serving engine, not the offline driver

@@ -18,11 +18,11 @@ from service.runtime.manifest import ModelManifest
 
 MODEL = "bart-tiny"
 RESULT_FIELDS = {
-    "mode", "level", "window_s", "requests", "completed", "errors", "throughput_rps",
-    "tokens_per_s", "latency_ms", "ttft_ms", "mean_input_tokens", "mean_output_tokens",
-    "output_tokens", "mean_decode_batch",
+    "mode", "level", "arrival_interval_s", "window_s", "requests", "completed", "errors",
+    "throughput_rps", "tokens_per_s", "latency_ms", "ttft_ms", "inter_token_ms",
+    "mean_input_tokens", "mean_output_tokens", "output_tokens", "mean_decode_batch",
 }  # fmt: skip
-PERCENTILE_FIELDS = {"p50", "p95", "p99", "mean"}
+PERCENTILE_FIELDS = {"p50", "p90", "p95", "p99", "max", "mean"}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,7 @@ def test_closed_loop_bench_reports_every_field_with_consistent_counts(server, tm
     for result in report["results"]:
         assert set(result) == RESULT_FIELDS
         assert set(result["latency_ms"]) == set(result["ttft_ms"]) == PERCENTILE_FIELDS
+        assert set(result["inter_token_ms"]) == PERCENTILE_FIELDS
         assert result["errors"] == {} and result["completed"] == result["requests"] > 0
         assert result["output_tokens"] == pytest.approx(
             result["mean_output_tokens"] * result["completed"]
@@ -85,6 +86,23 @@ def test_open_loop_measures_the_requested_count_with_forced_output_length(server
     (result,) = report["results"]
     assert result["mode"] == "open" and result["requests"] == result["completed"] == 12
     assert result["output_tokens"] == 12 * 5, "min_new_tokens = max_new_tokens forces the length"
+
+
+def test_staggered_arrivals_report_the_gaps_between_each_streams_tokens(server, tmp_path):
+    interval, requests = 0.2, 6
+    report = _bench(
+        server, tmp_path, "--workload", "Q1", "--levels", "4", "--requests", str(requests),
+        "--arrival-interval", str(interval), "--warmup", "0",
+    )  # fmt: skip
+    (result,) = report["results"]
+    assert result["arrival_interval_s"] == interval
+    assert result["requests"] == result["completed"] == requests
+    assert result["window_s"] >= (requests - 1) * interval, "the last one left 1 s after the first"
+    gap, latency, ttft = result["inter_token_ms"], result["latency_ms"], result["ttft_ms"]
+    assert 0 < gap["p50"] <= gap["p90"] <= gap["p99"] <= gap["max"] <= latency["max"]
+    assert ttft["p95"] <= ttft["max"]
+    row = (tmp_path / "load.md").read_text().splitlines()[-1]
+    assert f"4 in flight, 1 per {interval:g} s" in row
 
 
 def test_an_unserved_model_is_refused_before_any_load(server, tmp_path, capsys):

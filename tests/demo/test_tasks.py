@@ -216,3 +216,12 @@ def test_curriculum_reports_have_no_fillers_and_the_fixture_order() -> None:
         opening = _OPENING.fullmatch(sentences[0])
         assert len(sentences) == 3
         assert [_SCORED.fullmatch(s)[1] for s in sentences[1:]] == [opening[1], opening[2]]
+
+
+def test_reports_with_min_fillers_use_every_filler_slot() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        report, _ = make_match_report(rng, min_fillers=3)
+        sentences = _sentences(report)
+        assert len(sentences) == 6
+        assert len({_filler_kind(s) for s in sentences[1:] if not _SCORED.fullmatch(s)}) == 3

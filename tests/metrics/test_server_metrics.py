@@ -17,6 +17,8 @@ CATALOGUE = {
     "attnserve_request_duration_seconds": ("histogram", {*M, "method"}),
     "attnserve_queue_wait_seconds": ("histogram", set(M)),
     "attnserve_encoder_duration_seconds": ("histogram", set(M)),
+    "attnserve_encoder_tokens_per_step": ("histogram", set(M)),
+    "attnserve_inter_token_seconds": ("histogram", set(M)),
     "attnserve_time_to_first_token_seconds": ("histogram", set(M)),
     "attnserve_time_per_output_token_seconds": ("histogram", set(M)),
     "attnserve_decode_batch_size": ("histogram", set(M)),

@@ -55,6 +55,8 @@ def test_each_answered_request_is_observed_once(live_server: LiveServer, exposit
     "histogram",
     [
         "attnserve_encoder_duration_seconds",
+        "attnserve_encoder_tokens_per_step",
+        "attnserve_inter_token_seconds",
         "attnserve_decode_step_duration_seconds",
         "attnserve_decode_batch_size",
         "attnserve_time_per_output_token_seconds",
@@ -71,6 +73,24 @@ def test_decode_steps_ran_at_least_one_row_each(live_server: LiveServer, exposit
     steps = value(exposition, "attnserve_decode_batch_size_count", **labels)
     rows = value(exposition, "attnserve_decode_batch_size_sum", **labels)
     assert rows >= steps
+
+
+def test_each_encoder_run_counts_the_input_tokens_it_encoded(live_server: LiveServer, exposition):
+    """The traffic sends one request at a time, so each step's encoder runs one input."""
+    labels, traffic = model_labels(live_server), live_server.traffic
+    runs = value(exposition, "attnserve_encoder_duration_seconds_count", **labels)
+    assert value(exposition, "attnserve_encoder_tokens_per_step_count", **labels) == runs
+    assert runs == traffic.generations
+    encoded = value(exposition, "attnserve_encoder_tokens_per_step_sum", **labels)
+    assert encoded == traffic.input_tokens
+
+
+def test_every_token_after_a_requests_first_is_one_inter_token_gap(
+    live_server: LiveServer, exposition
+):
+    labels, traffic = model_labels(live_server), live_server.traffic
+    gaps = value(exposition, "attnserve_inter_token_seconds_count", **labels)
+    assert gaps == traffic.output_tokens - traffic.generations, "greedy defaults: no beams"
 
 
 def test_token_counters_match_the_answers(live_server: LiveServer, exposition):

@@ -136,6 +136,7 @@ with grpc.insecure_channel(sys.argv[1]) as channel:
 """
 
 
+@pytest.mark.slow  # a latency bound: meaningful on a quiet machine (`make test-slow`)
 def test_health_answers_fast_while_the_largest_inputs_are_processed(served: ServeProcess):
     """Health is checked from its own process (as the kubelet does), so the clients' own work
     in this process does not count against the server."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
-from service.client import TOKEN_ENV
+from service.client.grpc_client import TOKEN_ENV
 from service.config import SecuritySettings
 from tests.fixtures.inprocess_server import InProcessServer, serving
 from tests.security.certificates import Certificates

@@ -1,14 +1,26 @@
-"""service.protogen: stubs import as a package wherever their protos sit, and --check works."""
+"""tools/protogen.py: stubs import as a package wherever their protos sit, and --check works."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
-from service import protogen
+
+def _load_protogen():
+    """tools/ is a folder of scripts, not a package: load the script as a module."""
+    path = Path(__file__).resolve().parents[2] / "tools" / "protogen.py"
+    spec = importlib.util.spec_from_file_location("protogen", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+protogen = _load_protogen()
 
 NESTED = """syntax = "proto3";
 package demo.v1;

@@ -1,0 +1,119 @@
+"""What every REST route shares: reading a bounded body, answering failures with their HTTP
+status, and framing a stream of events as server-sent events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from functools import wraps
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from service.api.rest.calls import RestError
+from service.api.status import client_message
+from service.errors import status_name
+
+Handler = Callable[[Request], Awaitable[Response]]
+PAYLOAD_TOO_LARGE = 413
+
+
+def as_rest_error(error: Exception) -> RestError:
+    """The RestError an exception stands for (a server fault: INTERNAL, logged, no details)."""
+    if isinstance(error, RestError):
+        return error
+    return RestError(status_name(error), client_message(error))
+
+
+def answers_errors(handler: Handler) -> Handler:
+    """`handler`, with every failure answered as `{"error": ...}` and its HTTP status."""
+
+    @wraps(handler)
+    async def handle(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as error:
+            return as_rest_error(error).response()
+
+    return handle
+
+
+async def read_body(request: Request, limit_bytes: int) -> bytes:
+    """The request body; 413 beyond `limit_bytes` (the gRPC message limit), read no further."""
+    declared = request.headers.get("content-length")
+    too_large = RestError(
+        "RESOURCE_EXHAUSTED",
+        f"the request body is larger than the {limit_bytes} bytes accepted",
+        PAYLOAD_TOO_LARGE,
+    )
+    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
+        raise too_large
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit_bytes: int) -> dict[str, Any]:
+    body = await read_body(request, limit_bytes)
+    try:
+        value = json.loads(body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RestError(
+            "INVALID_ARGUMENT", f"the request body is not valid JSON: {error}"
+        ) from None
+    if not isinstance(value, dict):
+        raise RestError("INVALID_ARGUMENT", "the request body must be a JSON object")
+    return value
+
+
+def message_json(message: Message, defaults: bool = True) -> dict[str, Any]:
+    """A message in the proto3 JSON mapping, with proto field names and plain numbers; fields
+    at their default value (empty, zero) too unless `defaults` is False."""
+    return json_format.MessageToDict(
+        message,
+        always_print_fields_with_no_presence=defaults,
+        preserving_proto_field_name=True,
+        unquote_int64_if_possible=True,
+    )
+
+
+def _event(data: dict[str, Any], event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return (head + "data: " + json.dumps(data, ensure_ascii=False) + "\n\n").encode("utf-8")
+
+
+async def event_stream(events: AsyncIterator[dict[str, Any]]) -> Response:
+    """Server-sent events, one per item of `events`. A failure before the first event is an
+    ordinary error response with its status; one after it, an `error` event that ends the
+    stream (the status line is already sent)."""
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:
+        first = None
+    except Exception as error:
+        await events.aclose()
+        return as_rest_error(error).response()
+
+    async def frames() -> AsyncIterator[bytes]:
+        async with aclosing(events):
+            if first is None:
+                return
+            yield _event(first)
+            try:
+                async for item in events:
+                    yield _event(item)
+            except Exception as error:
+                failure = as_rest_error(error)
+                yield _event({"error": failure.message, "status": failure.status}, "error")
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
+    return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)

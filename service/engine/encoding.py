@@ -1,0 +1,84 @@
+"""Newcomers' encoders run beside the decode steps, on a thread of their own.
+
+Inside a step, an encoder run freezes every running stream for its whole length (hundreds of
+milliseconds for long inputs on CPU). Beside the steps, ONNX Runtime runs it on another thread
+(it releases the GIL) while the running streams keep decoding, more slowly while they share the
+cores; the newcomers join the decode batch at the first step after their encoder finished. Runs
+are done one at a time, in admission order, so FIFO order holds. See docs/benchmarks.md for what
+this measured on the 2-core CPU.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from service.engine.batch import DecodeBatch
+from service.engine.sequence import SequenceGroup
+
+
+@dataclass
+class EncoderRun:
+    """One encoder run over the requests admitted in one step, and their decoder rows."""
+
+    batch: DecodeBatch
+    seconds: float
+    tokens: int  # requests x the longest input, as the scheduler's budget counts them
+
+
+Failure = tuple[SequenceGroup, Exception]  # a newcomer the model failed on, and why
+Encoded = tuple[list[EncoderRun], list[Failure]]
+
+
+class BackgroundEncoder:
+    """Encoder runs submitted in admission order, collected when done. `encode` isolates model
+    faults (a newcomer whose input the model cannot run comes back as a failure, the others as
+    runs), so beside the steps, as inside them, one bad input fails only its own request."""
+
+    def __init__(self, encode: Callable[[list[SequenceGroup]], Encoded]) -> None:
+        self._encode = encode
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="attnserve-encoder")
+        self._pending: deque[Future[Encoded]] = deque()
+        self._encoding: set[SequenceGroup] = set()  # submitted, not yet collected
+        self._left: set[SequenceGroup] = set()  # cancelled or expired while being encoded
+
+    def submit(self, groups: list[SequenceGroup]) -> None:
+        self._encoding.update(groups)
+        self._pending.append(self._thread.submit(self._encode, groups))
+
+    def leave(self, groups: Collection[SequenceGroup]) -> None:
+        """Requests that left the engine: those still being encoded never join the batch."""
+        self._left.update(g for g in groups if g in self._encoding)
+
+    def finished(self, wait: bool) -> Encoded:
+        """The runs done by now, in order (with `wait`, at least the oldest submission), their
+        requests that left meanwhile filtered out, and the newcomers the model failed on. An
+        unexpected exception of a run is raised here."""
+        runs: list[EncoderRun] = []
+        failed: list[Failure] = []
+        collected = False
+        while self._pending and (self._pending[0].done() or (wait and not collected)):
+            done, failures = self._pending.popleft().result()
+            collected = True
+            for run in done:
+                self._encoding.difference_update(run.batch.requests)
+                leaving = [g for g in run.batch.requests if g in self._left]
+                self._left.difference_update(leaving)
+                kept = run.batch.filter(leaving) if leaving else run.batch
+                if kept is not None:
+                    runs.append(EncoderRun(kept, run.seconds, run.tokens))
+            for group, error in failures:
+                self._encoding.discard(group)
+                if group in self._left:
+                    self._left.discard(group)  # it already left: nobody to tell
+                else:
+                    failed.append((group, error))
+        return runs, failed
+
+    def clear(self) -> None:
+        """Forget every pending run (after a runtime failure): their results are dropped."""
+        self._pending.clear()
+        self._encoding.clear()
+        self._left.clear()

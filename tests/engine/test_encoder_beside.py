@@ -1,0 +1,58 @@
+"""Newcomers' encoders beside the decode steps (--encoder-beside-decode): the same answers as
+encoding inside the step, and a request that leaves while it is encoded never joins the batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.engine.config import EngineConfig
+from service.engine.served_model import ServedModel
+from service.engine.sync_driver import generate_offline
+from service.engine.types import GenerationParams
+from service.errors import Cancelled
+from service.runtime.model import LoadedModel
+from tests.fixtures.served_models import tiny_models_once
+from tests.integration.models import SUMMARIZER
+
+TEXTS = [" ".join(f"w{i}" for i in range(n)) for n in (5, 40, 12, 25)]
+PARAMS = GenerationParams(max_new_tokens=12, min_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_models_once(tmp_path_factory) / SUMMARIZER
+
+
+def test_encoding_beside_the_steps_gives_the_same_answers(model_dir: Path):
+    answers = {
+        beside: generate_offline(
+            model_dir, TEXTS, PARAMS, EngineConfig(encoder_beside_decode=beside)
+        )
+        for beside in (False, True)
+    }
+    assert [a.token_ids for a in answers[True]] == [a.token_ids for a in answers[False]]
+    assert all(a.output_tokens == PARAMS.max_new_tokens for a in answers[True])
+
+
+def test_a_request_cancelled_while_encoded_beside_never_joins_the_batch(model_dir: Path):
+    served = ServedModel(LoadedModel.load(model_dir), EngineConfig(encoder_beside_decode=True))
+    running = served.prepare(TEXTS[0], None, PARAMS, lambda event: None)
+    served.scheduler.add(running)
+    served.step()  # nothing else decodes: the step waits for its encoder
+    assert served.runner.batch is not None and served.runner.batch.requests == [running]
+
+    leaving = served.prepare(TEXTS[1], None, PARAMS, lambda event: None)
+    served.scheduler.add(leaving)
+    served.step()  # its encoder starts; it may or may not finish within this step
+    leaving.cancelled = True
+    events = served.step()
+
+    assert [(g, type(e.error)) for g, e in events if g is leaving] == [(leaving, Cancelled)]
+    assert served.runner.batch.requests == [running]
+    assert served.scheduler.running == [running]
+    while served.scheduler.has_work():
+        served.step()
+    assert len(running.generated) == PARAMS.max_new_tokens
+    assert leaving.generated == [] or len(leaving.generated) == 1, "no token after it left"

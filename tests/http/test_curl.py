@@ -1,0 +1,113 @@
+"""The HTTP port with curl: our API as JSON, server-sent event streams, v2 REST, errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+
+from export.demo.tasks import make_match_report, render_shapes
+from tests.http.conftest import HttpServer
+from tests.http.curl import curl
+
+TEXT = make_match_report(np.random.default_rng(500))[0]
+
+
+def test_health_and_readiness(http_server: HttpServer):
+    assert curl(http_server.url + "/v2/health/live").json() == {"live": True}
+    assert curl(http_server.url + "/v2/health/ready").status == 200
+
+
+def test_summarize_answers_as_our_grpc_api(http_server: HttpServer):
+    answer = curl(http_server.url + "/v1/summarize", data={"text": TEXT})
+    assert answer.status == 200
+    body = answer.json()
+    assert body["text"] == http_server.summary(TEXT)
+    assert body["model"] == http_server.summarizer and body["finish_reason"] in ("eos", "length")
+
+
+def test_caption_takes_a_base64_image(http_server: HttpServer):
+    image, _ = render_shapes(np.random.default_rng(501))
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    encoded = base64.b64encode(png.getvalue()).decode()
+    answer = curl(http_server.url + "/v1/caption", data={"image": encoded})
+    assert answer.status == 200 and answer.json()["text"] == http_server.caption(png.getvalue())
+
+
+def test_summarize_stream_is_server_sent_events_of_chunks(http_server: HttpServer):
+    answer = curl("-N", http_server.url + "/v1/summarize/stream", data={"text": TEXT})
+    events = answer.events()
+    assert answer.status == 200 and len(events) > 2
+    assert "".join(event.get("text_delta", "") for event in events) == http_server.summary(TEXT)
+    assert events[-1]["finish_reason"] in ("eos", "length")
+
+
+def test_v2_infer_with_json_tensors(http_server: HttpServer):
+    request = {
+        "id": "7",
+        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [TEXT]}],
+        "parameters": {"max_new_tokens": 5},
+    }
+    answer = curl(f"{http_server.url}/v2/models/{http_server.summarizer}/infer", data=request)
+    assert answer.status == 200
+    body = answer.json()
+    assert body["id"] == "7" and body["model_name"] == http_server.summarizer
+    assert body["outputs"] == [
+        {
+            "name": "text",
+            "datatype": "BYTES",
+            "shape": [1],
+            "data": [http_server.summary(TEXT, max_new_tokens=5)],
+        }
+    ]
+
+
+def test_v2_generate_stream_sends_token_chunks_then_a_final_event(http_server: HttpServer):
+    url = f"{http_server.url}/v2/models/{http_server.summarizer}/generate_stream"
+    answer = curl("-N", url, data={"text": TEXT})
+    *chunks, final = answer.events()
+    assert answer.status == 200 and len(chunks) > 1
+    assert "".join(chunk["text"] for chunk in chunks) == http_server.summary(TEXT)
+    assert final["parameters"]["triton_final_response"] is True
+    assert not any(chunk["parameters"]["triton_final_response"] for chunk in chunks)
+
+
+def test_v2_generate_answers_the_whole_text(http_server: HttpServer):
+    url = f"{http_server.url}/v2/models/{http_server.summarizer}/generate"
+    answer = curl(url, data={"text": TEXT, "parameters": {"max_new_tokens": 6}})
+    assert answer.json()["text"] == http_server.summary(TEXT, max_new_tokens=6)
+
+
+def test_unknown_model_is_404_with_the_protocol_message(http_server: HttpServer):
+    tensor = {"name": "text", "shape": [1], "datatype": "BYTES", "data": [TEXT]}
+    answer = curl(http_server.url + "/v2/models/no-such-model/infer", data={"inputs": [tensor]})
+    assert answer.status == 404
+    assert answer.json() == {"error": "Request for unknown model: 'no-such-model' is not found"}
+
+
+def test_unknown_json_field_is_400_naming_it(http_server: HttpServer):
+    answer = curl(http_server.url + "/v1/summarize", data={"txt": TEXT})
+    assert answer.status == 400 and 'no field named "txt"' in answer.json()["error"]
+
+
+def test_body_that_is_not_json_is_400(http_server: HttpServer):
+    answer = curl(http_server.url + "/v1/summarize", "-d", "{not json")
+    assert answer.status == 400 and "not valid JSON" in answer.json()["error"]
+
+
+def test_engine_refusal_is_400_with_its_message(http_server: HttpServer):
+    answer = curl(http_server.url + "/v1/summarize", data={"text": ""})
+    assert answer.status == 400 and answer.json() == {"error": "text is empty"}
+
+
+def test_stream_request_failing_before_its_first_chunk_gets_its_status(http_server: HttpServer):
+    answer = curl(http_server.url + "/v1/summarize/stream", data={"text": TEXT, "model": "nope"})
+    assert answer.status == 404 and "nope" in answer.json()["error"]
+
+
+def test_unknown_route_and_wrong_method_answer_json_errors(http_server: HttpServer):
+    assert curl(http_server.url + "/v2/nothing-here").json() == {"error": "Not Found"}
+    answer = curl(http_server.url + "/v1/summarize")  # GET
+    assert answer.status == 405 and answer.json() == {"error": "Method Not Allowed"}
