@@ -144,9 +144,7 @@ def _pixels(served: ServedModel, image: bytes) -> np.ndarray:
 
 
 @pytest.mark.parametrize("params", [GREEDY, BEAM], ids=["greedy", "beam"])
-def test_prompted_captions_equal_generate_with_the_same_prefix(
-    served, reference, images, params
-):
+def test_prompted_captions_equal_generate_with_the_same_prefix(served, reference, images, params):
     results = run_to_completion(served, images, [params] * len(images), prompts=PROMPTS)
     for image, prompt, result in zip(images, PROMPTS, results, strict=True):
         tokens, text = _generate(reference, _pixels(served, image), prompt, params)
