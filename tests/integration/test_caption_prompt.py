@@ -4,8 +4,12 @@ transformers' generate() is in tests/e2e/test_caption_prompt.py."""
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import queue
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -15,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service.client import AttnserveClient
-from tests.fixtures.inprocess_server import InProcessServer
+from tests.fixtures.inprocess_server import InProcessServer, serving
 from tests.integration.models import CAPTIONER, SUMMARIZER, TEXT
 
 PROMPT = "w7 w21 w7"
@@ -57,6 +61,11 @@ def test_streamed_deltas_join_to_the_unary_caption(
         unary.input_tokens,
         unary.output_tokens,
     )
+
+
+def test_explain_attributes_the_generated_tokens_only(client: AttnserveClient, png_image: bytes):
+    answer = client.caption(png_image, prompt=PROMPT, explain=True, **PARAMS)
+    assert [t.token_id for t in answer.attribution.tokens] == list(answer.token_ids)
 
 
 def test_kserve_prompt_parameter_answers_as_our_api(
@@ -158,3 +167,41 @@ def test_a_kserve_prompt_must_be_a_string(kserve: triton.InferenceServerClient, 
         lambda: kserve.infer(CAPTIONER, [_image_input(png_image)], parameters={"prompt": 7})
     )
     assert "parameter 'prompt' must be sent as string_param" in message
+
+
+@pytest.fixture(scope="module")
+def rest_port(models_dir: Path) -> Iterator[int]:
+    with serving(models_dir, server_overrides={"http_port": 0}) as running:
+        assert running.server.rest is not None
+        yield running.server.rest.port
+
+
+def _post(port: int, path: str, body: str) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("POST", path, body=body)
+    answer = connection.getresponse()
+    return answer.status, json.loads(answer.read())
+
+
+def test_rest_caption_takes_the_prompt(rest_port: int, client: AttnserveClient, png_image: bytes):
+    body = {
+        "image": base64.b64encode(png_image).decode(),
+        "prompt": PROMPT,
+        "params": {"max_new_tokens": PARAMS["max_new_tokens"]},
+    }
+    status, answer = _post(rest_port, "/v1/caption", json.dumps(body))
+    assert status == 200, answer
+    assert answer["text"] == client.caption(png_image, prompt=PROMPT, **PARAMS).text
+
+
+def test_rest_prompt_with_a_lone_surrogate_is_a_400(rest_port: int, png_image: bytes):
+    body = json.dumps({"image": base64.b64encode(png_image).decode(), "prompt": "w1 \ud800"})
+    status, answer = _post(rest_port, "/v1/caption", body)
+    assert status == 400 and "Unpaired surrogate" in answer["error"], answer
+
+
+def test_v2_rest_prompt_parameter_with_a_lone_surrogate_is_a_400(rest_port: int):
+    body = '{"text": "w1 w2", "parameters": {"prompt": "\\ud800"}}'
+    status, answer = _post(rest_port, f"/v2/models/{SUMMARIZER}/generate", body)
+    assert status == 400, answer
+    assert answer["error"] == "parameter 'prompt' is not valid UTF-8 (it holds a lone surrogate)"
