@@ -41,6 +41,8 @@ GREEDY = GenerationParams(max_new_tokens=8, num_beams=1, do_sample=False, repeti
 BEAM = GenerationParams(
     max_new_tokens=8, num_beams=3, length_penalty=1.3, no_repeat_ngram_size=2, min_new_tokens=3
 )
+# The model's own length default: generate()'s max_length counts the prompt, as ours does.
+DEFAULT_LENGTH = GenerationParams(num_beams=1, do_sample=False)
 
 
 def _blip_checkpoint(tmp: Path) -> Path:
@@ -143,7 +145,9 @@ def _pixels(served: ServedModel, image: bytes) -> np.ndarray:
     return group.encoder_feeds["pixel_values"]
 
 
-@pytest.mark.parametrize("params", [GREEDY, BEAM], ids=["greedy", "beam"])
+@pytest.mark.parametrize(
+    "params", [GREEDY, BEAM, DEFAULT_LENGTH], ids=["greedy", "beam", "default-length"]
+)
 def test_prompted_captions_equal_generate_with_the_same_prefix(served, reference, images, params):
     results = run_to_completion(served, images, [params] * len(images), prompts=PROMPTS)
     for image, prompt, result in zip(images, PROMPTS, results, strict=True):
