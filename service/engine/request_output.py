@@ -37,7 +37,8 @@ class RequestOutput:
         self._served = served
         self._group = group
         self._detokenizer = IncrementalDetokenizer(served.model.tokenizer)
-        self._prompt_text = self._detokenizer.push(group.prompt_ids.tolist())  # until sent
+        prompt = group.prompt_ids.tolist()
+        self._prompt_text = self._detokenizer.push(prompt) if prompt else ""  # until sent
         source = group.explain_source
         self._attributor = served.attributor(source) if source is not None else None
         self._attributions: list[TokenAttribution] = []

@@ -70,9 +70,10 @@ class ModelRunner:
         incoming = [run.batch for run in self.encoder_runs]
         decoded = self._decode(DecodeBatch.concatenate(incoming) if incoming else None)
         if decoded is None:
+            if not failed:
+                return None
             nothing = np.zeros(0, np.int64)
-            none = np.zeros(0, np.bool_)
-            return RunnerOutput([], nothing, none, nothing, None, set(), failed) if failed else None
+            return RunnerOutput([], nothing, nothing.astype(bool), nothing, None, set(), failed)
         assert self.batch is not None
         logits, attention = decoded
         forced = self.batch.lengths < self.batch.params.prompt_len

@@ -28,8 +28,8 @@ def update_requests(output: RunnerOutput, eos_ids: np.ndarray) -> StepUpdate:
     row = 0
     for group in output.requests:
         event = None
-        if output.forced[row]:  # a prompt token was fed: nothing to tell, nothing to stop
-            pass
+        if output.forced[row]:
+            pass  # a prompt token was fed: nothing to tell, nothing to stop
         elif group.beam is None:
             event = _next_token(group, output, row, bool(ended[row]))
         elif group in output.beams_done:

@@ -32,7 +32,7 @@ from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams, GenerationResult, TokenDelta
 from service.errors import InvalidArgument
 from service.runtime.model import LoadedModel
-from tests.fixtures.tiny_image_models import BOS, SEP, build_blip
+from tests.fixtures.tiny_image_models import BOS, SEP, build_blip, build_vit_gpt2
 
 # Prompts of the tiny vocabulary (w0..w58); a repeated word lets no-repeat-ngram and the
 # repetition penalty act on prompt tokens, as transformers' processors do.
@@ -69,8 +69,6 @@ def _blip_checkpoint(tmp: Path) -> Path:
 
 
 def _vit_gpt2_checkpoint(tmp: Path) -> Path:
-    from tests.fixtures.tiny_image_models import build_vit_gpt2
-
     return build_vit_gpt2(tmp / "checkpoint")
 
 
