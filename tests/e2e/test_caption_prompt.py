@@ -32,7 +32,7 @@ from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams, GenerationResult, TokenDelta
 from service.errors import InvalidArgument
 from service.runtime.model import LoadedModel
-from tests.fixtures.tiny_image_models import BOS, SEP, build_blip, build_vit_gpt2
+from tests.fixtures.tiny_image_models import BOS, SEP, build_blip
 
 # Prompts of the tiny vocabulary (w0..w58); a repeated word lets no-repeat-ngram and the
 # repetition penalty act on prompt tokens, as transformers' processors do.
@@ -68,16 +68,14 @@ def _blip_checkpoint(tmp: Path) -> Path:
     return checkpoint
 
 
-def _vit_gpt2_checkpoint(tmp: Path) -> Path:
-    return build_vit_gpt2(tmp / "checkpoint")
-
-
 @pytest.fixture(scope="module", params=["blip", "vit-gpt2"])
 def family(request, tmp_path_factory) -> tuple[str, Path, Path]:
-    """(family name, checkpoint, exported model directory)."""
+    """(family name, checkpoint, exported model directory); ViT-GPT2 is the session's
+    `captioner` (tests/e2e/conftest.py)."""
+    if request.param == "vit-gpt2":
+        return request.param, *request.getfixturevalue("captioner")
     tmp = tmp_path_factory.mktemp(request.param)
-    build = _blip_checkpoint if request.param == "blip" else _vit_gpt2_checkpoint
-    checkpoint = build(tmp)
+    checkpoint = _blip_checkpoint(tmp)
     export_model(checkpoint, "captioning", tmp / "model", progress=lambda *_: None)
     return request.param, checkpoint, tmp / "model"
 
