@@ -32,7 +32,7 @@ from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams, GenerationResult, TokenDelta
 from service.errors import InvalidArgument
 from service.runtime.model import LoadedModel
-from tests.fixtures.tiny_image_models import BOS, SEP, build_blip
+from tests.fixtures.tiny_image_models import EOS, SEP, build_blip
 
 # Prompts of the tiny vocabulary (w0..w58); a repeated word lets no-repeat-ngram and the
 # repetition penalty act on prompt tokens, as transformers' processors do.
@@ -46,21 +46,22 @@ DEFAULT_LENGTH = GenerationParams(num_beams=1, do_sample=False)
 
 
 def _blip_checkpoint(tmp: Path) -> Path:
-    """The tiny BLIP with a tokenizer that adds `<s> ... [SEP]` around a text, as BERT's adds
-    `[CLS] ... [SEP]`: the prompt's tokens must come without them."""
+    """The tiny BLIP with a tokenizer that adds `</s> ... [SEP]` around a text, as BERT's adds
+    `[CLS] ... [SEP]`: the prompt's tokens must come without them. Its opening token is not the
+    decoder's bos (as BERT's [CLS] is not BLIP's [DEC]), so generate()'s swap shows."""
     checkpoint = build_blip(tmp / "checkpoint")
     path = checkpoint / "tokenizer.json"
     tokenizer = json.loads(path.read_text())
     tokenizer["post_processor"] = {
         "type": "TemplateProcessing",
         "single": [
-            {"SpecialToken": {"id": "<s>", "type_id": 0}},
+            {"SpecialToken": {"id": "</s>", "type_id": 0}},
             {"Sequence": {"id": "A", "type_id": 0}},
             {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
         ],
         "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
         "special_tokens": {
-            "<s>": {"id": "<s>", "ids": [BOS], "tokens": ["<s>"]},
+            "</s>": {"id": "</s>", "ids": [EOS], "tokens": ["</s>"]},
             "[SEP]": {"id": "[SEP]", "ids": [SEP], "tokens": ["[SEP]"]},
         },
     }
