@@ -113,6 +113,7 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
             c.add_argument("--text", required=True)
         else:
             c.add_argument("--image", required=True, help="image file")
+            c.add_argument("--prompt", default="", help="text the caption continues from")
         c.add_argument("--model", default="")
         c.add_argument("--stream", action="store_true")
         c.add_argument("--max-new-tokens", type=int, default=None)

@@ -35,6 +35,7 @@ class RowParams:
     forced_bos: np.ndarray  # int64, NO_TOKEN = off
     forced_eos: np.ndarray  # int64, NO_TOKEN = off
     explain: np.ndarray  # bool: the row's cross-attention is collected
+    prompt_len: np.ndarray  # int64: tokens before the first chosen one (the rest are forced)
 
     @classmethod
     def for_request(cls, params: ResolvedParams, rows: int) -> RowParams:
@@ -56,6 +57,7 @@ class RowParams:
             forced_bos=column(_or_none(params.forced_bos_token_id), np.int64),
             forced_eos=column(_or_none(params.forced_eos_token_id), np.int64),
             explain=column(params.explain, np.bool_),
+            prompt_len=column(params.prompt_len, np.int64),
         )
 
     def needs_host_logits(self, lengths: np.ndarray) -> np.ndarray:

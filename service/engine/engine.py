@@ -313,7 +313,7 @@ class Engine:
             raise InvalidArgument("summarization takes text, not an image")
         if request.deadline is not None and time.monotonic() >= request.deadline:
             raise DeadlineExceeded("the request's deadline passed before it started")
-        check_input_size(request.text, request.image, self.config)
+        check_input_size(request.text, request.image, self.config, request.prompt)
         served.scheduler.check_room()  # a full queue refuses at once, before any preparing
         if self._preparing >= self.config.max_queue:
             raise ResourceExhausted(
@@ -323,7 +323,12 @@ class Engine:
 
         def prepare() -> SequenceGroup:
             group = served.prepare(
-                request.text, request.image, request.params, mailbox, request.deadline
+                request.text,
+                request.image,
+                request.params,
+                mailbox,
+                request.deadline,
+                request.prompt,
             )
             mailbox.output = served.output(group)
             return group

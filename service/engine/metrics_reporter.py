@@ -95,7 +95,7 @@ class EngineReporter:
             return
         group.finished_at = now
         generated = len(group.generated)
-        self.metrics.tokens(name, version, group.input_tokens, generated)
+        self.metrics.tokens(name, version, group.read_tokens, generated)
         # A beam-search answer arrives whole: it has no time between tokens.
         if group.beam is None and generated > 1 and group.first_token_at is not None:
             interval = (now - group.first_token_at) / (generated - 1)

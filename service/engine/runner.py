@@ -2,12 +2,14 @@
 
 The runner holds the model's DecodeBatch between steps (the batch knows its requests and rows)
 and returns raw token choices: it decides nothing about stopping, which is the update stage's
-job (service.engine.update). Token choice is vectorised over the batch: one processing pass,
-one argmax, one sampling pass; only the beam bookkeeping runs per request (numpy over its
-num_beams rows). With `device_argmax`, rows that only need an argmax (greedy, no active
-logits processor but a minimum length) get it where the logits are
-(service.runtime.token_choice) and only the other rows' logits come to the host. See
-docs/architecture.md.
+job (service.engine.update). A request's prompt (captioning) is fed one forced token per step
+after the decoder start: such a row's "choice" is its next prompt token, so it shares decoder
+calls with every other row and its logits are those of the row alone. Token choice is
+vectorised over the batch: one processing pass, one argmax, one sampling pass; only the beam
+bookkeeping runs per request (numpy over its num_beams rows). With `device_argmax`, rows that
+only need an argmax (greedy, no active logits processor but a minimum length) get it where the
+logits are (service.runtime.token_choice) and only the other rows' logits come to the host.
+See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class RunnerOutput:
 
     requests: list[SequenceGroup]  # the batch's requests in row order
     tokens: np.ndarray  # int64 [rows]: the token each row chose (beams: after reordering)
+    forced: np.ndarray  # bool [rows]: the row's token was a prompt token, not a choice
     lengths: np.ndarray  # int64 [rows]: each row's tokens, the chosen one included
     attention: np.ndarray | None  # float32 [rows, S]: when some row asked for explain
     beams_done: set[SequenceGroup]  # beam requests whose search ended at this step
@@ -85,13 +88,22 @@ class ModelRunner:
         incoming = [run.batch for run in self.encoder_runs]
         decoded = self._decode(DecodeBatch.concatenate(incoming) if incoming else None)
         if decoded is None:
+            if not failed:
+                return None
             nothing = np.zeros(0, np.int64)
-            return RunnerOutput([], nothing, nothing, None, set(), failed) if failed else None
+            return RunnerOutput([], nothing, nothing.astype(bool), nothing, None, set(), failed)
         assert self.batch is not None
-        tokens, beams_done = self._choose_tokens(decoded)
+        forced = self.batch.lengths < self.batch.params.prompt_len
+        tokens, beams_done = self._choose_tokens(decoded, forced)
         batch = self.batch
         return RunnerOutput(
-            list(batch.requests), tokens, batch.lengths, decoded.attention, beams_done, failed
+            list(batch.requests),
+            tokens,
+            forced,
+            batch.lengths,
+            decoded.attention,
+            beams_done,
+            failed,
         )
 
     def release(self, leaving: list[SequenceGroup]) -> None:
@@ -149,7 +161,10 @@ class ModelRunner:
         capacity = max(g.params.max_length for g in groups)
         sequences = np.zeros((row_owner.size, capacity), np.int64)
         sequences[:, : self.prompt.size] = self.prompt
-        for group in groups:
+        for group, rows in zip(
+            groups, np.split(sequences, np.cumsum(rows_per_group)[:-1]), strict=True
+        ):
+            rows[:, self.prompt.size : group.params.prompt_len] = group.prompt_ids  # forced later
             self._start_decoding(group)
         batch = DecodeBatch(
             requests=list(groups),
@@ -222,10 +237,14 @@ class ModelRunner:
             row += batch.size
         return _Decoded(logits, rows, tokens, attention)
 
-    def _choose_tokens(self, decoded: _Decoded) -> tuple[np.ndarray, set[SequenceGroup]]:
+    def _choose_tokens(
+        self, decoded: _Decoded, forced: np.ndarray
+    ) -> tuple[np.ndarray, set[SequenceGroup]]:
         """Every row's next token, appended to its sequence; beam requests pick theirs among
         their hypotheses (rows continue the hypothesis they were reordered onto). Rows without
-        logits on the host keep the device's argmax."""
+        logits on the host keep the device's argmax. `forced` rows take their next prompt token
+        (already in their sequence): no sampling draw, no beam step, so their search starts
+        after the prompt as generate()'s does."""
         batch = self.batch
         assert batch is not None
         rows, attention = decoded.logit_rows, decoded.attention
@@ -236,16 +255,20 @@ class ModelRunner:
         scores = process_logits(decoded.logits, sequences, lengths, params, self.eos_ids)
         tokens = np.empty(batch.size, np.int64) if decoded.tokens is None else decoded.tokens
         tokens[rows] = np.argmax(scores, axis=1)
-        sampled = np.flatnonzero(params.do_sample)
+        sampled = np.flatnonzero(params.do_sample & ~forced[rows])
         if sampled.size:
             sampled_rows = list(batch.rngs[rows[sampled]])
             tokens[rows[sampled]] = sample_tokens(scores[sampled], sampled_rows)
+        rows_forced = np.flatnonzero(forced)
+        if rows_forced.size:
+            tokens[rows_forced] = batch.sequences[rows_forced, batch.lengths[rows_forced]]
 
         beams_done: set[SequenceGroup] = set()
         moves_dst, moves_src = [], []
         row = 0
         for group in batch.requests:
-            if group.beam is not None:  # its rows are host rows: beams need their logits
+            # its rows are host rows (beams need their logits); none while in its prompt
+            if group.beam is not None and not forced[row]:
                 own = slice(row, row + group.rows)
                 at = int(np.searchsorted(rows, row))
                 step = group.beam.step(

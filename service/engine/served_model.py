@@ -78,9 +78,10 @@ class ServedModel:
         params: GenerationParams,
         emit: Callable[[StepEvent], None],
         deadline: float | None = None,
+        prompt: str | None = None,
     ) -> SequenceGroup:
         """Validate and encode one request's input; InvalidArgument for anything wrong in it."""
-        return self.preparer.prepare(text, image, params, emit, deadline)
+        return self.preparer.prepare(text, image, params, emit, deadline, prompt)
 
     # ----- the three stages of a step ------------------------------------------------------
 

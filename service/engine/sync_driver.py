@@ -41,16 +41,19 @@ def run_to_completion(
     params: list[GenerationParams],
     step_seconds: list[float] | None = None,
     step_counters: list[StepCounters] | None = None,
+    prompts: list[str | None] | None = None,
 ) -> list[GenerationResult]:
     """Queue every input on `served` and step until each has its result; each step's duration
     is appended to `step_seconds` and its runtime counts to `step_counters` if given
-    (benchmarks set them beside the server's step metrics)."""
+    (benchmarks set them beside the server's step metrics). `prompts`: captioning, each image's
+    prompt (None = none)."""
     events: dict[int, list[StepEvent]] = {}
     groups: list[SequenceGroup] = []
-    for index, (item, item_params) in enumerate(zip(inputs, params, strict=True)):
+    prompts = prompts or [None] * len(inputs)
+    for index, (item, item_params, prompt) in enumerate(zip(inputs, params, prompts, strict=True)):
         text, image = (item, None) if isinstance(item, str) else (None, item)
         events[index] = []
-        group = served.prepare(text, image, item_params, events[index].append)
+        group = served.prepare(text, image, item_params, events[index].append, prompt=prompt)
         served.scheduler.add(group)
         groups.append(group)
     while served.scheduler.has_work():
