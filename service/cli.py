@@ -46,6 +46,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="encode newcomers on a thread beside the decode steps",
     )
+    p.add_argument(
+        "--device-argmax",
+        choices=["auto", "on", "off"],
+        default=None,
+        help="greedy token choice next to the logits (auto: on for cuda)",
+    )
     p.add_argument("--max-queue", type=int, default=None)
     p.add_argument("--max-num-beams", type=int, default=None)
     p.add_argument("--max-new-tokens-cap", type=int, default=None)

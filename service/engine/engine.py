@@ -228,8 +228,9 @@ class Engine:
             started = time.perf_counter()
             events = served.update(plan, served.execute(plan))
             seconds = time.perf_counter() - started
+            counters = served.model.counters.take()
             with self._cond:
-                self._report.step(served, plan, events, rows, seconds, time.monotonic())
+                self._report.step(served, plan, events, rows, seconds, time.monotonic(), counters)
         except Exception as exc:  # a runtime fault fails that model's running requests only
             with self._cond:
                 failed = served.reset()

@@ -54,7 +54,9 @@ class ServedModel:
             static=config.admission == "static",
             max_encoder_tokens=config.max_encoder_tokens_per_step,
         )
-        self.runner = ModelRunner(model, encode_beside=config.encoder_beside_decode)
+        self.runner = ModelRunner(
+            model, config.uses_device_argmax(), encode_beside=config.encoder_beside_decode
+        )
 
     def info(self, is_default: bool) -> ModelInfo:
         m = self.manifest

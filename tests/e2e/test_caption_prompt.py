@@ -237,3 +237,15 @@ def test_a_prompt_with_max_new_tokens_past_the_positions_is_refused(served, imag
     too_many = GenerationParams(max_new_tokens=60)
     with pytest.raises(InvalidArgument, match="6 of them taken by the decoder start and prompt"):
         served.prepare(None, images[0], too_many, lambda _: None, prompt=PROMPTS[3])
+
+
+def test_prompted_greedy_captions_are_unchanged_with_the_argmax_on_the_device(
+    family, served, images
+):
+    """--device-argmax on: rows inside their prompt still take their prompt tokens, and the
+    free rows' device argmax gives the same captions as the host's."""
+    on_device = ServedModel(LoadedModel.load(family[2]), EngineConfig(device_argmax="on"))
+    params = [GREEDY] * len(images)
+    expected = run_to_completion(served, images, params, prompts=PROMPTS)
+    results = run_to_completion(on_device, images, params, prompts=PROMPTS)
+    assert [(r.token_ids, r.text) for r in results] == [(r.token_ids, r.text) for r in expected]
