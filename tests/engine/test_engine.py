@@ -112,7 +112,11 @@ def test_bad_requests_fail_before_anything_is_queued(models_dir, fields, error, 
 def test_full_queue_is_refused_at_once_and_counted(models_dir):
     async def scenario(engine):  # the worker is not started: the first request stays queued
         first = asyncio.ensure_future(_collect(engine, _request()))
-        await asyncio.sleep(0.05)
+        for _ in range(1000):  # until it is prepared (in the prep pool) and queued
+            if engine.queue_length() == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert engine.queue_length() == 1
         with pytest.raises(ResourceExhausted, match="queue is full"):
             await _collect(engine, _request())
         first.cancel()
