@@ -42,6 +42,7 @@ class ModelRunner:
         self.model = model
         tokens = model.manifest.special_tokens
         self.eos_ids = np.asarray(tokens.eos, dtype=np.int64)
+        self.banned_ids = np.asarray(model.manifest.generation.banned_tokens(), dtype=np.int64)
         self.prompt = np.asarray(
             [tokens.decoder_start, *model.manifest.decoder_prompt], dtype=np.int64
         )
@@ -203,7 +204,9 @@ class ModelRunner:
         batch = self.batch
         assert batch is not None
         params = batch.params
-        scores = process_logits(logits, batch.sequences, batch.lengths, params, self.eos_ids)
+        scores = process_logits(
+            logits, batch.sequences, batch.lengths, params, self.eos_ids, self.banned_ids
+        )
         tokens = np.argmax(scores, axis=1)
         sampled = np.flatnonzero(params.do_sample)
         if sampled.size:
