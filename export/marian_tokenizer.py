@@ -5,8 +5,8 @@ MarianTokenizer splits the source text with source.spm and looks the pieces up i
 (pieces it lacks become <unk>), appends </s>, and decodes ids through vocab.json back to pieces.
 Here that is one Unigram model over vocab.json's ids, scored by source.spm: its pieces keep their
 scores, every other vocab.json piece (target-side only) gets a score so low that a source path
-always wins, so encoding picks source.spm's pieces. The normalizer, pre-tokenizer and decoder
-follow the SentencePiece model's own settings, as transformers' converters build them.
+always wins, so encoding picks source.spm's pieces. The normalizer (the SentencePiece model's
+own character map), pre-tokenizer and decoder are those of transformers' T5 tokenizer.
 Not reproduced: the Moses punctuation normalisation MarianTokenizer applies only when
 `sacremoses` is installed, and separate source/target vocabularies (refused).
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer, processors
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import Unigram
 
 from export.errors import ExportError
@@ -28,7 +28,7 @@ TARGET_ONLY_SCORE = -1e4
 
 def marian_fast_tokenizer(slow: Any) -> Tokenizer:
     """The `tokenizers` equivalent of a loaded MarianTokenizer."""
-    from transformers.convert_slow_tokenizer import SpmConverter, import_protobuf
+    from transformers.convert_slow_tokenizer import import_protobuf
 
     if slow.separate_vocabs:
         raise ExportError(
@@ -43,11 +43,19 @@ def marian_fast_tokenizer(slow: Any) -> Tokenizer:
     if [i for _, i in by_id] != list(range(len(by_id))):
         raise ExportError("Marian vocab.json ids are not 0..n-1")
     vocab = [(piece, source_scores.get(piece, TARGET_ONLY_SCORE)) for piece, _ in by_id]
-    shaped = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab)  # normalizer, decoder
     tokenizer = Tokenizer(Unigram(vocab, unk_id=slow.encoder[str(slow.unk_token)]))
-    tokenizer.normalizer = shaped.normalizer
-    tokenizer.pre_tokenizer = shaped.pre_tokenizer
-    tokenizer.decoder = shaped.decoder
+    # As transformers' T5 tokenizer: the model's character map, then each whitespace-split word
+    # with its own "▁" (whose offset is the word's first character).
+    charsmap = proto.normalizer_spec.precompiled_charsmap
+    if charsmap:
+        tokenizer.normalizer = normalizers.Precompiled(charsmap)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+        ]
+    )
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     tokenizer.add_special_tokens([str(token) for token in slow.all_special_tokens])
     eos = str(slow.eos_token)
     tokenizer.post_processor = processors.TemplateProcessing(

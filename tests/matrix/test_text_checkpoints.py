@@ -8,13 +8,15 @@ pieces carry their `▁`; sampled streams (seeded) wander over the whole vocabul
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from export.parity import until_eos
 from service.client import AttnserveClient
-from service.runtime.manifest import ModelManifest
+from service.runtime.manifest import GenerationDefaults, ModelManifest
 from service.runtime.tokenizer import REPLACEMENT_CHAR, TextTokenizer
 from tests.matrix.conftest import ExportedCheckpoint, matrix_params
 
@@ -63,10 +65,9 @@ def test_export_passes_the_parity_gate(manifest: ModelManifest):
     assert manifest.parity["beam_tokens_identical"]
 
 
-def test_manifest_carries_the_generation_defaults_generate_applies(
-    manifest: ModelManifest, model
-):
+def test_manifest_carries_the_generation_defaults_generate_applies(manifest: ModelManifest, model):
     config = model.generation_config
+    defaults = GenerationDefaults()
     for name in (
         "num_beams",
         "length_penalty",
@@ -77,7 +78,9 @@ def test_manifest_carries_the_generation_defaults_generate_applies(
         "forced_eos_token_id",
         "bad_words_ids",
     ):
-        assert getattr(manifest.generation, name) == getattr(config, name), name
+        value = getattr(config, name)  # None: unset, generate() uses transformers' default
+        expected = getattr(defaults, name) if value is None else value
+        assert getattr(manifest.generation, name) == expected, name
     if config.max_length is not None and manifest.generation.max_new_tokens is None:
         assert manifest.generation.max_length == config.max_length
     special = manifest.special_tokens
@@ -165,7 +168,8 @@ def test_attribution_names_each_tokens_text_and_its_source_span(
 def _expected_source_spans(hf_tokenizer, text: str) -> list[tuple[int, int, str]]:
     """Each input token's span in the text as the checkpoint's tokenizer places it (surrounding
     whitespace trimmed; special tokens empty). A slow tokenizer (Marian) has no offsets: each
-    piece is found in the text in order instead."""
+    piece is found in the text in order instead, a bare `▁` on the character after it (as the
+    fast SentencePiece tokenizers place it)."""
     encoding = hf_tokenizer(text, return_special_tokens_mask=True)
     specials = encoding["special_tokens_mask"]
     if hf_tokenizer.is_fast:
@@ -185,13 +189,21 @@ def _expected_source_spans(hf_tokenizer, text: str) -> list[tuple[int, int, str]
 
 
 def _piece_offsets(hf_tokenizer, text: str, ids: list[int], specials: list[int]) -> list:
+    """Pieces are NFKC-normalized (fullwidth "：" is ":"): look for them in the normalized
+    text, which here has the same length."""
+    normalized = unicodedata.normalize("NFKC", text)
+    assert len(normalized) == len(text)
     offsets, cursor = [], 0
     for token, special in zip(hf_tokenizer.convert_ids_to_tokens(ids), specials, strict=True):
         piece = token.replace("▁", " ").strip()
-        if special or not piece:
-            offsets.append((0, 0) if special else (cursor, cursor))
+        if special:
+            offsets.append((0, 0))
             continue
-        start = text.index(piece, cursor)
+        if not piece:
+            start = len(text[:cursor]) + len(text[cursor:]) - len(text[cursor:].lstrip())
+            offsets.append((start, start + 1))
+            continue
+        start = normalized.index(piece, cursor)
         offsets.append((start, start + len(piece)))
         cursor = start + len(piece)
     return offsets
