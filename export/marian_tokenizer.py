@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import Unigram
 
 from export.errors import ExportError
@@ -55,7 +55,14 @@ def marian_fast_tokenizer(slow: Any) -> Tokenizer:
             pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
         ]
     )
-    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    # MarianTokenizer.decode strips the text it joins (a trailing bare "▁" leaves no space).
+    tokenizer.decoder = decoders.Sequence(
+        [
+            decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+            decoders.Fuse(),
+            decoders.Replace(Regex(r"\A\s+|\s+\z"), ""),
+        ]
+    )
     tokenizer.add_special_tokens([str(token) for token in slow.all_special_tokens])
     eos = str(slow.eos_token)
     tokenizer.post_processor = processors.TemplateProcessing(

@@ -43,17 +43,32 @@ class ExportedCheckpoint:
 
 
 @pytest.fixture(scope="session")
+def matrix_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("matrix")
+
+
+@pytest.fixture(scope="session")
+def matrix_checkpoints(matrix_root: Path) -> Callable[[str], Path]:
+    """Builds a matrix checkpoint directory on first use (a second or less each)."""
+
+    @functools.cache
+    def build(name: str) -> Path:
+        return MATRIX[name].build(matrix_root / name / "checkpoint")
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def matrix_exports(
-    tmp_path_factory: pytest.TempPathFactory,
+    matrix_root: Path, matrix_checkpoints: Callable[[str], Path]
 ) -> Callable[[str], ExportedCheckpoint]:
     """Builds and exports a matrix checkpoint on first use; later calls reuse it."""
-    root = tmp_path_factory.mktemp("matrix")
 
     @functools.cache
     def export(name: str) -> ExportedCheckpoint:
         spec = MATRIX[name]
-        checkpoint = spec.build(root / name / "checkpoint")
-        models_dir = root / name / "models"
+        checkpoint = matrix_checkpoints(name)
+        models_dir = matrix_root / name / "models"
         export_model(checkpoint, spec.task, models_dir / spec.name, progress=lambda _: None)
         return ExportedCheckpoint(spec, checkpoint, models_dir)
 
