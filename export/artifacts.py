@@ -85,4 +85,12 @@ def generation_defaults(generation_config: Any) -> GenerationDefaults:
             values[field.name] = value
     if "max_length" not in values and "max_new_tokens" not in values:
         values["max_new_tokens"] = TRANSFORMERS_UNSET_MAX_NEW_TOKENS
+    bad_words = values.get("bad_words_ids")
+    if bad_words is not None:
+        if any(len(ids) != 1 for ids in bad_words):  # Marian's [[pad]] is the case served
+            raise ExportError(
+                f"generation_config.bad_words_ids {bad_words}: only single-token entries are "
+                "supported (the server bans those tokens at every step)"
+            )
+        values["bad_words_ids"] = [[int(ids[0])] for ids in bad_words]
     return GenerationDefaults(**values)
