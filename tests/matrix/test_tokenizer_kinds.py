@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 from export.artifacts import TOKENIZER_FILE, write_tokenizer
 from service.runtime.tokenizer import REPLACEMENT_CHAR, TextTokenizer
 from tests.fixtures.checkpoint_matrix import MATRIX
-from tests.fixtures.matrix_tokenizers import CJK_AND_EMOJI, SENTENCES
+from tests.fixtures.checkpoint_matrix.tokenizer_files import CJK_AND_EMOJI, SENTENCES
 
 SEQUENCES = 200
 TEXTS = [*SENTENCES[:9], "  spaces  around\tand\nnewlines  ", "🇩🇪🇫🇷👍🏽 東京 — «quotes» … ½"]
