@@ -58,16 +58,17 @@ def images() -> list[bytes]:
     return encoded
 
 
-def _generate(model, manifest: ModelManifest, image: bytes, num_beams: int) -> list[int]:
-    """generate() with the checkpoint's defaults but `num_beams`, on the server's pixels; the
-    tokens after the decoder prompt, up to and including EOS."""
+def _generate(model, manifest: ModelManifest, image: bytes, num_beams: int | None) -> list[int]:
+    """generate() with the checkpoint's defaults but `num_beams` (None: its own too), on the
+    server's pixels; the tokens after the decoder prompt, up to and including EOS."""
     assert manifest.image is not None
     config = EngineConfig()
     pixels = load_pixel_values(
         image, manifest.image, config.max_image_pixels, config.max_image_bytes
     )
     with torch.no_grad():
-        sequence = model.generate(pixel_values=torch.from_numpy(pixels), num_beams=num_beams)
+        beams = {} if num_beams is None else {"num_beams": num_beams}
+        sequence = model.generate(pixel_values=torch.from_numpy(pixels), **beams)
     prompt = 1 + len(manifest.decoder_prompt)
     return until_eos(sequence[0, prompt:].tolist(), manifest.special_tokens.eos)
 
@@ -78,7 +79,7 @@ def test_export_passes_the_parity_gate(manifest: ModelManifest):
     assert manifest.parity["beam_tokens_identical"]
 
 
-@pytest.mark.parametrize("num_beams", [1, 4], ids=["greedy", "beam4"])
+@pytest.mark.parametrize("num_beams", [None, 1, 4], ids=["defaults", "greedy", "beam4"])
 def test_served_tokens_and_text_equal_generate(
     exported: ExportedCheckpoint,
     client: AttnserveClient,
@@ -86,13 +87,12 @@ def test_served_tokens_and_text_equal_generate(
     manifest: ModelManifest,
     hf_tokenizer,
     images: list[bytes],
-    num_beams: int,
+    num_beams: int | None,
 ):
+    beams = {} if num_beams is None else {"num_beams": num_beams}
     for image in images:
         expected = _generate(model, manifest, image, num_beams)
-        response = client.caption(
-            image, model=exported.spec.name, num_beams=num_beams, timeout=CALL_S
-        )
+        response = client.caption(image, model=exported.spec.name, timeout=CALL_S, **beams)
         assert list(response.token_ids) == expected
         assert response.text == hf_tokenizer.decode(expected, skip_special_tokens=True)
 

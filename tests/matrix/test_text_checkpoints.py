@@ -49,12 +49,13 @@ def manifest(exported: ExportedCheckpoint) -> ModelManifest:
     return ModelManifest.load(exported.model_dir)
 
 
-def _generate(model, hf_tokenizer, text: str, num_beams: int) -> list[int]:
-    """generate() with the checkpoint's own defaults but `num_beams`: the tokens after the
-    decoder start, up to and including EOS."""
+def _generate(model, hf_tokenizer, text: str, num_beams: int | None) -> list[int]:
+    """generate() with the checkpoint's own defaults but `num_beams` (None: its own too): the
+    tokens after the decoder start, up to and including EOS."""
     input_ids = hf_tokenizer(text, return_tensors="pt").input_ids
+    beams = {} if num_beams is None else {"num_beams": num_beams}
     with torch.no_grad():
-        sequence = model.generate(input_ids, num_beams=num_beams)[0].tolist()
+        sequence = model.generate(input_ids, **beams)[0].tolist()
     eos = model.generation_config.eos_token_id
     return until_eos(sequence[1:], eos if isinstance(eos, list) else [eos])
 
@@ -97,15 +98,20 @@ def test_served_tokenizer_encodes_as_the_checkpoints(
         assert ours.encode(text).tolist() == hf_tokenizer(text).input_ids, text
 
 
-@pytest.mark.parametrize("num_beams", [1, 4], ids=["greedy", "beam4"])
+@pytest.mark.parametrize("num_beams", [None, 1, 4], ids=["defaults", "greedy", "beam4"])
 def test_served_tokens_and_text_equal_generate(
-    exported: ExportedCheckpoint, client: AttnserveClient, model, hf_tokenizer, num_beams: int
+    exported: ExportedCheckpoint,
+    client: AttnserveClient,
+    model,
+    hf_tokenizer,
+    num_beams: int | None,
 ):
+    """A request that sets nothing (or only num_beams) gets generate()'s answer under the
+    checkpoint's defaults: its beams, length penalty, n-gram ban, lengths, forced tokens."""
+    beams = {} if num_beams is None else {"num_beams": num_beams}
     for text in TEXTS:
         expected = _generate(model, hf_tokenizer, text, num_beams)
-        response = client.summarize(
-            text, model=exported.spec.name, num_beams=num_beams, timeout=CALL_S
-        )
+        response = client.summarize(text, model=exported.spec.name, timeout=CALL_S, **beams)
         assert list(response.token_ids) == expected, text
         assert response.text == hf_tokenizer.decode(expected, skip_special_tokens=True), text
 
@@ -135,7 +141,7 @@ def _assert_the_streams_met_the_tokenizers_hard_cases(
     `▁` word starts (SentencePiece) were generated, and multi-byte characters came out."""
     text = hf_tokenizer.decode(generated, skip_special_tokens=True)
     assert any(ord(char) > 0x7F for char in text.replace(REPLACEMENT_CHAR, ""))
-    if "BPE" in exported.spec.tokenizer and "byte-level" in exported.spec.tokenizer:
+    if exported.spec.tokenizer.startswith("byte-level"):
         assert any(REPLACEMENT_CHAR in hf_tokenizer.decode([token]) for token in generated)
     else:
         pieces = hf_tokenizer.convert_ids_to_tokens(generated)
