@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: install tools run models test test-slow lint lint-deploy constraints smoke-image proto proto-check bench bench-quick bench-single clean
+.PHONY: install tools perf-analyzer run models test test-slow lint lint-deploy constraints smoke-image proto proto-check bench bench-quick bench-single gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,6 +44,15 @@ tools:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
 	} || echo "cannot install Debian's prometheus package: the promtool/Prometheus tests will skip"
 
+# Triton's perf_analyzer, unmodified (tests/kserve/test_perf_analyzer.py, docs/kserve.md); where it
+# cannot be installed those tests skip and say why.
+PERF_ANALYZER := $(VENV)/perf-analyzer/bin/perf_analyzer
+$(PERF_ANALYZER): tools/install_perf_analyzer.sh | $(STAMP)
+	PIP="$(PY) -m pip" tools/install_perf_analyzer.sh $(VENV)/perf-analyzer
+
+perf-analyzer:
+	@$(MAKE) --no-print-directory $(PERF_ANALYZER) || echo "cannot install perf_analyzer: its tests will skip"
+
 # deploy/: kustomize render + kubernetes-validate, hadolint, checkov, yamllint, promtool
 # (its PyPI tools go to their own venv, $(VENV)/deploy-lint).
 lint-deploy: tools
@@ -66,7 +75,7 @@ smoke-image: $(STAMP) models
 	  --output $(SMOKE_DIR)/exported/tiny-bart --name tiny-bart
 	$$([ "$$(id -u)" = 0 ] || echo sudo) deploy/docker/smoke-podman.sh $(MODELS) $(SMOKE_DIR)/exported
 
-test: $(STAMP) tools lint lint-deploy proto-check models
+test: $(STAMP) tools perf-analyzer lint lint-deploy proto-check models
 	ATTNSERVE_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-slow: $(STAMP) models
@@ -96,6 +105,20 @@ bench-single: $(STAMP) $(OPTIMUM_VENV)/.installed
 	  --model-dir fp32=bench-out/served/bart-base/bart-base \
 	  --model-dir int8=bench-out/served-int8/bart-base \
 	  --optimum-python $(OPTIMUM_VENV)/bin/python --repeats 5 --out bench-out/single
+
+# The GPU check (docs/benchmarks.md, "GPU check"): runs ON the lent GPU machine, which has no
+# network and no venv: it uses the image's python3 and the wheels carried in .whl/.
+GPU_CHECK_OUT ?= $(or $(OUT),gpu-check-out)
+gpu-check:
+	bench/gpu_check.sh $(GPU_CHECK_OUT)
+
+# Here, before the GPU check: our pins that the GPU image lacks or has older (cp312, x86-64).
+GPU_WHEELS := transformers==5.24.0 tokenizers==0.23.3 grpcio==1.85.3 protobuf==7.36.2 \
+  grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1
+gpu-wheels:
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache .ruff_cache

@@ -1,6 +1,8 @@
 """The GPU benchmark: W1 and a W3-like batch through the in-process engine on CUDA (IOBinding,
 K/V kept on the device) in fp32 and fp16, the decode step at batch 1 against the memory-bandwidth
-floor, and transformers.generate() on the same GPU.
+floor, and transformers.generate() on the same GPU. Each engine figure comes with its steps'
+runtime counts (bench/step_costs.py: bytes across the bus, K/V buffers created, session runs,
+host milliseconds per step), which say why a step costs what it does.
 
     python -m bench.gpu prepare --out DIR   # build + export bart-base (CPU work)
     python -m bench.gpu measure --out DIR --json result.json
@@ -24,6 +26,7 @@ import onnx
 from bench.models import checkpoint_dir, exported_model
 from bench.reference import generate_one_at_a_time
 from bench.stats import Percentiles
+from bench.step_costs import step_costs
 from bench.workload import WORKLOADS, BenchRequest, make_requests
 from service.engine.config import EngineConfig
 from service.engine.served_model import ServedModel
@@ -31,6 +34,7 @@ from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams
 from service.runtime.manifest import ModelManifest
 from service.runtime.model import LoadedModel
+from service.runtime.step_counters import StepCounters
 
 MODEL = "bart-base"  # --model bart-tiny --device cpu: a dry run of the script without a GPU
 HBM_BYTES_PER_S = 3.0e12  # device-to-device copy measured on this H100 kind (KINDS.md)
@@ -75,25 +79,43 @@ def _weight_bytes_read_per_step(decoder_file: Path) -> int:
     return total
 
 
-def _step_times(served: ServedModel, request: BenchRequest) -> list[float]:
-    """Seconds of each engine step of one request alone (the first one runs the encoder)."""
-    group = served.prepare(request.payload, None, GenerationParams(**request.params), lambda e: 0)
-    served.scheduler.add(group)
-    times = []
-    while served.scheduler.has_work():
-        started = time.perf_counter()
-        served.step()
-        times.append(time.perf_counter() - started)
-    return times
+def _step_times(
+    served: ServedModel, request: BenchRequest
+) -> tuple[list[float], list[StepCounters]]:
+    """Seconds and runtime counts of each engine step of one request alone (the first one
+    runs the encoder)."""
+    seconds: list[float] = []
+    counters: list[StepCounters] = []
+    params = [GenerationParams(**request.params)]
+    run_to_completion(served, [request.payload], params, seconds, counters)
+    return seconds, counters
 
 
-def _timed_batch(served: ServedModel, requests: list[BenchRequest]) -> dict[str, float]:
+def _timed_batch(served: ServedModel, requests: list[BenchRequest]) -> dict[str, Any]:
     params = [GenerationParams(**r.params) for r in requests]
+    step_seconds: list[float] = []
+    counters: list[StepCounters] = []
     started = time.perf_counter()
-    results = run_to_completion(served, [r.payload for r in requests], params)
+    payloads = [r.payload for r in requests]
+    results = run_to_completion(served, payloads, params, step_seconds, counters)
     seconds = time.perf_counter() - started
     tokens = sum(r.output_tokens for r in results)
-    return {"requests": len(requests), "seconds": seconds, "tokens_per_s": tokens / seconds}
+    return {
+        "requests": len(requests),
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+        "step_costs": step_costs(counters, step_seconds),
+    }
+
+
+def _host_argmax_steps(model: LoadedModel, w1: BenchRequest) -> dict[str, Any]:
+    """W1's step costs with every row's logits on the host (--device-argmax off), beside the
+    default's in the same run."""
+    config = EngineConfig(model.device, max_batch_rows=1, max_num_beams=1, device_argmax="off")
+    served = ServedModel(model, config)
+    _step_times(served, w1)  # warm-up
+    seconds, counters = _step_times(served, w1)
+    return step_costs(counters, seconds)
 
 
 def _measure_engine(model_dir: Path, device: str) -> dict[str, Any]:
@@ -102,7 +124,8 @@ def _measure_engine(model_dir: Path, device: str) -> dict[str, Any]:
     single = ServedModel(model, EngineConfig(device=device, max_batch_rows=1, max_num_beams=1))
     for _ in range(2):
         _step_times(single, w1)  # warm-up: CUDA kernels, allocator
-    runs = [_step_times(single, w1) for _ in range(W1_REPEATS)]
+    timed = [_step_times(single, w1) for _ in range(W1_REPEATS)]
+    runs = [seconds for seconds, _ in timed]
     steps = np.concatenate([r[1:] for r in runs])
     mean_past = w1.new_tokens / 2 + 1
     kv_bytes = model.kv_bytes_per_position * (mean_past + 512)
@@ -115,6 +138,8 @@ def _measure_engine(model_dir: Path, device: str) -> dict[str, Any]:
         "w1_latency_ms": asdict(Percentiles.of([sum(r) for r in runs])),
         "w1_first_step_ms": float(np.median([r[0] for r in runs]) * 1000),
         "decode_step_batch1_ms": float(np.median(steps) * 1000),
+        "w1_step_costs": step_costs(timed[-1][1], timed[-1][0]),
+        "w1_host_argmax_step_costs": _host_argmax_steps(model, w1),
         "decode_step_floor_ms": (weights + kv_bytes) / HBM_BYTES_PER_S * 1000,
         "decoder_weight_bytes_per_step": weights,
         "kv_bytes_per_step": int(kv_bytes),

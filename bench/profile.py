@@ -5,6 +5,8 @@ The sessions are the server's (`session_options`) with ONNX Runtime's profiler o
 gives each run's duration (`model_run`) and each kernel's. The request is run `repeats` times after
 one warm-up; the split is the median over the repeats, kernel times their mean. The profiler
 itself adds a little to every kernel, so the totals are a few percent above an unprofiled run.
+The last repeat's steps are also counted (bench/step_costs.py): bytes across, K/V buffers
+created and session runs per step.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.step_costs import step_costs
 from bench.workload import BenchRequest
 from service.engine.config import EngineConfig
 from service.engine.served_model import ServedModel
@@ -39,6 +42,7 @@ class RequestProfile:
     encoder_ops_ms: dict[str, float]  # kernel time by operator type, top TOP
     decoder_ops_ms: dict[str, float]
     decoder_nodes_ms: dict[str, float]  # kernel time of the heaviest decoder nodes, top TOP
+    steps: dict[str, Any]  # the last repeat's step costs (bench.step_costs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,8 +69,9 @@ def profile_request(
     params = GenerationParams(**request.params)
     totals = []
     for attempt in range(repeats + 1):
+        step_seconds, step_counters = [], []
         started = time.perf_counter()
-        run_to_completion(served, [request.payload], [params])
+        run_to_completion(served, [request.payload], [params], step_seconds, step_counters)
         if attempt:  # the first run is a warm-up
             totals.append((time.perf_counter() - started) * 1000)
     encoder = _Trace(Path(model.encoder.end_profiling()), repeats + 1)
@@ -83,6 +88,7 @@ def profile_request(
         encoder_ops_ms=encoder.kernels(by_type=True),
         decoder_ops_ms=decoder.kernels(by_type=True),
         decoder_nodes_ms=decoder.kernels(by_type=False),
+        steps=step_costs(step_counters, step_seconds),
     )
 
 
@@ -133,6 +139,14 @@ def profile_markdown(profile: RequestProfile) -> str:
     ]
     lines = ["| part | ms | share |", "| --- | --- | --- |"]
     lines += [f"| {name} | {ms:,.1f} | {ms / p.total_ms:.1%} |" for name, ms in rows]
+    step = p.steps["decode_step_median"]
+    lines.append(
+        f"\ndecode step (median of {p.steps['steps'] - 1}): "
+        f"{step['device_to_host_bytes']:,.0f} B to the host, "
+        f"{step['host_to_device_bytes']:,.0f} B from it, "
+        f"{step['kv_allocations']:.0f} K/V buffers created, {step['session_runs']:.0f} runs, "
+        f"{step['host_ms']:.2f} of {step['step_ms']:.2f} ms outside ONNX Runtime"
+    )
     for title, ops in (
         ("encoder kernels by operator", p.encoder_ops_ms),
         ("decoder kernels by operator", p.decoder_ops_ms),

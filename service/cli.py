@@ -46,6 +46,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="encode newcomers on a thread beside the decode steps",
     )
+    p.add_argument(
+        "--device-argmax",
+        choices=["auto", "on", "off"],
+        default=None,
+        help="greedy token choice next to the logits (auto: on for cuda)",
+    )
     p.add_argument("--max-queue", type=int, default=None)
     p.add_argument("--max-num-beams", type=int, default=None)
     p.add_argument("--max-new-tokens-cap", type=int, default=None)
@@ -107,6 +113,7 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
             c.add_argument("--text", required=True)
         else:
             c.add_argument("--image", required=True, help="image file")
+            c.add_argument("--prompt", default="", help="text the caption continues from")
         c.add_argument("--model", default="")
         c.add_argument("--stream", action="store_true")
         c.add_argument("--max-new-tokens", type=int, default=None)

@@ -139,6 +139,37 @@ class ServerMetrics:
             buckets=STEP_BUCKETS,
             registry=reg,
         )
+        self._step_host_seconds = Histogram(
+            "attnserve_decode_step_host_seconds",
+            "Part of one engine step spent outside ONNX Runtime runs (Python, numpy).",
+            MODEL,
+            buckets=STEP_BUCKETS,
+            registry=reg,
+        )
+        self._step_h2d_bytes = Counter(
+            "attnserve_step_host_to_device_bytes",
+            "Bytes of host arrays fed to the runtime's sessions and tensors.",
+            MODEL,
+            registry=reg,
+        )
+        self._step_d2h_bytes = Counter(
+            "attnserve_step_device_to_host_bytes",
+            "Bytes of session outputs read on the host (logits, token ids, attention).",
+            MODEL,
+            registry=reg,
+        )
+        self._kv_allocations = Counter(
+            "attnserve_kv_allocations",
+            "K/V buffers created (decoder presents, encoder outputs, row-move copies).",
+            MODEL,
+            registry=reg,
+        )
+        self._session_runs = Counter(
+            "attnserve_session_runs",
+            "ONNX Runtime session runs (encoder, decoder, K/V row-op and token-choice graphs).",
+            MODEL,
+            registry=reg,
+        )
         self._event_loop_lag = Histogram(
             "attnserve_event_loop_lag_seconds",
             "How late the gRPC event loop ran a timer due now: work on the loop stalls every RPC.",
@@ -263,6 +294,23 @@ class ServerMetrics:
         """One decode step over `batch_rows` rows took `seconds`."""
         self._decode_batch_size.labels(model, version).observe(batch_rows)
         self._decode_step_duration.labels(model, version).observe(seconds)
+
+    def step_costs(
+        self,
+        model: str,
+        version: str,
+        host_seconds: float,
+        host_to_device_bytes: int,
+        device_to_host_bytes: int,
+        kv_allocations: int,
+        session_runs: int,
+    ) -> None:
+        """What one engine step cost the runtime (service.runtime.step_counters)."""
+        self._step_host_seconds.labels(model, version).observe(host_seconds)
+        self._step_h2d_bytes.labels(model, version).inc(host_to_device_bytes)
+        self._step_d2h_bytes.labels(model, version).inc(device_to_host_bytes)
+        self._kv_allocations.labels(model, version).inc(kv_allocations)
+        self._session_runs.labels(model, version).inc(session_runs)
 
     def set_queue_state(self, model: str, version: str, running: int, waiting: int) -> None:
         """How many of the model's requests are running and waiting now."""

@@ -16,7 +16,8 @@
 # models, so one runtime build serves both checks. Each check with timings:
 #   A. baked: the image serves its own /models: the image's HEALTHCHECK command reports
 #      SERVING, the client lists the models, a Summarize call (and a Caption call on a picture
-#      drawn in the image's /tmp, when there is a captioning model) answers; SIGTERM exits 0.
+#      drawn in the image's /tmp, when there is a captioning model) answers, rightly for the demo
+#      models; SIGTERM exits 0.
 #   B. init copy: the exported models image's own command copies its /models into an empty
 #      directory as uid 10001 (what deploy/k8s/components/models-image does in a pod), and the
 #      runtime image serves that directory, mounted read-only over /models as the pod's volume
@@ -37,6 +38,7 @@ PODMAN=(podman --storage-driver=vfs --cgroup-manager=cgroupfs)
 BUILD=("${PODMAN[@]}" build --layers --format docker --isolation chroot --network host)
 CHROOT_USER=10001:10001
 SUMMARY_TEXT="Kelso played Morley in York on Friday. The weather was rainy. Morley scored 2 goals. Kelso scored 4 goals."
+SUMMARY_ANSWER="Kelso beat Morley 4-2 in York on Friday."
 
 [[ $EUID -eq 0 ]] || { echo "run as root (debootstrap, mount, chroot)" >&2; exit 1; }
 for dir in "$DEMO_DIR" "$EXPORTED_DIR"; do
@@ -168,15 +170,25 @@ serve() {
     awk -v s="$start" -v e="$EPOCHREALTIME" 'BEGIN { printf "SERVING %.1f s after start\n", e - s }'
     step "client calls"
     in_image attnserve client --target "127.0.0.1:$GRPC_PORT" models
-    in_image attnserve client --target "127.0.0.1:$GRPC_PORT" summarize --model "$summarizer" \
-        --text "$SUMMARY_TEXT" --max-new-tokens 24
+    local answer
+    answer="$(in_image attnserve client --target "127.0.0.1:$GRPC_PORT" summarize \
+        --model "$summarizer" --text "$SUMMARY_TEXT" --max-new-tokens 24)"
+    echo "$answer"
+    # the demo models must also be right, not only answer
+    if [[ "$summarizer" == demo-summarizer && "$answer" != "$SUMMARY_ANSWER" ]]; then
+        echo "wrong summary: expected '$SUMMARY_ANSWER'" >&2; exit 1
+    fi
     if [[ -n "$captioner" ]]; then
         in_image python -c 'from PIL import Image, ImageDraw
 image = Image.new("RGB", (64, 64), "white")
 ImageDraw.Draw(image).rectangle((8, 8, 30, 30), fill="red")
 image.save("/tmp/square.png")'
-        in_image attnserve client --target "127.0.0.1:$GRPC_PORT" caption --model "$captioner" \
-            --image /tmp/square.png --max-new-tokens 16
+        answer="$(in_image attnserve client --target "127.0.0.1:$GRPC_PORT" caption \
+            --model "$captioner" --image /tmp/square.png --max-new-tokens 16)"
+        echo "$answer"
+        if [[ "$captioner" == demo-captioner && "$answer" != "a red square" ]]; then
+            echo "wrong caption: expected 'a red square'" >&2; exit 1
+        fi
     fi
     echo "server resident memory: $(( $(ps -o rss= -p "$SERVER_PID") / 1024 )) MiB"
     took

@@ -17,12 +17,19 @@ import numpy as np
 import torch
 
 from export.demo import train_captioner, train_summarizer
-from export.demo.training import CHECK_STREAM, HELD_OUT_STREAM, Check, TrainResult
+from export.demo.training import (
+    CHECK_STREAM,
+    HELD_OUT_STREAM,
+    Batch,
+    Check,
+    TrainResult,
+    teacher_forced_exact_match,
+)
 from export.exporter import export_model
 from service.runtime.tasks import Task
 
 HELD_OUT_CASES = 500  # the build's measure, after training
-CHECK_CASES = 500  # the in-training check, every block of steps (a few seconds each)
+CHECK_CASES = 500  # the in-training check, every block of steps (one forward pass each)
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,8 @@ class DemoModel:
     train: Callable[[int, Check, float], tuple[Any, Any, TrainResult]]
     # name -> (model, tokenizer, rng, cases) -> exact match on `cases` cases drawn from rng
     evaluations: dict[str, Callable[[Any, Any, np.random.Generator, int], float]]
+    # name -> (tokenizer, rng, cases) -> model inputs with labels, for the in-training check
+    check_batches: dict[str, Callable[[Any, np.random.Generator, int], Batch]]
     save_extras: Callable[[Path], None] = lambda checkpoint: None
 
     def exact_match(
@@ -43,6 +52,23 @@ class DemoModel:
             for label, evaluate in self.evaluations.items()
         }
 
+    def check(self, seed: int, cases: int = CHECK_CASES) -> Check:
+        """The in-training check: greedy exact match, scored by one teacher-forced pass
+        (training.teacher_forced_exact_match), on `cases` fixed cases of the seed's check
+        stream per measure, drawn once."""
+        batches: dict[str, Batch] = {}
+
+        def scores(model: Any, tokenizer: Any) -> dict[str, float]:
+            if not batches:
+                for label, make_batch in self.check_batches.items():
+                    rng = np.random.default_rng([seed, CHECK_STREAM])
+                    batches[label] = make_batch(tokenizer, rng, cases)
+            return {
+                label: teacher_forced_exact_match(model, batch) for label, batch in batches.items()
+            }
+
+        return scores
+
 
 def _save_image_processor(checkpoint: Path) -> None:
     train_captioner.build_image_processor().save_pretrained(checkpoint)
@@ -53,6 +79,7 @@ DEMO_MODELS: dict[str, DemoModel] = {
         task=Task.SUMMARIZATION,
         train=train_summarizer.train_summarizer,
         evaluations={"reports": train_summarizer.evaluate_summarizer},
+        check_batches={"reports": train_summarizer.check_batch},
     ),
     "demo-captioner": DemoModel(
         task=Task.CAPTIONING,
@@ -61,6 +88,10 @@ DEMO_MODELS: dict[str, DemoModel] = {
             "64x64": train_captioner.evaluate_captioner,
             # the same scenes drawn at 128x128: the served model resizes any image
             "128x128": partial(train_captioner.evaluate_captioner, scale=2),
+        },
+        check_batches={
+            "64x64": train_captioner.check_batch,
+            "128x128": partial(train_captioner.check_batch, scale=2),
         },
         save_extras=_save_image_processor,
     ),
@@ -79,13 +110,7 @@ def build_demo_model(
     cpu_start = time.process_time()
 
     start = time.perf_counter()
-    model, tokenizer, trained = demo.train(
-        seed,
-        lambda model, tokenizer: demo.exact_match(
-            model, tokenizer, seed, CHECK_STREAM, CHECK_CASES
-        ),
-        stop_at,
-    )
+    model, tokenizer, trained = demo.train(seed, demo.check(seed), stop_at)
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()

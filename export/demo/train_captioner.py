@@ -29,7 +29,7 @@ from export.demo.training import (
     TrainResult,
     TrainSettings,
     generated_exact_match,
-    pad_right,
+    reference_labels,
     set_greedy_generation,
     train_from_seed,
 )
@@ -39,7 +39,7 @@ PATCH_SIZE = 8
 PIXEL_MEAN = PIXEL_STD = (0.5, 0.5, 0.5)
 TWIN_SHARE = 0.25  # fraction of training scenes drawn at 128x128 and resized
 MAX_CAPTION_TOKENS = 12  # generation limit, decoder start included; captions have at most 9
-SETTINGS = TrainSettings(max_steps=4000, first_check=800, decay_steps=1500, learning_rate=3e-3)
+SETTINGS = TrainSettings(max_steps=4000, first_check=600, decay_steps=1500, learning_rate=3e-3)
 
 
 def build_image_processor() -> ViTImageProcessorPil:
@@ -135,8 +135,19 @@ def render_scenes(rng: np.random.Generator, size: int) -> tuple[list[Image.Image
 
 def scene_batch(tokenizer: Tokenizer, rng: np.random.Generator, size: int) -> Batch:
     images, captions = render_scenes(rng, size)
-    labels = pad_right([e.ids for e in tokenizer.encode_batch(captions)], -100)
-    return {"pixel_values": pixel_values(images), "labels": labels}
+    return {"pixel_values": pixel_values(images), "labels": reference_labels(tokenizer, captions)}
+
+
+def check_batch(
+    tokenizer: Tokenizer, rng: np.random.Generator, cases: int, scale: int = 1
+) -> Batch:
+    """`cases` fresh scenes drawn at `scale`, preprocessed by the checkpoint's own image
+    processor, with their captions: the in-training check's fixed cases
+    (training.teacher_forced_exact_match)."""
+    scenes = [render_shapes(rng, scale=scale) for _ in range(cases)]
+    images = [image for image, _ in scenes]
+    pixels = build_image_processor()(images=images, return_tensors="pt")["pixel_values"]
+    return {"pixel_values": pixels, "labels": reference_labels(tokenizer, [c for _, c in scenes])}
 
 
 def train_captioner(

@@ -30,6 +30,7 @@ from export.demo.training import (
     TrainSettings,
     generated_exact_match,
     pad_right,
+    reference_labels,
     set_greedy_generation,
     train_from_seed,
 )
@@ -38,7 +39,7 @@ MAX_POSITIONS = 64  # a report is at most 40 tokens, its summary 12
 MAX_SUMMARY_TOKENS = 16  # generation limit, decoder start included
 FIXED_ORDER_UNTIL, NO_FILLERS_UNTIL = 320, 640  # curriculum stages: steps
 ALL_FILLERS_SHARE = 0.5  # of each batch after the curriculum: reports with every filler slot used
-SETTINGS = TrainSettings(max_steps=4000, first_check=1000, decay_steps=1600, learning_rate=3e-3)
+SETTINGS = TrainSettings(max_steps=4000, first_check=700, decay_steps=1600, learning_rate=3e-3)
 
 
 def build_model(tokenizer: Tokenizer) -> BartForConditionalGeneration:
@@ -91,8 +92,19 @@ def report_batch(
         all_fillers = round(size * ALL_FILLERS_SHARE)
         pairs = [make_match_report(rng, min_fillers=MAX_FILLERS) for _ in range(all_fillers)]
         pairs += [make_match_report(rng) for _ in range(size - all_fillers)]
-    labels = pad_right([e.ids for e in tokenizer.encode_batch([s for _, s in pairs])], -100)
-    return encode_reports(tokenizer, [r for r, _ in pairs]) | {"labels": labels}
+    return pairs_batch(tokenizer, pairs)
+
+
+def pairs_batch(tokenizer: Tokenizer, pairs: list[tuple[str, str]]) -> Batch:
+    """(report, summary) pairs as BART inputs, summaries as labels (padding ignored by the loss)."""
+    labels = reference_labels(tokenizer, [summary for _, summary in pairs])
+    return encode_reports(tokenizer, [report for report, _ in pairs]) | {"labels": labels}
+
+
+def check_batch(tokenizer: Tokenizer, rng: np.random.Generator, cases: int) -> Batch:
+    """`cases` fresh reports as the spec draws them, with their summaries: the in-training
+    check's fixed cases (training.teacher_forced_exact_match)."""
+    return pairs_batch(tokenizer, [make_match_report(rng) for _ in range(cases)])
 
 
 def train_summarizer(

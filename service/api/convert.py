@@ -49,6 +49,7 @@ def caption_request(message: pb.CaptionRequest, deadline: float | None) -> Gener
         model=message.model,
         task=Task.CAPTIONING,
         image=message.image,
+        prompt=message.prompt,
         params=params_from_proto(message.params),
         version=message.version,
         deadline=deadline,

@@ -193,6 +193,7 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
         config = self.engine.config
         tensors.check_requested_outputs(request, info.name)
         params, timeout_s = tensors.generation_options(request.parameters, info.name)
+        prompt = tensors.prompt_parameter(request.parameters, info.name)
         deadline = tensors.earliest_deadline(context.time_remaining(), timeout_s)
 
         def expand() -> tuple[tensors.InferInput, list[GenerationRequest]]:
@@ -209,6 +210,7 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
                 params,
                 deadline,
                 config.max_input_bytes,
+                prompt,
             )
             return infer_input, generations
 

@@ -3,8 +3,10 @@
 A model speaks in BYTES tensors: summarizers take `text` (UTF-8), captioners take `image`
 (encoded image files); both answer `text`. An input of shape [N] or [N, 1] is N independent
 requests, answered by an output of the same shape. Generation settings travel in the request's
-`parameters` map under GenerationParams' names. Every mistake raises InvalidArgument with a
-message in the protocol's (Triton's) wording, so clients' error handling carries over.
+`parameters` map under GenerationParams' names; a captioner also takes `prompt` (a string
+parameter, the text every caption of the call continues from). Every mistake raises
+InvalidArgument with a message in the protocol's (Triton's) wording, so clients' error handling
+carries over.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ OUTPUT_NAME = "text"
 INPUT_NAME_BY_TASK = {Task.SUMMARIZATION: "text", Task.CAPTIONING: "image"}
 TRUNCATED_PARAMETER = "truncated"  # response: an input was cut to the model's limit (truncate)
 TIMEOUT_PARAMETER = "timeout"  # the protocol's own request timeout, in microseconds
+PROMPT_PARAMETER = "prompt"  # captioning: GenerationRequest.prompt, for every element
 _LENGTH_PREFIX = 4  # BYTES raw format: each element is a little-endian uint32 length + data
 
 # Which InferParameter choices each GenerationParams type accepts (ints widen to floats).
@@ -33,6 +36,7 @@ _CHOICES_BY_TYPE: dict[type, tuple[str, ...]] = {
     bool: ("bool_param",),
     int: ("int64_param", "uint64_param"),
     float: ("double_param", "int64_param", "uint64_param"),
+    str: ("string_param",),
 }
 # Attribution has no place in the text output tensor: it is served by the attnserve API only.
 _NOT_ON_KSERVE = ("explain", "explain_top_k", "explain_full")
@@ -41,7 +45,7 @@ _GENERATION_PARAM_TYPES: dict[str, type] = {
     for name, hint in typing.get_type_hints(GenerationParams).items()
     if name not in _NOT_ON_KSERVE
 }
-_PARAMETER_TYPES = {**_GENERATION_PARAM_TYPES, TIMEOUT_PARAMETER: int}
+_PARAMETER_TYPES = {**_GENERATION_PARAM_TYPES, TIMEOUT_PARAMETER: int, PROMPT_PARAMETER: str}
 
 
 @dataclass
@@ -155,7 +159,9 @@ def check_requested_outputs(request: pb.ModelInferRequest, model: str) -> None:
             )
 
 
-def _parameter_value(name: str, parameter: pb.InferParameter, model: str) -> bool | int | float:
+def _parameter_value(
+    name: str, parameter: pb.InferParameter, model: str
+) -> bool | int | float | str:
     """The parameter's value as the Python type its name stands for."""
     if name in _NOT_ON_KSERVE:
         raise InvalidArgument(
@@ -187,9 +193,19 @@ def generation_options(
         if not is_protocol_parameter(name)  # Triton's own: see service.api.triton_parameters
     }
     timeout_us = values.pop(TIMEOUT_PARAMETER, None)
+    values.pop(PROMPT_PARAMETER, None)  # an input, not a setting: see prompt_parameter
     if timeout_us is not None and timeout_us <= 0:
         raise InvalidArgument(f"parameter 'timeout' must be > 0 microseconds, got {timeout_us}")
     return GenerationParams(**values), None if timeout_us is None else timeout_us / 1e6
+
+
+def prompt_parameter(parameters: Mapping[str, pb.InferParameter], model: str) -> str | None:
+    """The request's `prompt` (a string_param), or None."""
+    if PROMPT_PARAMETER not in parameters:
+        return None
+    value = _parameter_value(PROMPT_PARAMETER, parameters[PROMPT_PARAMETER], model)
+    assert isinstance(value, str)
+    return value
 
 
 def earliest_deadline(*remaining_s: float | None) -> float | None:
@@ -206,6 +222,7 @@ def generation_requests(
     params: GenerationParams,
     deadline: float | None,
     max_text_bytes: int,
+    prompt: str | None = None,
 ) -> list[GenerationRequest]:
     """One engine request per element: text decoded as UTF-8, images passed as they came; a
     text element over `max_text_bytes` is refused before it is decoded."""
@@ -230,7 +247,13 @@ def generation_requests(
             payload["image"] = element
         requests.append(
             GenerationRequest(
-                model=model, task=task, version=version, params=params, deadline=deadline, **payload
+                model=model,
+                task=task,
+                version=version,
+                params=params,
+                deadline=deadline,
+                prompt=prompt,
+                **payload,
             )
         )
     return requests

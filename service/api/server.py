@@ -88,7 +88,7 @@ class AttnserveServer:
         self.port = bind_port(self.grpc_server, address, settings.security)
         self.rest: RestServer | None = None  # --http-port: the same servicers over HTTP
         if settings.http_port is not None:
-            app = build_app(settings, self.attention, self.kserve, self.tracing)
+            app = build_app(settings, self.attention, self.kserve, metrics, self.tracing)
             self.rest = RestServer(app, settings, settings.http_port)
 
     async def start(self) -> None:

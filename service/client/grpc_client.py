@@ -113,10 +113,11 @@ class AttnserveClient:
         model: str = "",
         timeout: float | None = None,
         version: str = "",
+        prompt: str = "",
         **params: Any,
     ) -> pb.GenerateResponse:
         request = pb.CaptionRequest(
-            model=model, version=version, image=image, params=_params(params)
+            model=model, version=version, image=image, prompt=prompt, params=_params(params)
         )
         return self.stub.Caption(request, timeout=timeout, metadata=self._metadata)
 
@@ -126,10 +127,11 @@ class AttnserveClient:
         model: str = "",
         timeout: float | None = None,
         version: str = "",
+        prompt: str = "",
         **params: Any,
     ) -> Iterator[pb.GenerateChunk]:
         request = pb.CaptionRequest(
-            model=model, version=version, image=image, params=_params(params)
+            model=model, version=version, image=image, prompt=prompt, params=_params(params)
         )
         return self.stub.CaptionStream(request, timeout=timeout, metadata=self._metadata)
 
@@ -170,6 +172,7 @@ def _generate(client: AttnserveClient, args: argparse.Namespace) -> None:
     if args.client_command == "summarize":
         payload, unary, stream = args.text, client.summarize, client.summarize_stream
     else:
+        params["prompt"] = args.prompt
         payload, unary, stream = (
             Path(args.image).read_bytes(),
             client.caption,

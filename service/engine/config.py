@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 DEVICES = ("cpu", "cuda")
 ADMISSIONS = ("continuous", "static")
+DEVICE_ARGMAX = ("auto", "on", "off")
 
 
 @dataclass
@@ -45,13 +46,25 @@ class EngineConfig:
     """Encoder tokens one step may run for its newcomers (newcomers x the longest one's input
     tokens; image patches for captioners) before its decoder call, which every running stream
     waits for; a request over it is admitted alone. 0 = no limit. See docs/benchmarks.md."""
-    encoder_beside_decode: bool = False
+    encoder_beside_decode: bool = True
     """Run newcomers' encoders on a thread beside the decode steps instead of inside them: the
     running streams keep decoding (more slowly) while a newcomer is encoded, and it joins the
-    batch at the first step after its encoder finished. See docs/benchmarks.md."""
+    batch at the first step after its encoder finished. On by default: it measured better on
+    every inter-token gap figure and on tokens/s (docs/benchmarks.md)."""
     admission: str = "continuous"
     """"continuous": waiting requests join the running batch at any step; "static": only when
     the batch is empty (request-level batching, kept as a benchmark baseline)."""
+
+    device_argmax: str = "auto"
+    """Where plain greedy rows' tokens are chosen: "on" = an argmax graph next to the logits,
+    so only token ids (and other rows' logits) cross to the host; "off" = numpy on the host over
+    every row's logits; "auto" = on for cuda, off for cpu (on the CPU the graph measured no
+    faster, docs/benchmarks.md "Token choice on the device")."""
+
+    def uses_device_argmax(self) -> bool:
+        return self.device_argmax == "on" or (
+            self.device_argmax == "auto" and self.device == "cuda"
+        )
 
     def validate(self) -> None:
         """Reject settings the engine cannot run with, naming the setting."""
@@ -59,6 +72,10 @@ class EngineConfig:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.admission not in ADMISSIONS:
             raise ValueError(f"admission must be one of {ADMISSIONS}, got {self.admission!r}")
+        if self.device_argmax not in DEVICE_ARGMAX:
+            raise ValueError(
+                f"device_argmax must be one of {DEVICE_ARGMAX}, got {self.device_argmax!r}"
+            )
         if self.truncate < 0:
             raise ValueError(f"truncate must be >= 0 (0 = refuse long inputs), got {self.truncate}")
         if self.intra_op_threads < 0:

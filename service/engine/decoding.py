@@ -36,6 +36,7 @@ class RowParams:
     forced_bos: np.ndarray  # int64, NO_TOKEN = off
     forced_eos: np.ndarray  # int64, NO_TOKEN = off
     explain: np.ndarray  # bool: the row's cross-attention is collected
+    prompt_len: np.ndarray  # int64: tokens before the first chosen one (the rest are forced)
 
     @classmethod
     def for_request(cls, params: ResolvedParams, rows: int) -> RowParams:
@@ -57,7 +58,29 @@ class RowParams:
             forced_bos=column(_or_none(params.forced_bos_token_id), np.int64),
             forced_eos=column(_or_none(params.forced_eos_token_id), np.int64),
             explain=column(params.explain, np.bool_),
+            prompt_len=column(params.prompt_len, np.int64),
         )
+
+    def needs_host_logits(self, lengths: np.ndarray) -> np.ndarray:
+        """bool [B]: rows whose next token is not simply the argmax of their logits less
+        `min_length_bans` and the model's `every_row_bans`, at the current `lengths`: beam and
+        sampling rows, and rows some other processor of `process_logits` acts on now. The
+        others' token can be chosen where the logits are (on the device). Must name every
+        processor `process_logits` applies, with its condition."""
+        return (
+            self.is_beam
+            | self.do_sample
+            | (self.repetition_penalty != 1.0)
+            | (self.no_repeat_ngram_size > 0)
+            | ((self.forced_bos != NO_TOKEN) & (lengths == 1))
+            | ((self.forced_eos != NO_TOKEN) & (lengths == self.max_length - 1))
+        )
+
+    def min_length_bans(self, lengths: np.ndarray, eos_ids: np.ndarray) -> np.ndarray:
+        """int64 [K, 2]: the (row, EOS token) pairs `apply_min_length` sets to -inf now, for a
+        token choice that does not see the host's scores."""
+        rows = np.flatnonzero(lengths < self.min_length)
+        return np.stack(np.meshgrid(rows, eos_ids, indexing="ij"), axis=-1).reshape(-1, 2)
 
     def take(self, rows: np.ndarray) -> RowParams:
         return RowParams(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
@@ -67,6 +90,13 @@ class RowParams:
         return cls(
             **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)}
         )
+
+
+def every_row_bans(rows: int, banned_ids: np.ndarray) -> np.ndarray:
+    """int64 [K, 2]: the (row, token) pairs `apply_banned_tokens` sets to -inf, for a token
+    choice that does not see the host's scores (the model's bad words hold on every row)."""
+    grid = np.meshgrid(np.arange(rows), banned_ids, indexing="ij")
+    return np.stack(grid, axis=-1).reshape(-1, 2).astype(np.int64)
 
 
 def _or_none(token: int | None) -> int:

@@ -28,13 +28,19 @@ class EncoderRun:
     tokens: int  # requests x the longest input, as the scheduler's budget counts them
 
 
-class BackgroundEncoder:
-    """Encoder runs submitted in admission order, collected when done."""
+Failure = tuple[SequenceGroup, Exception]  # a newcomer the model failed on, and why
+Encoded = tuple[list[EncoderRun], list[Failure]]
 
-    def __init__(self, encode: Callable[[list[SequenceGroup]], EncoderRun]) -> None:
+
+class BackgroundEncoder:
+    """Encoder runs submitted in admission order, collected when done. `encode` isolates model
+    faults (a newcomer whose input the model cannot run comes back as a failure, the others as
+    runs), so beside the steps, as inside them, one bad input fails only its own request."""
+
+    def __init__(self, encode: Callable[[list[SequenceGroup]], Encoded]) -> None:
         self._encode = encode
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="attnserve-encoder")
-        self._pending: deque[Future[EncoderRun]] = deque()
+        self._pending: deque[Future[Encoded]] = deque()
         self._encoding: set[SequenceGroup] = set()  # submitted, not yet collected
         self._left: set[SequenceGroup] = set()  # cancelled or expired while being encoded
 
@@ -46,19 +52,30 @@ class BackgroundEncoder:
         """Requests that left the engine: those still being encoded never join the batch."""
         self._left.update(g for g in groups if g in self._encoding)
 
-    def finished(self, wait: bool) -> list[EncoderRun]:
-        """The runs done by now, in order (with `wait`, at least the oldest one): their
-        requests that left meanwhile filtered out. A run's exception is raised here."""
-        runs = []
-        while self._pending and (self._pending[0].done() or (wait and not runs)):
-            run = self._pending.popleft().result()
-            self._encoding.difference_update(run.batch.requests)
-            leaving = [g for g in run.batch.requests if g in self._left]
-            self._left.difference_update(leaving)
-            kept = run.batch.filter(leaving) if leaving else run.batch
-            if kept is not None:
-                runs.append(EncoderRun(kept, run.seconds, run.tokens))
-        return runs
+    def finished(self, wait: bool) -> Encoded:
+        """The runs done by now, in order (with `wait`, at least the oldest submission), their
+        requests that left meanwhile filtered out, and the newcomers the model failed on. An
+        unexpected exception of a run is raised here."""
+        runs: list[EncoderRun] = []
+        failed: list[Failure] = []
+        collected = False
+        while self._pending and (self._pending[0].done() or (wait and not collected)):
+            done, failures = self._pending.popleft().result()
+            collected = True
+            for run in done:
+                self._encoding.difference_update(run.batch.requests)
+                leaving = [g for g in run.batch.requests if g in self._left]
+                self._left.difference_update(leaving)
+                kept = run.batch.filter(leaving) if leaving else run.batch
+                if kept is not None:
+                    runs.append(EncoderRun(kept, run.seconds, run.tokens))
+            for group, error in failures:
+                self._encoding.discard(group)
+                if group in self._left:
+                    self._left.discard(group)  # it already left: nobody to tell
+                else:
+                    failed.append((group, error))
+        return runs, failed
 
     def clear(self) -> None:
         """Forget every pending run (after a runtime failure): their results are dropped."""

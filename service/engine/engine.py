@@ -228,8 +228,9 @@ class Engine:
             started = time.perf_counter()
             events = served.update(plan, served.execute(plan))
             seconds = time.perf_counter() - started
+            counters = served.model.counters.take()
             with self._cond:
-                self._report.step(served, plan, events, rows, seconds, time.monotonic())
+                self._report.step(served, plan, events, rows, seconds, time.monotonic(), counters)
         except Exception as exc:  # a runtime fault fails that model's running requests only
             with self._cond:
                 failed = served.reset()
@@ -312,7 +313,7 @@ class Engine:
             raise InvalidArgument("summarization takes text, not an image")
         if request.deadline is not None and time.monotonic() >= request.deadline:
             raise DeadlineExceeded("the request's deadline passed before it started")
-        check_input_size(request.text, request.image, self.config)
+        check_input_size(request.text, request.image, self.config, request.prompt)
         served.scheduler.check_room()  # a full queue refuses at once, before any preparing
         if self._preparing >= self.config.max_queue:
             raise ResourceExhausted(
@@ -322,7 +323,12 @@ class Engine:
 
         def prepare() -> SequenceGroup:
             group = served.prepare(
-                request.text, request.image, request.params, mailbox, request.deadline
+                request.text,
+                request.image,
+                request.params,
+                mailbox,
+                request.deadline,
+                request.prompt,
             )
             mailbox.output = served.output(group)
             return group

@@ -13,6 +13,7 @@ from service.engine.sequence import SequenceGroup, StepEvent
 from service.engine.served_model import ServedModel
 from service.errors import Cancelled, ServeError
 from service.metrics import ServerMetrics, rejection_reason
+from service.runtime.step_counters import StepCounters
 
 
 class EngineReporter:
@@ -48,9 +49,10 @@ class EngineReporter:
         rows: int,
         seconds: float,
         now: float,
+        counters: StepCounters,
     ) -> None:
-        """One step over `rows` decode rows took `seconds` (its encoder run included) and
-        ended at `now`."""
+        """One step over `rows` decode rows took `seconds` (its encoder run included), cost
+        the runtime `counters` and ended at `now`."""
         name, version = served.manifest.name, served.manifest.version
         metrics = self.metrics
         for group in plan.admit:
@@ -65,6 +67,15 @@ class EngineReporter:
                 group.encoder_seconds = run.seconds  # for its trace
         if rows:
             metrics.decode_step(name, version, rows, seconds)
+        metrics.step_costs(
+            name,
+            version,
+            counters.host_seconds(seconds),
+            counters.host_to_device_bytes,
+            counters.device_to_host_bytes,
+            counters.kv_allocations,
+            counters.session_runs,
+        )
         gaps = []
         for group, event in events:
             gap = _token_gap(group, event, now)
@@ -84,7 +95,7 @@ class EngineReporter:
             return
         group.finished_at = now
         generated = len(group.generated)
-        self.metrics.tokens(name, version, group.input_tokens, generated)
+        self.metrics.tokens(name, version, group.read_tokens, generated)
         # A beam-search answer arrives whole: it has no time between tokens.
         if group.beam is None and generated > 1 and group.first_token_at is not None:
             interval = (now - group.first_token_at) / (generated - 1)

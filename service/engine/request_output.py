@@ -1,6 +1,10 @@
 """Turns one request's StepEvents into what the client receives: TokenDeltas (detokenized
 incrementally, with attributions for explain requests) and its GenerationResult.
 
+A captioning prompt is part of the answer's text, as transformers' decode of generate()'s output
+has it: the detokenizer starts from the prompt's tokens, and the prompt's text leads the first
+delta (so the deltas still join to the unary text); token ids and counts are the generated ones.
+
 Runs where the request's events are consumed, never on the step thread. See
 docs/architecture.md.
 """
@@ -33,6 +37,8 @@ class RequestOutput:
         self._served = served
         self._group = group
         self._detokenizer = IncrementalDetokenizer(served.model.tokenizer)
+        prompt = group.prompt_ids.tolist()
+        self._prompt_text = self._detokenizer.push(prompt) if prompt else ""  # until sent
         source = group.explain_source
         self._attributor = served.attributor(source) if source is not None else None
         self._attributions: list[TokenAttribution] = []
@@ -45,15 +51,17 @@ class RequestOutput:
         out: list[TokenDelta | GenerationResult] = []
         beam = self._group.beam is not None
         if event.tokens and not beam:
-            text = self._detokenizer.push(event.tokens)
+            text = self._unsent_prompt() + self._detokenizer.push(event.tokens)
             out.append(TokenDelta(text, list(event.tokens), self._attribute(event)))
         if event.finish_reason is None:
             return out
         if beam:  # the answer is only known at the end: one delta with all of it
-            text = self._served.model.tokenizer.decode(event.tokens)
+            prompt = self._group.prompt_ids.tolist()
+            text = self._served.model.tokenizer.decode(prompt + list(event.tokens))
             out.append(TokenDelta(text, list(event.tokens), self._attribute(event)))
         else:
             tail, text = self._detokenizer.finish()
+            tail = self._unsent_prompt() + tail
             if tail:
                 out.append(TokenDelta(tail, []))
         manifest = self._served.manifest
@@ -62,7 +70,7 @@ class RequestOutput:
                 text=text,
                 model=manifest.name,
                 model_version=manifest.version,
-                input_tokens=self._group.input_tokens,
+                input_tokens=self._group.read_tokens,
                 output_tokens=len(self._group.generated),
                 finish_reason=event.finish_reason,
                 token_ids=[int(t) for t in np.asarray(self._group.generated)],
@@ -72,6 +80,11 @@ class RequestOutput:
             )
         )
         return out
+
+    def _unsent_prompt(self) -> str:
+        """The prompt's text the first time (it leads the first delta), then nothing."""
+        text, self._prompt_text = self._prompt_text, ""
+        return text
 
     def _timing(self) -> RequestTiming | None:
         """The request's timing, once the serving engine's reporter stamped its steps."""

@@ -2,27 +2,31 @@
 
 The runner holds the model's DecodeBatch between steps (the batch knows its requests and rows)
 and returns raw token choices: it decides nothing about stopping, which is the update stage's
-job (service.engine.update). Token choice is vectorised over the batch: one processing pass,
-one argmax, one sampling pass; only the beam bookkeeping runs per request (numpy over its
-num_beams rows). See docs/architecture.md.
+job (service.engine.update). A request's prompt (captioning) is fed one forced token per step
+after the decoder start: such a row's "choice" is its next prompt token, so it shares decoder
+calls with every other row and its logits are those of the row alone. Token choice is
+vectorised over the batch: one processing pass, one argmax, one sampling pass; only the beam
+bookkeeping runs per request (numpy over its num_beams rows). With `device_argmax`, rows that
+only need an argmax (greedy, no active logits processor but a minimum length) get it where the
+logits are (service.runtime.token_choice) and only the other rows' logits come to the host.
+See docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from service.engine.batch import DecodeBatch
 from service.engine.beam_search import BeamSearchGroup
-from service.engine.decoding import RowParams, process_logits, sample_tokens
-from service.engine.encoding import BackgroundEncoder, EncoderRun
+from service.engine.decoding import RowParams, every_row_bans, process_logits, sample_tokens
+from service.engine.encoding import BackgroundEncoder, EncoderRun, Failure
 from service.engine.scheduler import StepPlan, encoder_tokens
 from service.engine.sequence import SequenceGroup
 from service.runtime.model import LoadedModel
-
-Failure = tuple[SequenceGroup, Exception]  # a newcomer the model failed on, and why
 
 
 @dataclass
@@ -31,15 +35,32 @@ class RunnerOutput:
 
     requests: list[SequenceGroup]  # the batch's requests in row order
     tokens: np.ndarray  # int64 [rows]: the token each row chose (beams: after reordering)
+    forced: np.ndarray  # bool [rows]: the row's token was a prompt token, not a choice
     lengths: np.ndarray  # int64 [rows]: each row's tokens, the chosen one included
     attention: np.ndarray | None  # float32 [rows, S]: when some row asked for explain
     beams_done: set[SequenceGroup]  # beam requests whose search ended at this step
     failed: list[Failure]  # newcomers whose input the model failed on
 
 
+class _Decoded(NamedTuple):
+    """One step's decoder results over the whole batch."""
+
+    logits: np.ndarray  # float32 [R, V]: rows `logit_rows` only
+    logit_rows: np.ndarray  # int64 [R], ascending: rows whose token is chosen on the host
+    tokens: np.ndarray | None  # int64 [B]: every row's argmax, when chosen on the device
+    attention: np.ndarray | None  # float32 [B, S]: when some row asked for explain
+
+
 class ModelRunner:
-    def __init__(self, model: LoadedModel, encode_beside: bool = False) -> None:
+    def __init__(
+        self, model: LoadedModel, device_argmax: bool = False, encode_beside: bool = False
+    ) -> None:
+        """`device_argmax`: plain greedy rows' tokens are chosen where the logits are, so
+        only the other rows' logits cross to the host (EngineConfig.device_argmax).
+        `encode_beside`: newcomers' encoders run on a thread beside the steps
+        (EngineConfig.encoder_beside_decode)."""
         self.model = model
+        self.device_argmax = device_argmax
         tokens = model.manifest.special_tokens
         self.eos_ids = np.asarray(tokens.eos, dtype=np.int64)
         self.banned_ids = np.asarray(model.manifest.generation.banned_tokens(), dtype=np.int64)
@@ -50,7 +71,7 @@ class ModelRunner:
         self.batch: DecodeBatch | None = None
         self.encoder_runs: list[EncoderRun] = []  # the runs whose rows joined at the last step
         # newcomers' encoders on their own thread, beside the steps (None: inside the step)
-        self.background = BackgroundEncoder(self._encode_together) if encode_beside else None
+        self.background = BackgroundEncoder(self._encode) if encode_beside else None
 
     @property
     def rows(self) -> int:
@@ -68,14 +89,22 @@ class ModelRunner:
         incoming = [run.batch for run in self.encoder_runs]
         decoded = self._decode(DecodeBatch.concatenate(incoming) if incoming else None)
         if decoded is None:
+            if not failed:
+                return None
             nothing = np.zeros(0, np.int64)
-            return RunnerOutput([], nothing, nothing, None, set(), failed) if failed else None
+            return RunnerOutput([], nothing, nothing.astype(bool), nothing, None, set(), failed)
         assert self.batch is not None
-        logits, attention = decoded
-        tokens, beams_done = self._choose_tokens(logits, attention)
+        forced = self.batch.lengths < self.batch.params.prompt_len
+        tokens, beams_done = self._choose_tokens(decoded, forced)
         batch = self.batch
         return RunnerOutput(
-            list(batch.requests), tokens, batch.lengths, attention, beams_done, failed
+            list(batch.requests),
+            tokens,
+            forced,
+            batch.lengths,
+            decoded.attention,
+            beams_done,
+            failed,
         )
 
     def release(self, leaving: list[SequenceGroup]) -> None:
@@ -99,7 +128,7 @@ class ModelRunner:
             return self._encode(admit) if admit else ([], [])
         if admit:
             self.background.submit(admit)
-        return self.background.finished(wait=self.batch is None), []
+        return self.background.finished(wait=self.batch is None)
 
     def _encode(self, groups: list[SequenceGroup]) -> tuple[list[EncoderRun], list[Failure]]:
         """The newcomers encoded together; if the model fails on that batch, each is encoded
@@ -133,7 +162,10 @@ class ModelRunner:
         capacity = max(g.params.max_length for g in groups)
         sequences = np.zeros((row_owner.size, capacity), np.int64)
         sequences[:, : self.prompt.size] = self.prompt
-        for group in groups:
+        for group, rows in zip(
+            groups, np.split(sequences, np.cumsum(rows_per_group)[:-1]), strict=True
+        ):
+            rows[:, self.prompt.size : group.params.prompt_len] = group.prompt_ids  # forced later
             self._start_decoding(group)
         batch = DecodeBatch(
             requests=list(groups),
@@ -164,67 +196,96 @@ class ModelRunner:
         elif params.do_sample:
             group.rng = np.random.default_rng(params.seed)
 
-    def _decode(self, incoming: DecodeBatch | None) -> tuple[np.ndarray, np.ndarray | None] | None:
+    def _decode(self, incoming: DecodeBatch | None) -> _Decoded | None:
         """One decoder call over every row (two when newcomers bring a multi-token prompt).
 
-        Returns the logits of every row and, when a row asked for explain, every row's
-        cross-attention [B, S] (zeros for rows of a call where nobody asked)."""
+        Returns the host rows' logits (every row's without `device_argmax`), the device's
+        argmax tokens (with it) and, when a row asked for explain, every row's cross-attention
+        [B, S] (zeros for rows of a call where nobody asked)."""
         calls = [b for b in (self.batch, incoming) if b is not None]
         if not calls:
             return None
         if len(calls) == 2 and calls[0].new_tokens == calls[1].new_tokens:
             calls = [DecodeBatch.concatenate(calls)]
-        outputs = []
+        outputs, logit_rows, row = [], [], 0
         for batch in calls:
             wants_attention = bool(batch.params.explain.any())
+            host_rows, banned = None, None
+            if self.device_argmax:
+                host_rows = np.flatnonzero(batch.params.needs_host_logits(batch.lengths))
+                banned = np.concatenate(
+                    [
+                        batch.params.min_length_bans(batch.lengths, self.eos_ids),
+                        every_row_bans(batch.size, self.banned_ids),
+                    ]
+                )
             output = self.model.run_decoder(
-                batch.decoder_inputs(), batch.past, batch.cross, wants_attention
+                batch.decoder_inputs(), batch.past, batch.cross, wants_attention, host_rows, banned
             )
             batch.absorb_presents(output.presents)
             outputs.append(output)
+            logit_rows.append(row + (np.arange(batch.size) if host_rows is None else host_rows))
+            row += batch.size
         self.batch = DecodeBatch.concatenate(calls)
+        rows = np.concatenate(logit_rows)
+        device_tokens = [output.tokens for output in outputs]
+        tokens = None if device_tokens[0] is None else np.concatenate(device_tokens)
         if len(outputs) == 1:  # the usual step: no copy of the [B, V] logits
-            return outputs[0].logits, outputs[0].attention
+            return _Decoded(outputs[0].logits, rows, tokens, outputs[0].attention)
         logits = np.concatenate([output.logits for output in outputs])
         if all(output.attention is None for output in outputs):
-            return logits, None
+            return _Decoded(logits, rows, tokens, None)
         attention = np.zeros((self.batch.size, self.batch.encoder_mask.shape[1]), np.float32)
         row = 0
         for batch, output in zip(calls, outputs, strict=True):
             if output.attention is not None:
                 attention[row : row + batch.size, : output.attention.shape[1]] = output.attention
             row += batch.size
-        return logits, attention
+        return _Decoded(logits, rows, tokens, attention)
 
     def _choose_tokens(
-        self, logits: np.ndarray, attention: np.ndarray | None
+        self, decoded: _Decoded, forced: np.ndarray
     ) -> tuple[np.ndarray, set[SequenceGroup]]:
         """Every row's next token, appended to its sequence; beam requests pick theirs among
-        their hypotheses (rows continue the hypothesis they were reordered onto)."""
+        their hypotheses (rows continue the hypothesis they were reordered onto). Rows without
+        logits on the host keep the device's argmax. `forced` rows take their next prompt token
+        (already in their sequence): no sampling draw, no beam step, so their search starts
+        after the prompt as generate()'s does."""
         batch = self.batch
         assert batch is not None
-        params = batch.params
+        rows, attention = decoded.logit_rows, decoded.attention
+        every_row = rows.size == batch.size  # then rows == arange(B): no subset copies
+        params = batch.params if every_row else batch.params.take(rows)
+        sequences = batch.sequences if every_row else batch.sequences[rows]
+        lengths = batch.lengths if every_row else batch.lengths[rows]
         scores = process_logits(
-            logits, batch.sequences, batch.lengths, params, self.eos_ids, self.banned_ids
+            decoded.logits, sequences, lengths, params, self.eos_ids, self.banned_ids
         )
-        tokens = np.argmax(scores, axis=1)
-        sampled = np.flatnonzero(params.do_sample)
+        tokens = np.empty(batch.size, np.int64) if decoded.tokens is None else decoded.tokens
+        tokens[rows] = np.argmax(scores, axis=1)
+        sampled = np.flatnonzero(params.do_sample & ~forced[rows])
         if sampled.size:
-            tokens[sampled] = sample_tokens(scores[sampled], list(batch.rngs[sampled]))
+            sampled_rows = list(batch.rngs[rows[sampled]])
+            tokens[rows[sampled]] = sample_tokens(scores[sampled], sampled_rows)
+        rows_forced = np.flatnonzero(forced)
+        if rows_forced.size:
+            tokens[rows_forced] = batch.sequences[rows_forced, batch.lengths[rows_forced]]
 
         beams_done: set[SequenceGroup] = set()
         moves_dst, moves_src = [], []
         row = 0
         for group in batch.requests:
-            if group.beam is not None:
-                rows = slice(row, row + group.rows)
+            # its rows are host rows (beams need their logits); none while in its prompt
+            if group.beam is not None and not forced[row]:
+                own = slice(row, row + group.rows)
+                at = int(np.searchsorted(rows, row))
                 step = group.beam.step(
-                    scores[rows],
-                    batch.sequences[rows],
+                    scores[at : at + group.rows],
+                    batch.sequences[own],
                     int(batch.lengths[row]),
-                    group.own_attention(attention, rows),
+                    group.own_attention(attention, own),
                 )
-                tokens[rows] = step.next_tokens
+                tokens[own] = step.next_tokens
                 moves_dst.append(np.arange(row, row + group.rows))
                 moves_src.append(row + step.source_beams)
                 if step.done:

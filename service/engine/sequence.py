@@ -50,10 +50,18 @@ class SequenceGroup:
     last_token_at: float | None = None  # streams: the gap to the next token starts here
     explain_source: SourceLayout | None = None  # explain: how to read the source positions
     truncated: bool = False  # its text was cut to input_tokens (GenerationParams.truncate)
+    # captioning: the request's prompt tokens, fed after the decoder start (int64)
+    prompt_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def rows(self) -> int:
         return self.params.num_beams
+
+    @property
+    def read_tokens(self) -> int:
+        """The tokens the request gave the model: its encoder input and its decoder prompt
+        (what results and metrics report as input tokens)."""
+        return self.input_tokens + int(self.prompt_ids.size)
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline

@@ -54,7 +54,9 @@ class ServedModel:
             static=config.admission == "static",
             max_encoder_tokens=config.max_encoder_tokens_per_step,
         )
-        self.runner = ModelRunner(model, encode_beside=config.encoder_beside_decode)
+        self.runner = ModelRunner(
+            model, config.uses_device_argmax(), encode_beside=config.encoder_beside_decode
+        )
 
     def info(self, is_default: bool) -> ModelInfo:
         m = self.manifest
@@ -76,9 +78,10 @@ class ServedModel:
         params: GenerationParams,
         emit: Callable[[StepEvent], None],
         deadline: float | None = None,
+        prompt: str | None = None,
     ) -> SequenceGroup:
         """Validate and encode one request's input; InvalidArgument for anything wrong in it."""
-        return self.preparer.prepare(text, image, params, emit, deadline)
+        return self.preparer.prepare(text, image, params, emit, deadline, prompt)
 
     # ----- the three stages of a step ------------------------------------------------------
 

@@ -15,6 +15,7 @@ from service.engine.sequence import SequenceGroup, StepEvent
 from service.engine.served_model import ServedModel
 from service.engine.types import GenerationParams, GenerationResult
 from service.runtime.model import LoadedModel
+from service.runtime.step_counters import StepCounters
 
 
 def generate_offline(
@@ -39,15 +40,20 @@ def run_to_completion(
     inputs: list[str | bytes],
     params: list[GenerationParams],
     step_seconds: list[float] | None = None,
+    step_counters: list[StepCounters] | None = None,
+    prompts: list[str | None] | None = None,
 ) -> list[GenerationResult]:
     """Queue every input on `served` and step until each has its result; each step's duration
-    is appended to `step_seconds` if given (benchmarks set it beside the server's step metric)."""
+    is appended to `step_seconds` and its runtime counts to `step_counters` if given
+    (benchmarks set them beside the server's step metrics). `prompts`: captioning, each image's
+    prompt (None = none)."""
     events: dict[int, list[StepEvent]] = {}
     groups: list[SequenceGroup] = []
-    for index, (item, item_params) in enumerate(zip(inputs, params, strict=True)):
+    prompts = prompts or [None] * len(inputs)
+    for index, (item, item_params, prompt) in enumerate(zip(inputs, params, prompts, strict=True)):
         text, image = (item, None) if isinstance(item, str) else (None, item)
         events[index] = []
-        group = served.prepare(text, image, item_params, events[index].append)
+        group = served.prepare(text, image, item_params, events[index].append, prompt=prompt)
         served.scheduler.add(group)
         groups.append(group)
     while served.scheduler.has_work():
@@ -55,6 +61,9 @@ def run_to_completion(
         stepped = served.step()
         if step_seconds is not None:
             step_seconds.append(time.perf_counter() - started)
+        counters = served.model.counters.take()
+        if step_counters is not None:
+            step_counters.append(counters)
         for group, event in stepped:
             group.emit(event)
     results = []

@@ -36,6 +36,7 @@ class GenerationRequest:
     task: Task
     text: str | None = None
     image: bytes | None = None
+    prompt: str | None = None  # captioning: the text the caption continues; None or "" = none
     params: GenerationParams = field(default_factory=GenerationParams)
     version: str = ""  # "" = the serving version
     deadline: float | None = None  # time.monotonic() seconds; None = no deadline

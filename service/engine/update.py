@@ -28,7 +28,9 @@ def update_requests(output: RunnerOutput, eos_ids: np.ndarray) -> StepUpdate:
     row = 0
     for group in output.requests:
         event = None
-        if group.beam is None:
+        if output.forced[row]:
+            pass  # a prompt token was fed: nothing to tell, nothing to stop
+        elif group.beam is None:
             event = _next_token(group, output, row, bool(ended[row]))
         elif group in output.beams_done:
             event = _beam_answer(group, eos_ids)

@@ -37,7 +37,9 @@ MAX_EXPLAIN_TOP_K = 64
 class ResolvedParams:
     """Generation settings of one request with nothing left to default."""
 
-    prompt_len: int  # decoder tokens given before generation (decoder_start + decoder prompt)
+    # decoder tokens given before generation: decoder_start, the model's decoder prompt and the
+    # request's prompt (captioning); forced, never chosen, and not counted as new tokens
+    prompt_len: int
     max_length: int  # the sequence stops at this total length ("length")
     min_length: int  # EOS is suppressed while the total length is below this
     num_beams: int
@@ -148,7 +150,8 @@ def resolve_params(
             raise InvalidArgument(
                 f"max_new_tokens ({max_new}) is more than this model can generate: its decoder "
                 f"holds {max_decoder_positions} positions, {prompt_len} of them taken by the "
-                f"decoder prompt, so max_new_tokens must be <= {max_decoder_positions - prompt_len}"
+                f"decoder start and prompt tokens, so max_new_tokens must be <= "
+                f"{max_decoder_positions - prompt_len}"
             )
     else:
         default_new = defaults.max_new_tokens or defaults.max_length - prompt_len
@@ -235,18 +238,22 @@ def resolve_params(
     )
 
 
-def check_input_size(text: str | None, image: bytes | None, config: EngineConfig) -> None:
+def check_input_size(
+    text: str | None, image: bytes | None, config: EngineConfig, prompt: str | None = None
+) -> None:
     """Refuse an input over the server's size caps before any work is spent on it (O(1) for
     images and for texts far over the cap)."""
-    if text is not None:
+    for name, value in (("text", text), ("prompt", prompt)):
+        if value is None:
+            continue
         cap = config.max_input_bytes
         # Every character is at least one UTF-8 byte: a text of more characters is over the cap
         # without being encoded.
-        size = len(text) if len(text) > cap else len(text.encode("utf-8", "surrogatepass"))
+        size = len(value) if len(value) > cap else len(value.encode("utf-8", "surrogatepass"))
         if size > cap:
             raise InvalidArgument(
-                f"text is over {cap} bytes (UTF-8); this server accepts at most {cap} bytes "
-                "per text (--max-input-bytes)"
+                f"{name} is over {cap} bytes (UTF-8); this server accepts at most {cap} bytes "
+                f"per {name} (--max-input-bytes)"
             )
     if image is not None and len(image) > config.max_image_bytes:
         raise InvalidArgument(

@@ -9,6 +9,9 @@ uses is the runtime's choice (service.runtime.model); the engine never allocates
 graphs through IOBinding, built at start-up with `onnx.helper` (the `onnx` package is needed only
 for --device cuda). It runs on the CPU provider too, which is how its graphs are tested on
 machines without a GPU.
+
+Both count what they do in the model's `StepCounters`: every K/V buffer they create, every
+graph run, every host array they upload (service.runtime.step_counters).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.runtime.sessions import CPU, CUDA
+from service.runtime.step_counters import StepCounters
 
 Tensor = Any  # a numpy array, or a device buffer of the runtime's TensorOps
 
@@ -57,14 +61,19 @@ class NumpyOps:
     would copy it on every decoder call.
     """
 
-    def __init__(self, dtype: type = np.float32) -> None:
+    def __init__(self, dtype: type = np.float32, counters: StepCounters | None = None) -> None:
         self.dtype = np.dtype(dtype)
+        self.counters = StepCounters() if counters is None else counters
+
+    def _created(self, x: np.ndarray) -> np.ndarray:
+        self.counters.kv_allocations += 1
+        return x
 
     def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
-        return np.zeros(shape, self.dtype)
+        return self._created(np.zeros(shape, self.dtype))
 
     def take_rows(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return x[rows]
+        return self._created(x[rows])
 
     def compact_rows(self, x: np.ndarray, keep: np.ndarray) -> np.ndarray:
         n = keep.size
@@ -72,7 +81,7 @@ class NumpyOps:
         # In place, each moved row is copied twice (through numpy's temporary): worth it while
         # fewer than half the rows move. Unique `keep` means no kept row is overwritten first.
         if moved is None or 2 * moved.size >= n or np.unique(keep).size != n:
-            return x[keep]
+            return self._created(x[keep])
         x[moved] = x[keep[moved]]
         return x[:n]
 
@@ -84,7 +93,7 @@ class NumpyOps:
         if buffer is None:
             capacity = total_rows if pad_left else total_rows + max(4, total_rows // 4)
             shape = (capacity, first.shape[1], length, first.shape[3])
-            buffer = np.zeros(shape, dtype=first.dtype)
+            buffer = self._created(np.zeros(shape, dtype=first.dtype))
             parts_to_write = parts
         else:
             parts_to_write = parts[1:]
@@ -99,7 +108,8 @@ class NumpyOps:
         return buffer[:total_rows]
 
     def slice_length(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
-        return np.ascontiguousarray(x[:, :, start:stop])
+        sliced = np.ascontiguousarray(x[:, :, start:stop])
+        return sliced if np.may_share_memory(sliced, x) else self._created(sliced)
 
     def copy_rows(self, x: np.ndarray, dst: np.ndarray, src: np.ndarray) -> np.ndarray:
         x[dst] = x[src]  # the right side is gathered first, so overlapping moves are safe
@@ -178,10 +188,17 @@ def _graphs(elem_type: int) -> dict[str, bytes]:
 class OrtValueOps:
     """TensorOps on OrtValues ([B, H, N, Dh], dtype of the model's K/V) on one device."""
 
-    def __init__(self, dtype: type, device: str = "cuda", device_id: int = 0) -> None:
+    def __init__(
+        self,
+        dtype: type,
+        device: str = "cuda",
+        device_id: int = 0,
+        counters: StepCounters | None = None,
+    ) -> None:
         from onnx import TensorProto
 
         self.dtype = np.dtype(dtype)
+        self.counters = StepCounters() if counters is None else counters
         self.device = device
         self.device_id = device_id
         elem = TensorProto.FLOAT16 if self.dtype == np.float16 else TensorProto.FLOAT
@@ -194,21 +211,28 @@ class OrtValueOps:
         }
 
     def _run(self, op: str, device: dict[str, ort.OrtValue], host: dict[str, np.ndarray]):
-        binding = self._sessions[op].io_binding()
+        """One row-op graph run; its output is a new buffer on the device."""
+        session = self._sessions[op]
+        binding = session.io_binding()
         for name, value in device.items():
             binding.bind_ortvalue_input(name, value)
         for name, value in host.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(value, dtype=np.int64))
+            index = np.ascontiguousarray(value, dtype=np.int64)
+            self.counters.host_to_device_bytes += index.nbytes
+            binding.bind_cpu_input(name, index)
         binding.bind_output("y", self.device, self.device_id)
-        self._sessions[op].run_with_iobinding(binding)
+        self.counters.run(lambda: session.run_with_iobinding(binding))
+        self.counters.kv_allocations += 1
         return binding.get_outputs()[0]
 
     def zeros(self, shape: tuple[int, ...]) -> ort.OrtValue:
+        self.counters.kv_allocations += 1
         if np.prod(shape) == 0:
             return ort.OrtValue.ortvalue_from_shape_and_type(
                 list(shape), self.dtype, self.device, self.device_id
             )
         host = np.zeros(shape, self.dtype)
+        self.counters.host_to_device_bytes += host.nbytes
         return ort.OrtValue.ortvalue_from_numpy(host, self.device, self.device_id)
 
     def take_rows(self, x: ort.OrtValue, rows: np.ndarray) -> ort.OrtValue:

@@ -3,7 +3,8 @@
 On the CPU the K/V tensors are numpy arrays. On CUDA the sessions run through IOBinding: the
 cross and self K/V stay on the device as OrtValues between steps (the decoder's presents are
 bound as device outputs and fed back as the next past), and only token ids, masks and logits
-cross the bus.
+cross the bus. What each run costs (bytes across, K/V buffers created, runs) is counted in the
+model's `StepCounters` (service.runtime.step_counters).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import onnxruntime as ort
 from service.runtime.kv_tensors import NumpyOps, Tensor, TensorOps
 from service.runtime.manifest import ModelManifest
 from service.runtime.sessions import create_session
+from service.runtime.step_counters import StepCounters
+from service.runtime.token_choice import DeviceArgmax
 from service.runtime.tokenizer import TextTokenizer
 
 KV_DTYPES = {"fp32": np.float32, "int8": np.float32, "fp16": np.float16}
@@ -24,9 +27,10 @@ KV_DTYPES = {"fp32": np.float32, "int8": np.float32, "fp16": np.float16}
 
 @dataclass
 class DecoderOutput:
-    logits: np.ndarray  # float32 [B, V]: each row's last new token
+    logits: np.ndarray  # float32 [R, V]: the last new token's, of every row or of `host_rows`
     presents: list[Tensor]  # present_key_0, present_value_0, ...
     attention: np.ndarray | None  # float32 [B, S]: the last new token's cross-attention
+    tokens: np.ndarray | None = None  # int64 [B]: each row's argmax, when chosen on the device
 
 
 @dataclass
@@ -53,14 +57,17 @@ class LoadedModel:
         self._cross_names = [f"cross_{kind}_{i}" for i in layers for kind in ("key", "value")]
         self._past_names = [f"past_{kind}_{i}" for i in layers for kind in ("key", "value")]
         self._present_names = [f"present_{kind}_{i}" for i in layers for kind in ("key", "value")]
+        self.counters = StepCounters()
+        self._device_argmax: DeviceArgmax | None = None  # built on first use (needs onnx)
+        self.device_id = 0
         if device == "cuda":
             from service.runtime.kv_tensors import OrtValueOps
 
             options = self.decoder.get_provider_options().get("CUDAExecutionProvider", {})
-            device_id = int(options.get("device_id", 0))
-            self.ops: TensorOps = OrtValueOps(self.kv_dtype, "cuda", device_id)
+            self.device_id = int(options.get("device_id", 0))
+            self.ops: TensorOps = OrtValueOps(self.kv_dtype, "cuda", self.device_id, self.counters)
         else:
-            self.ops = NumpyOps(self.kv_dtype)
+            self.ops = NumpyOps(self.kv_dtype, self.counters)
 
     @classmethod
     def load(cls, model_dir: Path, device: str = "cpu", threads: int = 0) -> LoadedModel:
@@ -80,10 +87,12 @@ class LoadedModel:
 
     def run_encoder(self, feeds: dict[str, np.ndarray]) -> EncoderOutput:
         """feeds: input_ids + attention_mask (text) or pixel_values (images), batched."""
+        self._count_feeds(feeds)
         if self.device == "cuda":
             cross = self._run_bound(self.encoder, feeds, {}, self._cross_names, host_outputs=0)
         else:
-            cross = self.encoder.run(self._cross_names, feeds)
+            cross = self.counters.run(lambda: self.encoder.run(self._cross_names, feeds))
+        self.counters.kv_allocations += len(cross)
         if "attention_mask" in feeds:
             mask = feeds["attention_mask"].astype(np.int64)
         else:  # image encoders attend to every patch
@@ -102,28 +111,51 @@ class LoadedModel:
         past: list[Tensor],
         cross: list[Tensor],
         with_attention: bool = False,
+        host_rows: np.ndarray | None = None,
+        banned: np.ndarray | None = None,
     ) -> DecoderOutput:
-        """One decoder call; the cross-attention output is fetched only when asked for."""
+        """One decoder call; the cross-attention output is fetched only when asked for.
+
+        Without `host_rows` every row's logits come to the host. With it, they stay where the
+        decoder left them: every row's argmax is taken there (service.runtime.token_choice) and
+        only the logits of `host_rows` (ascending row indices) come back; the argmax skips the
+        `banned` (row, token) pairs (int64 [K, 2])."""
         device_feeds = dict(zip(self._past_names, past, strict=True))
         device_feeds.update(zip(self._cross_names, cross, strict=True))
-        host_names = ["logits"]
+        fetched = ["logits"] if host_rows is None else []
         if with_attention:
             assert self.manifest.cross_attention is not None
-            host_names.append(self.manifest.cross_attention.output)
-        names = [*host_names, *self._present_names]
+            fetched.append(self.manifest.cross_attention.output)
+        kept = self._present_names if host_rows is None else ["logits", *self._present_names]
+        names = [*fetched, *kept]
+        self._count_feeds(inputs)
         if self.device == "cuda":
             outputs = self._run_bound(
-                self.decoder, inputs, device_feeds, names, host_outputs=len(host_names)
+                self.decoder, inputs, device_feeds, names, host_outputs=len(fetched)
             )
-            host = [value.numpy() for value in outputs[: len(host_names)]]
+            host = [value.numpy() for value in outputs[: len(fetched)]]
         else:
-            outputs = self.decoder.run(names, {**inputs, **device_feeds})
-            host = outputs[: len(host_names)]
-        return DecoderOutput(
-            logits=np.asarray(host[0][:, -1, :], dtype=np.float32),
-            presents=list(outputs[len(host_names) :]),
-            attention=np.asarray(host[1][:, -1, :], np.float32) if with_attention else None,
-        )
+            feeds = {**inputs, **device_feeds}
+            outputs = self.counters.run(lambda: self.decoder.run(names, feeds))
+            host = outputs[: len(fetched)]
+        self.counters.device_to_host_bytes += sum(x.nbytes for x in host)
+        self.counters.kv_allocations += len(self._present_names)
+        on_device = list(outputs[len(fetched) :])
+        attention = np.asarray(host[-1][:, -1, :], np.float32) if with_attention else None
+        if host_rows is None:
+            logits = np.asarray(host[0][:, -1, :], dtype=np.float32)
+            return DecoderOutput(logits, on_device, attention)
+        bans = np.zeros((0, 2), np.int64) if banned is None else banned
+        tokens, logits = self._argmax().run(on_device[0], host_rows, bans)
+        return DecoderOutput(logits, on_device[1:], attention, tokens)
+
+    def _argmax(self) -> DeviceArgmax:
+        if self._device_argmax is None:
+            (logits,) = (o for o in self.decoder.get_outputs() if o.name == "logits")
+            self._device_argmax = DeviceArgmax(
+                logits.type, self.device, self.device_id, self.counters
+            )
+        return self._device_argmax
 
     def _run_bound(
         self,
@@ -141,8 +173,11 @@ class LoadedModel:
             binding.bind_ortvalue_input(name, value)
         for index, name in enumerate(outputs):
             binding.bind_output(name, "cpu" if index < host_outputs else "cuda")
-        session.run_with_iobinding(binding)
+        self.counters.run(lambda: session.run_with_iobinding(binding))
         return binding.get_outputs()
+
+    def _count_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        self.counters.host_to_device_bytes += sum(np.asarray(x).nbytes for x in feeds.values())
 
 
 def _shape(x: Tensor) -> tuple[int, ...]:

@@ -101,6 +101,11 @@ class TextTokenizer:
                     return prefix, False
         return self._tokenizer.encode_batch([text])[0], True
 
+    def encode_plain(self, text: str) -> list[int]:
+        """Token ids without the special tokens the model's template adds: a decoder prompt
+        continues after the decoder's own start token (transformers' BLIP drops [CLS]/[SEP])."""
+        return self._tokenizer.encode_batch([text], add_special_tokens=False)[0].ids
+
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
 

@@ -14,6 +14,7 @@ from bench.models import exported_model
 from bench.server import RunningServer, attnserve_server
 from bench.workload import WORKLOADS
 from service.cli import main
+from service.runtime.manifest import ModelManifest
 
 MODEL = "bart-tiny"
 RESULT_FIELDS = {
@@ -130,3 +131,10 @@ def test_profile_splits_a_request_into_onnx_runtime_runs_and_python(model_dir, t
     assert parts == pytest.approx(profile["total_ms"], rel=0.2), "medians of parts ~ the total"
     assert min(profile["encoder_ms"], profile["decoder_ms"], profile["python_ms"]) > 0
     assert "MatMul" in profile["decoder_ops_ms"]
+    steps = profile["steps"]
+    assert steps["steps"] == forced and steps["first_step"]["session_runs"] == 2
+    step = steps["decode_step_median"]
+    assert step["session_runs"] == 1, "no row moves for one greedy request"
+    assert step["device_to_host_bytes"] == 4 * ModelManifest.load(model_dir).dims.vocab_size, (
+        "one row's float32 logits"
+    )

@@ -12,7 +12,12 @@ import torch
 from export.demo import train_captioner, train_summarizer
 from export.demo.demo_models import DEMO_MODELS
 from export.demo.tasks import render_shapes
-from export.demo.training import CHECK_STREAM, TrainSettings, learning_rate_factor
+from export.demo.training import (
+    TrainSettings,
+    learning_rate_factor,
+    pad_right,
+    teacher_forced_exact_match,
+)
 from export.errors import ExportError
 
 FEW_STEPS = TrainSettings(
@@ -28,12 +33,7 @@ TRAINERS = {
 def _train(name: str, seed: int, settings: TrainSettings = FEW_STEPS, target: float = 0.0):
     """Train demo model `name` with its real held-out check on a few cases."""
     trainer, model_name = TRAINERS[name]
-    demo = DEMO_MODELS[model_name]
-
-    def check(model, tokenizer) -> dict[str, float]:
-        return demo.exact_match(model, tokenizer, seed, CHECK_STREAM, CHECK_CASES)
-
-    return trainer(seed, check, target, settings)
+    return trainer(seed, DEMO_MODELS[model_name].check(seed, CHECK_CASES), target, settings)
 
 
 def _weights(name: str, seed: int) -> dict[str, torch.Tensor]:
@@ -90,3 +90,28 @@ def test_training_pixels_match_the_saved_image_processor() -> None:
     processor = train_captioner.build_image_processor()
     expected = processor(images=images, return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(train_captioner.pixel_values(images), expected)
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_teacher_forced_check_scores_what_generate_would(name: str) -> None:
+    """The check's one-pass score equals greedy generate()'s: 100% on the model's own greedy
+    outputs as references, 50% when every other reference has one token changed."""
+    model, tokenizer, _ = _train(name, 0)
+    model_name = TRAINERS[name][1]
+    demo = DEMO_MODELS[model_name]
+    label, make_batch = next(iter(demo.check_batches.items()))
+    batch = make_batch(tokenizer, np.random.default_rng(5), 8)
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    eos = model.generation_config.eos_token_id
+    references = []
+    for row in model.generate(**inputs).tolist():
+        generated = row[1:]  # after the decoder start token
+        end = generated.index(eos) + 1 if eos in generated else len(generated)
+        references.append(generated[:end])
+    labels = pad_right(references, -100)
+    assert teacher_forced_exact_match(model, inputs | {"labels": labels}) == 1.0, label
+    vocab = tokenizer.get_vocab_size()
+    for row, reference in enumerate(references[::2]):
+        position = row % len(reference)
+        labels[2 * row, position] = (reference[position] + 1) % vocab
+    assert teacher_forced_exact_match(model, inputs | {"labels": labels}) == 0.5, label

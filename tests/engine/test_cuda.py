@@ -19,6 +19,8 @@ from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams
 from service.runtime.model import LoadedModel
 from service.runtime.sessions import CUDA
+from service.runtime.step_counters import StepCounters
+from service.runtime.token_choice import DeviceArgmax
 
 pytestmark = [
     pytest.mark.gpu,
@@ -92,3 +94,26 @@ def test_device_row_ops_match_numpy():
     np.testing.assert_array_equal(
         device.copy_rows(up(x), dst, src).numpy(), host.copy_rows(x.copy(), dst, src)
     )
+
+
+def test_greedy_rows_move_token_ids_not_logits(model_dir):
+    served = _served(model_dir, "cuda")  # device_argmax "auto": on for cuda
+    for text in TEXTS:
+        served.scheduler.add(served.prepare(text, None, PARAMS[0], lambda _: None))
+    served.step()
+    served.model.counters.take()
+    served.step()
+    counted = served.model.counters.take()
+    assert counted.device_to_host_bytes == len(TEXTS) * 8, "one int64 token id per row"
+    assert counted.kv_allocations == 2 * served.manifest.dims.num_layers, "presents only"
+
+
+def test_device_argmax_graph_matches_numpy_on_the_device():
+    argmax = DeviceArgmax("tensor(float)", "cuda", 0, StepCounters())
+    rng = np.random.default_rng(0)
+    logits = np.round(rng.normal(size=(16, 1, 50265))).astype(np.float32)  # with ties
+    on_device = ort.OrtValue.ortvalue_from_numpy(logits, "cuda", 0)
+    host_rows = np.array([1, 7])
+    tokens, host_logits = argmax.run(on_device, host_rows)
+    np.testing.assert_array_equal(tokens, np.argmax(logits[:, -1], axis=1))
+    np.testing.assert_array_equal(host_logits, logits[host_rows, -1])

@@ -135,6 +135,20 @@ def test_a_request_expiring_while_queued_is_counted_as_refused(models_dir):
     assert _rejections(metrics, "deadline_exceeded") == 1
 
 
+def test_each_steps_runtime_costs_reach_the_metrics(models_dir):
+    async def scenario(engine):
+        await engine.start()
+        return await _collect(engine, _request())
+
+    metrics = ServerMetrics()
+    result = _run(models_dir, scenario, metrics)[-1]
+    exposition = generate_latest(metrics.registry).decode()
+    steps = result.output_tokens  # one step per token; the first also runs the encoder
+    assert value(exposition, "attnserve_decode_step_host_seconds_count") == steps
+    assert value(exposition, "attnserve_session_runs_total") == 1 + steps
+    assert value(exposition, "attnserve_step_device_to_host_bytes_total") > 0
+
+
 def _rejections(metrics: ServerMetrics, reason: str) -> float | None:
     exposition = generate_latest(metrics.registry).decode()
     return value(exposition, "attnserve_rejected_requests_total", reason=reason)

@@ -133,3 +133,11 @@ def test_texts_over_the_byte_cap_are_refused_before_encoding():
     for text in ("01234567890", "é" * 6, "x" * 10_000_000):
         with pytest.raises(InvalidArgument, match="at most 10 bytes per text"):
             check_input_size(text, None, config)
+
+
+def test_prompts_over_the_byte_cap_are_refused_before_encoding():
+    config = EngineConfig(max_input_bytes=10)
+    check_input_size(None, b"image", config, prompt="0123456789")  # at the cap
+    for prompt in ("01234567890", "é" * 6):
+        with pytest.raises(InvalidArgument, match="prompt is over 10 bytes"):
+            check_input_size(None, b"image", config, prompt=prompt)

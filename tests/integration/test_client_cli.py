@@ -65,6 +65,21 @@ def test_client_caption_reads_the_image_file(
     assert capsys.readouterr().out == client.caption(png_image).text + "\n"
 
 
+def test_client_caption_passes_the_prompt(
+    server: InProcessServer,
+    client: AttnserveClient,
+    png_image: bytes,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+):
+    image_file = tmp_path / "image.png"
+    image_file.write_bytes(png_image)
+
+    assert run_cli(server, "caption", "--image", str(image_file), "--prompt", "w4 w5") == 0
+
+    assert capsys.readouterr().out == client.caption(png_image, prompt="w4 w5").text + "\n"
+
+
 def test_client_reports_an_rpc_error_with_its_code(
     server: InProcessServer, capsys: pytest.CaptureFixture
 ):

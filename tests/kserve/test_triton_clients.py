@@ -1,10 +1,10 @@
 """Triton's own clients, unmodified: the protocol parameters they send are accepted, and a
 `stream: true` request on ModelStreamInfer is answered decoupled-style, token chunk by chunk.
 
-perf_analyzer's binary is not installable here (PyPI's `perf-analyzer`, which tritonclient[all]
-pulls in, is an empty placeholder), so its requests are rebuilt field by field as Triton's C++
-client (`InferenceServerGrpcClient::PreRunProcessing`, which perf_analyzer calls) writes them,
-and sent at several concurrencies, unary and on a stream (`--streaming`).
+perf_analyzer's requests are also rebuilt here field by field, as Triton's C++ client
+(`InferenceServerGrpcClient::PreRunProcessing`, which perf_analyzer calls) writes them, and sent
+at several concurrencies, unary and on a stream (`--streaming`): the binary itself runs in
+test_perf_analyzer.py where it could be installed; these run everywhere.
 """
 
 from __future__ import annotations

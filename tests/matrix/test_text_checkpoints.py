@@ -16,7 +16,12 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from export.parity import until_eos
 from service.client import AttnserveClient
+from service.engine.config import EngineConfig
+from service.engine.served_model import ServedModel
+from service.engine.sync_driver import run_to_completion
+from service.engine.types import GenerationParams
 from service.runtime.manifest import GenerationDefaults, ModelManifest
+from service.runtime.model import LoadedModel
 from service.runtime.tokenizer import REPLACEMENT_CHAR, TextTokenizer
 from tests.matrix.conftest import ExportedCheckpoint, matrix_params
 
@@ -114,6 +119,19 @@ def test_served_tokens_and_text_equal_generate(
         response = client.summarize(text, model=exported.spec.name, timeout=CALL_S, **beams)
         assert list(response.token_ids) == expected, text
         assert response.text == hf_tokenizer.decode(expected, skip_special_tokens=True), text
+
+
+def test_greedy_tokens_with_the_argmax_beside_the_logits_equal_generate(
+    exported: ExportedCheckpoint, model, hf_tokenizer
+):
+    """The device-argmax path (forced on here, on the CPU) applies the same bans (min length,
+    Marian's banned <pad>) as the host's logits processors."""
+    served = ServedModel(
+        LoadedModel.load(exported.model_dir), EngineConfig(device_argmax="on", intra_op_threads=1)
+    )
+    results = run_to_completion(served, TEXTS, [GenerationParams(num_beams=1)] * len(TEXTS))
+    for text, result in zip(TEXTS, results, strict=True):
+        assert result.token_ids == _generate(model, hf_tokenizer, text, 1), text
 
 
 def test_stream_deltas_concatenate_to_the_unary_text(

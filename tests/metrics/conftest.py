@@ -29,6 +29,7 @@ def report_one_of_everything(metrics: ServerMetrics) -> None:
     metrics.queue_wait(MODEL, VERSION, 0.004)
     metrics.encoder_ran(MODEL, VERSION, 0.02, tokens=24)
     metrics.decode_step(MODEL, VERSION, batch_rows=3, seconds=0.006)
+    metrics.step_costs(MODEL, VERSION, 0.001, 96, 4 * 3 * 50, 12, 1)
     metrics.first_token(MODEL, VERSION, 0.03)
     metrics.token_interval(MODEL, VERSION, 0.006)
     metrics.inter_token_gaps(MODEL, VERSION, [0.006, 0.25])

@@ -2,7 +2,8 @@
 
 Each strategy draws a whole call: which RPC, and a request mixing valid values with random
 bytes as images (and PNGs with malformed chunks), empty and huge texts (at and past the fuzzed
-server's --max-input-bytes, and texts without a printable character), extreme and contradictory
+server's --max-input-bytes, and texts without a printable character; the same as caption
+prompts), extreme and contradictory
 parameters (NaN, infinities, values at the proto types' limits, beams with sampling, min above
 max, truncation), unknown models, too many KServe elements, and wire-level garbage.
 """
@@ -160,7 +161,9 @@ def attention_calls(draw: st.DrawFn) -> AttentionCall:
         model = draw(models(SUMMARIZER, CAPTIONER))
         return AttentionCall(method, pb.SummarizeRequest(model=model, text=draw(texts), **fields))
     model = draw(models(CAPTIONER, SUMMARIZER))
-    return AttentionCall(method, pb.CaptionRequest(model=model, image=draw(images), **fields))
+    prompt = draw(mostly(st.just(""), texts))
+    request = pb.CaptionRequest(model=model, image=draw(images), prompt=prompt, **fields)
+    return AttentionCall(method, request)
 
 
 def _infer_parameter(field_name: str, value: bool | int | float) -> kserve_pb.InferParameter:
@@ -221,7 +224,7 @@ def _damage_raw_contents(draw: st.DrawFn, request: kserve_pb.ModelInferRequest) 
 
 
 def _add_parameter(draw: st.DrawFn, request: kserve_pb.ModelInferRequest) -> None:
-    names = st.sampled_from([*pb.GenerationParams.DESCRIPTOR.fields_by_name, "timeout"])
+    names = st.sampled_from([*pb.GenerationParams.DESCRIPTOR.fields_by_name, "timeout", "prompt"])
     name = draw(names | st.text(max_size=12))
     request.parameters[name].CopyFrom(draw(_any_parameter))
 

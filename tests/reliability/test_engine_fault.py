@@ -100,12 +100,15 @@ def poisonable_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory
     return root
 
 
+@pytest.mark.parametrize("beside", [False, True], ids=["inside-steps", "beside-steps"])
 def test_a_poisoned_request_fails_alone_and_its_batch_mates_get_their_tokens(
-    poisonable_models: Path, caplog
+    poisonable_models: Path, caplog, beside: bool
 ):
+    """Inside the steps and beside them (--encoder-beside-decode), alike."""
     texts = [f"w{i} w{i + 1} w{i + 2} w{i + 3}" for i in range(1, 7)]
     params = dict(max_new_tokens=12, min_new_tokens=12, timeout=60)
-    with serving(poisonable_models, max_batch_rows=16) as server:
+    overrides = {"max_batch_rows": 16, "encoder_beside_decode": beside}
+    with serving(poisonable_models, **overrides) as server:
         with AttnserveClient(server.target) as client:
             alone = [client.summarize(text, **params).token_ids for text in texts]
 

@@ -78,8 +78,9 @@ def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) 
     return grpc.StatusCode.UNKNOWN
 
 
-class _MeasuredRpc:
-    """One RPC being measured: started now, recorded once when it ends."""
+class MeasuredCall:
+    """One call being measured (an RPC, or a request on the HTTP port): started now, recorded
+    once when it ends. The servicer labels it with its model through label_rpc_model."""
 
     def __init__(self, metrics: ServerMetrics, method: str) -> None:
         self._metrics = metrics
@@ -88,12 +89,13 @@ class _MeasuredRpc:
         _current_rpc_model.set(self._labels)
         self._started = time.perf_counter()
 
-    def finish(self, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
+    def finish(self, code: str) -> None:
+        """The call ended with the status code named `code` (e.g. "OK")."""
         self._metrics.request_finished(
             self._labels.model,
             self._labels.version,
             self._method,
-            _final_code(context, error).name,
+            code,
             time.perf_counter() - self._started,
         )
 
@@ -102,15 +104,15 @@ def _measure_unary(
     metrics: ServerMetrics, method: str, behavior: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Awaitable[Any]]:
     async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        rpc = _MeasuredRpc(metrics, method)
+        rpc = MeasuredCall(metrics, method)
         try:
             response = await behavior(request, context)
         except BaseException as error:
-            rpc.finish(context, error)
+            rpc.finish(_final_code(context, error).name)
             del request  # grpc keeps the error: its traceback must not pin the request
             drop_frame_locals(error)
             raise
-        rpc.finish(context, None)
+        rpc.finish(_final_code(context, None).name)
         return response
 
     return measured
@@ -120,7 +122,7 @@ def _measure_stream(
     metrics: ServerMetrics, method: str, behavior: Callable[..., AsyncIterator[Any]]
 ) -> Callable[..., AsyncIterator[Any]]:
     async def measured(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        rpc = _MeasuredRpc(metrics, method)
+        rpc = MeasuredCall(metrics, method)
         try:
             # aclosing: if grpc stops this stream early, the servicer's stream is closed at once
             # (freeing its engine rows), not whenever it is garbage-collected.
@@ -128,11 +130,11 @@ def _measure_stream(
                 async for message in messages:
                     yield message
         except BaseException as error:
-            rpc.finish(context, error)
+            rpc.finish(_final_code(context, error).name)
             del request  # as for unary RPCs
             drop_frame_locals(error)
             raise
-        rpc.finish(context, None)
+        rpc.finish(_final_code(context, None).name)
 
     return measured
 

@@ -15,10 +15,12 @@ from service.api.interceptors.auth import token_interceptor
 from service.api.kserve import KServeServicer
 from service.api.rest.attnserve_routes import attnserve_routes
 from service.api.rest.auth import HEALTH_PATHS, BearerTokenMiddleware
+from service.api.rest.metrics import MetricsMiddleware
 from service.api.rest.tracing import TracingMiddleware
 from service.api.rest.v2_routes import v2_routes
 from service.api.servicer import AttentionServicer
 from service.config import ServerSettings
+from service.metrics import ServerMetrics
 
 if TYPE_CHECKING:
     from service.api.tracing import Tracing  # loaded only with --otlp-endpoint
@@ -28,10 +30,13 @@ def build_app(
     settings: ServerSettings,
     attention: AttentionServicer,
     kserve: KServeServicer,
+    metrics: ServerMetrics,
     tracing: Tracing | None = None,
 ) -> Starlette:
     body_limit = settings.receive_limit_bytes  # the gRPC port's message limit
-    middleware = []  # outermost first: a refused request is traced too
+    routes = [*v2_routes(kserve, body_limit), *attnserve_routes(attention, body_limit)]
+    # outermost first: a refused request is traced and counted too
+    middleware = [Middleware(MetricsMiddleware, metrics=metrics, routes=routes)]
     if tracing is not None:
         middleware.append(Middleware(TracingMiddleware, tracing=tracing))
     check = token_interceptor(settings.security)
@@ -41,7 +46,7 @@ def build_app(
             Middleware(BearerTokenMiddleware, check=check, open_prefixes=open_prefixes)
         )
     return Starlette(
-        routes=[*v2_routes(kserve, body_limit), *attnserve_routes(attention, body_limit)],
+        routes=routes,
         middleware=middleware,
         exception_handlers={HTTPException: _http_error},
     )

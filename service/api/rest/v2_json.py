@@ -49,6 +49,7 @@ def parameter(name: str, value: Any) -> pb.InferParameter:
     if isinstance(value, float):
         return pb.InferParameter(double_param=value)
     if isinstance(value, str):
+        _utf8(value, f"parameter '{name}'")
         return pb.InferParameter(string_param=value)
     raise InvalidArgument(f"parameter '{name}' must be a boolean, a number or a string")
 
@@ -73,7 +74,16 @@ def _flatten(data: Any) -> list[Any]:
 def _bytes_element(element: Any, input_name: str) -> bytes:
     if not isinstance(element, str):
         raise InvalidArgument(f"the data of BYTES input '{input_name}' must be strings")
-    return element.encode("utf-8")
+    return _utf8(element, f"an element of BYTES input '{input_name}'")
+
+
+def _utf8(text: str, what: str) -> bytes:
+    """JSON strings may hold lone surrogates ("\\ud800"), which no UTF-8 string holds: the
+    client's mistake, not a server fault."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{what} is not valid UTF-8 (it holds a lone surrogate)") from None
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:

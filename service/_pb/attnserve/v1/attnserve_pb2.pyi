@@ -20,16 +20,18 @@ class SummarizeRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class CaptionRequest(_message.Message):
-    __slots__ = ("model", "image", "params", "version")
+    __slots__ = ("model", "image", "params", "version", "prompt")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
     model: str
     image: bytes
     params: GenerationParams
     version: str
-    def __init__(self, model: _Optional[str] = ..., image: _Optional[bytes] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
+    prompt: str
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[bytes] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., version: _Optional[str] = ..., prompt: _Optional[str] = ...) -> None: ...
 
 class GenerationParams(_message.Message):
     __slots__ = ("max_new_tokens", "min_new_tokens", "num_beams", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "seed", "explain", "explain_top_k", "explain_full", "truncate")
