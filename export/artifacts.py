@@ -11,6 +11,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from export.errors import ExportError
+from export.marian_tokenizer import is_marian, marian_fast_tokenizer
 from service.runtime.manifest import GenerationDefaults
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -46,6 +47,9 @@ def _save_fast_tokenizer(model_path: str, out_dir: Path) -> None:
         raise ExportError(
             f"{model_path}: no tokenizer.json and no loadable tokenizer ({exc})"
         ) from exc
+    if is_marian(tokenizer):  # transformers has no fast Marian tokenizer: build its equivalent
+        marian_fast_tokenizer(tokenizer).save(str(out_dir / TOKENIZER_FILE))
+        return
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(f"{model_path}: its tokenizer has no `tokenizers` (fast) version")
     tokenizer.backend_tokenizer.save(str(out_dir / TOKENIZER_FILE))
@@ -81,4 +85,12 @@ def generation_defaults(generation_config: Any) -> GenerationDefaults:
             values[field.name] = value
     if "max_length" not in values and "max_new_tokens" not in values:
         values["max_new_tokens"] = TRANSFORMERS_UNSET_MAX_NEW_TOKENS
+    bad_words = values.get("bad_words_ids")
+    if bad_words is not None:
+        if any(len(ids) != 1 for ids in bad_words):  # Marian's [[pad]] is the case served
+            raise ExportError(
+                f"generation_config.bad_words_ids {bad_words}: only single-token entries are "
+                "supported (the server bans those tokens at every step)"
+            )
+        values["bad_words_ids"] = [[int(ids[0])] for ids in bad_words]
     return GenerationDefaults(**values)

@@ -2,9 +2,10 @@
 
 Each processor reproduces its transformers 5.24 namesake (`generation/logits_process.py`) in the
 order `GenerationMixin._get_logits_processor` applies them, but for rows that each carry their own
-settings: repetition penalty, no-repeat n-grams, minimum length, forced BOS, forced EOS, then (for
-sampling rows only) temperature, top-k and top-p. Settings live in `RowParams`, one array entry
-per batch row, so that one call handles every row without a Python loop per row.
+settings: repetition penalty, no-repeat n-grams, the model's banned tokens (bad_words_ids),
+minimum length, forced BOS, forced EOS, then (for sampling rows only) temperature, top-k and
+top-p. Settings live in `RowParams`, one array entry per batch row, so that one call handles
+every row without a Python loop per row.
 """
 
 from __future__ import annotations
@@ -62,10 +63,10 @@ class RowParams:
 
     def needs_host_logits(self, lengths: np.ndarray) -> np.ndarray:
         """bool [B]: rows whose next token is not simply the argmax of their logits less
-        `min_length_bans`, at the current `lengths`: beam and sampling rows, and rows some other
-        processor of `process_logits` acts on now. The others' token can be chosen where the
-        logits are (on the device). Must name every processor `process_logits` applies, with
-        its condition."""
+        `min_length_bans` and the model's `every_row_bans`, at the current `lengths`: beam and
+        sampling rows, and rows some other processor of `process_logits` acts on now. The
+        others' token can be chosen where the logits are (on the device). Must name every
+        processor `process_logits` applies, with its condition."""
         return (
             self.is_beam
             | self.do_sample
@@ -89,6 +90,13 @@ class RowParams:
         return cls(
             **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)}
         )
+
+
+def every_row_bans(rows: int, banned_ids: np.ndarray) -> np.ndarray:
+    """int64 [K, 2]: the (row, token) pairs `apply_banned_tokens` sets to -inf, for a token
+    choice that does not see the host's scores (the model's bad words hold on every row)."""
+    grid = np.meshgrid(np.arange(rows), banned_ids, indexing="ij")
+    return np.stack(grid, axis=-1).reshape(-1, 2).astype(np.int64)
 
 
 def _or_none(token: int | None) -> int:
@@ -147,6 +155,12 @@ def apply_no_repeat_ngram(
         matches &= np.arange(windows.shape[1])[None, :] <= (row_lengths - n)[:, None]
         hit_rows, hit_windows = np.nonzero(matches)
         scores[rows[hit_rows], windows[hit_rows, hit_windows, -1]] = -np.inf
+
+
+def apply_banned_tokens(scores: np.ndarray, banned_ids: np.ndarray) -> None:
+    """NoBadWordsLogitsProcessor for one-token bad words: those tokens are never chosen."""
+    if banned_ids.size:
+        scores[:, banned_ids] = -np.inf
 
 
 def apply_min_length(
@@ -244,10 +258,12 @@ def process_logits(
     lengths: np.ndarray,
     params: RowParams,
     eos_ids: np.ndarray,
+    banned_ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """The processed scores of every row's next token (float32 [B, V]).
 
-    `lengths` is each row's current decoder length (transformers' `input_ids.shape[-1]`).
+    `lengths` is each row's current decoder length (transformers' `input_ids.shape[-1]`);
+    `banned_ids` are the model's one-token bad words (its generation config's bad_words_ids).
     Beam rows are turned into log-probabilities first, as transformers' beam search does.
     """
     scores = np.array(logits, dtype=np.float32, copy=True)
@@ -256,6 +272,8 @@ def process_logits(
         scores[beam_rows] = log_softmax(scores[beam_rows])
     apply_repetition_penalty(scores, sequences, lengths, params.repetition_penalty)
     apply_no_repeat_ngram(scores, sequences, lengths, params.no_repeat_ngram_size)
+    if banned_ids is not None:
+        apply_banned_tokens(scores, banned_ids)
     apply_min_length(scores, lengths, params.min_length, eos_ids)
     apply_forced_tokens(scores, lengths, params)
     apply_sampling_warpers(scores, params)

@@ -22,7 +22,7 @@ import numpy as np
 
 from service.engine.batch import DecodeBatch
 from service.engine.beam_search import BeamSearchGroup
-from service.engine.decoding import RowParams, process_logits, sample_tokens
+from service.engine.decoding import RowParams, every_row_bans, process_logits, sample_tokens
 from service.engine.encoding import BackgroundEncoder, EncoderRun, Failure
 from service.engine.scheduler import StepPlan, encoder_tokens
 from service.engine.sequence import SequenceGroup
@@ -63,6 +63,7 @@ class ModelRunner:
         self.device_argmax = device_argmax
         tokens = model.manifest.special_tokens
         self.eos_ids = np.asarray(tokens.eos, dtype=np.int64)
+        self.banned_ids = np.asarray(model.manifest.generation.banned_tokens(), dtype=np.int64)
         self.prompt = np.asarray(
             [tokens.decoder_start, *model.manifest.decoder_prompt], dtype=np.int64
         )
@@ -212,7 +213,12 @@ class ModelRunner:
             host_rows, banned = None, None
             if self.device_argmax:
                 host_rows = np.flatnonzero(batch.params.needs_host_logits(batch.lengths))
-                banned = batch.params.min_length_bans(batch.lengths, self.eos_ids)
+                banned = np.concatenate(
+                    [
+                        batch.params.min_length_bans(batch.lengths, self.eos_ids),
+                        every_row_bans(batch.size, self.banned_ids),
+                    ]
+                )
             output = self.model.run_decoder(
                 batch.decoder_inputs(), batch.past, batch.cross, wants_attention, host_rows, banned
             )
@@ -252,7 +258,9 @@ class ModelRunner:
         params = batch.params if every_row else batch.params.take(rows)
         sequences = batch.sequences if every_row else batch.sequences[rows]
         lengths = batch.lengths if every_row else batch.lengths[rows]
-        scores = process_logits(decoded.logits, sequences, lengths, params, self.eos_ids)
+        scores = process_logits(
+            decoded.logits, sequences, lengths, params, self.eos_ids, self.banned_ids
+        )
         tokens = np.empty(batch.size, np.int64) if decoded.tokens is None else decoded.tokens
         tokens[rows] = np.argmax(scores, axis=1)
         sampled = np.flatnonzero(params.do_sample & ~forced[rows])

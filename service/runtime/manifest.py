@@ -68,6 +68,13 @@ class GenerationDefaults:
     early_stopping: bool | str = False
     forced_bos_token_id: int | None = None
     forced_eos_token_id: int | None = None
+    # Tokens generate() never produces (transformers' bad_words_ids, single-token entries only:
+    # Marian bans its <pad>, which is also its decoder start).
+    bad_words_ids: list[list[int]] | None = None
+
+    def banned_tokens(self) -> list[int]:
+        """The token ids no sequence may contain (the one-token bad words)."""
+        return [ids[0] for ids in self.bad_words_ids or []]
 
 
 @dataclass
@@ -157,6 +164,11 @@ class ModelManifest:
             raise ManifestError("a captioning model needs image preprocessing settings")
         if not self.special_tokens.eos:
             raise ManifestError("special_tokens.eos is empty")
+        if any(len(ids) != 1 for ids in self.generation.bad_words_ids or []):
+            raise ManifestError(
+                "generation.bad_words_ids: only single-token entries are supported, got "
+                f"{self.generation.bad_words_ids}"
+            )
         prompt_len = 1 + len(self.decoder_prompt)
         if self.max_decoder_positions is not None and self.max_decoder_positions <= prompt_len:
             raise ManifestError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,9 @@ REPLACEMENT_CHAR = "\ufffd"  # what a partial UTF-8 character decodes to
 # (limit + 1) * PREFIX_CHARS_PER_TOKEN characters, cut at a whitespace, hold more tokens than the
 # limit for any text of ordinary words, and their tokens are the first tokens of the whole text.
 PREFIX_CHARS_PER_TOKEN = 32
+# A byte-fallback SentencePiece model's byte pieces (`<0xE8>`): tokenizers' ByteFallback decoder
+# turns a run of them into text only as a whole, and an invalid run into one U+FFFD per byte.
+BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 @dataclass
@@ -36,6 +41,10 @@ class TextTokenizer:
         self._tokenizer.no_truncation()  # too long is an error for the client, not a cut
         self._tokenizer.no_padding()
         self.max_input_tokens = max_input_tokens
+        self._byte_pieces = _byte_fallback_pieces(self._tokenizer)
+        self._special_ids = frozenset(
+            i for i, token in self._tokenizer.get_added_tokens_decoder().items() if token.special
+        )
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids (int64, special tokens added as the model was trained)."""
@@ -100,6 +109,17 @@ class TextTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
 
+    def ends_in_byte_run(self, ids: list[int]) -> bool:
+        """The last token decode keeps (special tokens are skipped) is a byte-fallback piece:
+        the text of its run may still change (one more byte can make the whole run invalid,
+        and every byte of it U+FFFD)."""
+        if not self._byte_pieces:
+            return False
+        for token_id in reversed(ids):
+            if token_id not in self._special_ids:
+                return token_id in self._byte_pieces
+        return False
+
     def token_text(self, token_id: int) -> str:
         """One token as text, special tokens included (an EOS reads as what it is)."""
         return self._tokenizer.decode([token_id], skip_special_tokens=False)
@@ -113,7 +133,9 @@ class IncrementalDetokenizer:
 
     Each delta is the difference between decoding a short window of recent tokens with and
     without the new ones, so word-joining decoders (SentencePiece's leading space, BPE merges)
-    see the same context both times; a delta ending in a partial character waits for more tokens.
+    see the same context both times; a delta ending in a partial character waits for more tokens,
+    and so does one ending in a byte-fallback piece (its run decodes only as a whole), so window
+    boundaries never split such a run.
     """
 
     def __init__(self, tokenizer: TextTokenizer) -> None:
@@ -128,7 +150,11 @@ class IncrementalDetokenizer:
         self._ids.extend(ids)
         prefix = self._tokenizer.decode(self._ids[self._prefix_offset : self._read_offset])
         text = self._tokenizer.decode(self._ids[self._prefix_offset :])
-        if len(text) <= len(prefix) or text.endswith(REPLACEMENT_CHAR):
+        if (
+            len(text) <= len(prefix)
+            or text.endswith(REPLACEMENT_CHAR)
+            or self._tokenizer.ends_in_byte_run(self._ids)
+        ):
             return ""
         delta = text[len(prefix) :]
         self._prefix_offset = self._read_offset
@@ -143,6 +169,15 @@ class IncrementalDetokenizer:
         tail = text[len(emitted) :] if text.startswith(emitted) else ""
         self._emitted.append(tail)
         return tail, text
+
+
+def _byte_fallback_pieces(tokenizer: Tokenizer) -> frozenset[int]:
+    """The ids of the `<0x..>` pieces of a model with byte fallback (none otherwise)."""
+    model = json.loads(tokenizer.to_str()).get("model", {})
+    if not model.get("byte_fallback"):
+        return frozenset()
+    vocab = tokenizer.get_vocab(with_added_tokens=False)
+    return frozenset(i for token, i in vocab.items() if BYTE_PIECE.fullmatch(token))
 
 
 def _closing_specials(special_mask: list[int]) -> int:

@@ -163,3 +163,14 @@ def test_sampling_follows_the_distribution_and_never_draws_filtered_tokens():
     counts = np.bincount(_draw(scores, seed=7, count=4000), minlength=4) / 4000
     assert counts[1] == 0
     np.testing.assert_allclose(counts, softmax(scores)[0], atol=0.03)
+
+
+def test_banned_tokens_match_transformers_no_bad_words_on_every_row():
+    """Marian's generation config bans <pad> (bad_words_ids=[[pad]]): no row may pick it."""
+    rng = np.random.default_rng(5)
+    sequences, lengths, logits = _batch(rng, [1, 4, 7])
+    rows = RowParams.concat([RowParams.for_request(_params(), 1) for _ in lengths])
+    banned = np.array([7, 11])
+    ours = process_logits(logits, sequences, lengths, rows, EOS, banned)
+    processor = hf.NoBadWordsLogitsProcessor([[7], [11]], eos_token_id=int(EOS[0]))
+    _assert_rows_match(ours, sequences, lengths, logits, lambda row: processor)

@@ -14,7 +14,7 @@ import pytest
 
 from export.exporter import export_model
 from service.engine.config import EngineConfig
-from service.engine.decoding import RowParams, process_logits
+from service.engine.decoding import RowParams, every_row_bans, process_logits
 from service.engine.served_model import ServedModel
 from service.engine.sync_driver import run_to_completion
 from service.engine.types import GenerationParams
@@ -92,6 +92,25 @@ def test_rows_left_to_the_device_are_rows_process_logits_only_bans_eos_in():
         as_on_device = np.all(scores == logits, axis=1)
         on_device = ~params.needs_host_logits(lengths)
         assert np.all(as_on_device[on_device]), f"a processor acted on a device row at {length}"
+
+
+def test_the_models_bad_words_are_banned_on_device_rows_too():
+    """Marian bans <pad> on every row: the device's argmax gets those bans with the EOS ones."""
+    params = RowParams.concat(
+        [RowParams.for_request(resolved_params(**v), 1) for v in ({}, {"min_length": 4})]
+    )
+    rng = np.random.default_rng(2)
+    eos, bad_words = np.array([2]), np.array([3, 7])
+    for length in (1, 5):
+        lengths = np.full(2, length)
+        sequences = rng.integers(0, 20, size=(2, 8))
+        logits = rng.normal(size=(2, 20)).astype(np.float32)
+        logits[:, bad_words] += 10.0  # they would win
+        scores = process_logits(logits, sequences, lengths, params, eos, bad_words)
+        bans = np.concatenate([params.min_length_bans(lengths, eos), every_row_bans(2, bad_words)])
+        logits[bans[:, 0], bans[:, 1]] = -np.inf
+        assert np.array_equal(scores.argmax(axis=1), logits.argmax(axis=1))
+        assert not np.isin(logits.argmax(axis=1), bad_words).any()
 
 
 def test_served_tokens_are_unchanged_with_the_argmax_on_the_device(model_dir):

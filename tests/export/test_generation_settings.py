@@ -21,6 +21,7 @@ from transformers import (
 
 from export.artifacts import generation_defaults
 from export.beam_parity import BEAM_NEW_TOKENS
+from export.errors import ExportError
 from export.exporter import export_model
 from export.parity import until_eos
 from service.engine.config import EngineConfig
@@ -66,6 +67,17 @@ def test_a_checkpoint_setting_no_length_gets_twenty_new_tokens():
 def test_a_checkpoint_max_length_stays_a_total_length():
     defaults = generation_defaults(GenerationConfig(max_length=12))
     assert (defaults.max_length, defaults.max_new_tokens) == (12, None)
+
+
+def test_one_token_bad_words_become_banned_tokens():
+    """Marian bans its <pad> (the decoder start) this way."""
+    defaults = generation_defaults(GenerationConfig(bad_words_ids=[[58100]]))
+    assert defaults.banned_tokens() == [58100]
+
+
+def test_a_multi_token_bad_word_is_refused_at_export():
+    with pytest.raises(ExportError, match="only single-token entries"):
+        generation_defaults(GenerationConfig(bad_words_ids=[[5], [6, 7]]))
 
 
 @pytest.mark.parametrize("name", ["vit-gpt2", "vit-bert", "blip"])
