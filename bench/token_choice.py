@@ -24,23 +24,8 @@ from service.runtime.step_counters import StepCounters
 from service.runtime.token_choice import DeviceArgmax
 
 REPEATS = 200
-GREEDY = ResolvedParams(  # greedy with a minimum length, every other logits processor off
-    prompt_len=1,
-    max_length=64,
-    min_length=64,
-    num_beams=1,
-    do_sample=False,
-    temperature=1.0,
-    top_k=0,
-    top_p=1.0,
-    repetition_penalty=1.0,
-    no_repeat_ngram_size=0,
-    length_penalty=1.0,
-    early_stopping=False,
-    forced_bos_token_id=None,
-    forced_eos_token_id=None,
-    seed=0,
-)
+# greedy with a minimum length, every other logits processor off
+GREEDY = ResolvedParams.greedy(max_length=64, min_length=64)
 
 
 def _median_ms(call) -> float:

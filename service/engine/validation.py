@@ -63,6 +63,28 @@ class ResolvedParams:
     def max_new_tokens(self) -> int:
         return self.max_length - self.prompt_len
 
+    @classmethod
+    def greedy(cls, max_length: int, min_length: int = 0) -> ResolvedParams:
+        """Plain greedy decoding after the decoder start token, every other logits processor
+        off: the baseline that benchmarks and tests vary one setting of."""
+        return cls(
+            prompt_len=1,
+            max_length=max_length,
+            min_length=min_length,
+            num_beams=1,
+            do_sample=False,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            length_penalty=1.0,
+            early_stopping=False,
+            forced_bos_token_id=None,
+            forced_eos_token_id=None,
+            seed=0,
+        )
+
 
 def _check_int(name: str, value: int, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
