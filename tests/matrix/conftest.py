@@ -101,3 +101,11 @@ def client(exported: ExportedCheckpoint) -> Iterator[AttnserveClient]:
         AttnserveClient(server.target) as connected,
     ):
         yield connected
+
+
+def assert_stream_joins_to_the_unary_answer(unary, chunks: list, hf_tokenizer) -> None:
+    """A stream's deltas and token ids concatenate to the unary answer of the same request,
+    whose text is the checkpoint tokenizer's decode of its tokens."""
+    assert "".join(chunk.text_delta for chunk in chunks) == unary.text
+    assert [t for chunk in chunks for t in chunk.token_ids] == list(unary.token_ids)
+    assert unary.text == hf_tokenizer.decode(unary.token_ids, skip_special_tokens=True)

@@ -20,7 +20,11 @@ from service.engine.config import EngineConfig
 from service.runtime.images import load_pixel_values
 from service.runtime.manifest import ModelManifest
 from service.runtime.tokenizer import REPLACEMENT_CHAR
-from tests.matrix.conftest import ExportedCheckpoint, matrix_params
+from tests.matrix.conftest import (
+    ExportedCheckpoint,
+    assert_stream_joins_to_the_unary_answer,
+    matrix_params,
+)
 
 pytestmark = pytest.mark.parametrize(
     "exported", matrix_params("captioning"), indirect=True, scope="module"
@@ -108,9 +112,7 @@ def test_stream_deltas_concatenate_to_the_unary_text(
             chunks = list(
                 client.caption_stream(image, model=exported.spec.name, timeout=CALL_S, **params)
             )
-            assert "".join(chunk.text_delta for chunk in chunks) == unary.text
-            assert [t for chunk in chunks for t in chunk.token_ids] == list(unary.token_ids)
-            assert unary.text == hf_tokenizer.decode(unary.token_ids, skip_special_tokens=True)
+            assert_stream_joins_to_the_unary_answer(unary, chunks, hf_tokenizer)
             generated += unary.token_ids
     text = hf_tokenizer.decode(generated, skip_special_tokens=True)
     assert any(ord(char) > 0x7F for char in text.replace(REPLACEMENT_CHAR, ""))

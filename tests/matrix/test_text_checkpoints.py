@@ -23,7 +23,11 @@ from service.engine.types import GenerationParams
 from service.runtime.manifest import GenerationDefaults, ModelManifest
 from service.runtime.model import LoadedModel
 from service.runtime.tokenizer import REPLACEMENT_CHAR, TextTokenizer
-from tests.matrix.conftest import ExportedCheckpoint, matrix_params
+from tests.matrix.conftest import (
+    ExportedCheckpoint,
+    assert_stream_joins_to_the_unary_answer,
+    matrix_params,
+)
 
 pytestmark = pytest.mark.parametrize(
     "exported", matrix_params("summarization"), indirect=True, scope="module"
@@ -145,9 +149,7 @@ def test_stream_deltas_concatenate_to_the_unary_text(
             chunks = list(
                 client.summarize_stream(text, model=exported.spec.name, timeout=CALL_S, **params)
             )
-            assert "".join(chunk.text_delta for chunk in chunks) == unary.text
-            assert [t for chunk in chunks for t in chunk.token_ids] == list(unary.token_ids)
-            assert unary.text == hf_tokenizer.decode(unary.token_ids, skip_special_tokens=True)
+            assert_stream_joins_to_the_unary_answer(unary, chunks, hf_tokenizer)
             generated += unary.token_ids
     _assert_the_streams_met_the_tokenizers_hard_cases(exported, hf_tokenizer, generated)
 
