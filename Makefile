@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: install tools perf-analyzer run models test test-slow lint lint-deploy constraints smoke-image proto proto-check bench bench-quick bench-single gpu-check gpu-wheels clean
+.PHONY: install tools perf-analyzer run models test test-slow lint lint-deploy constraints smoke-image smoke-gpu-image proto proto-check bench bench-quick bench-single gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -74,6 +74,11 @@ smoke-image: $(STAMP) models
 	$(BIN)/attnserve export --model $(SMOKE_DIR)/checkpoint --task summarization \
 	  --output $(SMOKE_DIR)/exported/tiny-bart --name tiny-bart
 	$$([ "$$(id -u)" = 0 ] || echo sudo) deploy/docker/smoke-podman.sh $(MODELS) $(SMOKE_DIR)/exported
+
+# After smoke-image (its local base and demo models image): the GPU image built on the local
+# Debian base in place of the CUDA base; it must refuse cuda clearly here and serve on the CPU.
+smoke-gpu-image:
+	$$([ "$$(id -u)" = 0 ] || echo sudo) deploy/docker/smoke-gpu-podman.sh
 
 test: $(STAMP) tools perf-analyzer lint lint-deploy proto-check models
 	ATTNSERVE_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q $(PYTEST_ARGS)
