@@ -36,7 +36,17 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--http-port", type=int, default=None, help="HTTP/REST port (default: off)")
     p.add_argument("--otlp-endpoint", default=None, help="send traces to this OTLP/gRPC collector")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="env ATTNSERVE_DEVICE")
-    p.add_argument("--intra-op-threads", type=int, default=None)
+    p.add_argument("--intra-op-threads", type=int, default=None, help="0 = one per core")
+    p.add_argument("--encoder-threads", type=int, default=None, help="default: --intra-op-threads")
+    p.add_argument(
+        "--encoder-nice", type=int, default=None, help="lower the beside encoder's priority"
+    )
+    p.add_argument(
+        "--spinning",
+        choices=["auto", "on", "off"],
+        default=None,
+        help="ONNX Runtime's pool threads busy-wait (auto: off beside the steps)",
+    )
     p.add_argument("--max-batch-rows", type=int, default=None)
     p.add_argument("--admission", choices=["continuous", "static"], default=None)
     p.add_argument("--max-encoder-tokens-per-step", type=int, default=None, help="0 = no limit")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.runtime.sessions import SessionThreads
+
 DEVICES = ("cpu", "cuda")
 ADMISSIONS = ("continuous", "static")
 DEVICE_ARGMAX = ("auto", "on", "off")
+SPINNING = ("auto", "on", "off")
 
 
 @dataclass
@@ -16,7 +19,18 @@ class EngineConfig:
     device: str = "cpu"
     """Where ONNX Runtime runs the graphs: "cpu" or "cuda" (CUDA execution provider)."""
     intra_op_threads: int = 0
-    """Threads ONNX Runtime uses inside one operator; 0 lets ONNX Runtime choose."""
+    """Threads ONNX Runtime uses inside one operator; 0 lets ONNX Runtime choose (one per
+    core). The decoder's, and the encoder's unless encoder_threads is set."""
+    encoder_threads: int | None = None
+    """Intra-op threads of the encoder sessions; None = intra_op_threads."""
+    encoder_nice: int = 0
+    """Nice value added to the thread that runs encoders beside the decode steps (0-19): the
+    kernel then gives the decoder's threads the cores first. Whole encoder runs are on that
+    thread only with encoder_threads=1 (ONNX Runtime's own pool threads keep their priority)."""
+    spinning: str = "auto"
+    """Whether ONNX Runtime's idle pool threads busy-wait for the next operator: "on", "off",
+    or "auto" = off when encoders run beside the decode steps (spinning threads of one
+    session take the cores the other's need), on otherwise. See docs/benchmarks.md."""
     max_batch_rows: int = 32
     """Decoder rows in one step; a beam-search request takes num_beams rows."""
     max_queue: int = 256
@@ -61,6 +75,14 @@ class EngineConfig:
     every row's logits; "auto" = on for cuda, off for cpu (on the CPU the graph measured no
     faster, docs/benchmarks.md "Token choice on the device")."""
 
+    def session_threads(self) -> SessionThreads:
+        """The thread settings of every model's ONNX Runtime sessions."""
+        encoder = self.intra_op_threads if self.encoder_threads is None else self.encoder_threads
+        spinning = self.spinning == "on" or (
+            self.spinning == "auto" and not self.encoder_beside_decode
+        )
+        return SessionThreads(self.intra_op_threads, encoder, spinning)
+
     def uses_device_argmax(self) -> bool:
         return self.device_argmax == "on" or (
             self.device_argmax == "auto" and self.device == "cuda"
@@ -78,8 +100,14 @@ class EngineConfig:
             )
         if self.truncate < 0:
             raise ValueError(f"truncate must be >= 0 (0 = refuse long inputs), got {self.truncate}")
+        if self.spinning not in SPINNING:
+            raise ValueError(f"spinning must be one of {SPINNING}, got {self.spinning!r}")
         if self.intra_op_threads < 0:
             raise ValueError("intra_op_threads must be >= 0 (0 = ONNX Runtime default)")
+        if self.encoder_threads is not None and self.encoder_threads < 0:
+            raise ValueError("encoder_threads must be >= 0 (0 = ONNX Runtime default)")
+        if not 0 <= self.encoder_nice <= 19:
+            raise ValueError(f"encoder_nice must be within 0..19, got {self.encoder_nice}")
         if self.max_encoder_tokens_per_step < 0:
             raise ValueError("max_encoder_tokens_per_step must be >= 0 (0 = no limit)")
         positive = {

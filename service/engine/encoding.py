@@ -10,6 +10,8 @@ this measured on the 2-core CPU.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections import deque
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,9 +39,13 @@ class BackgroundEncoder:
     faults (a newcomer whose input the model cannot run comes back as a failure, the others as
     runs), so beside the steps, as inside them, one bad input fails only its own request."""
 
-    def __init__(self, encode: Callable[[list[SequenceGroup]], Encoded]) -> None:
+    def __init__(self, encode: Callable[[list[SequenceGroup]], Encoded], nice: int = 0) -> None:
+        """`nice`: added to the encoder thread's nice value, so that the kernel gives the
+        decode steps' threads the cores first (EngineConfig.encoder_nice)."""
         self._encode = encode
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="attnserve-encoder")
+        self._thread = ThreadPoolExecutor(
+            1, thread_name_prefix="attnserve-encoder", initializer=_lower_priority, initargs=(nice,)
+        )
         self._pending: deque[Future[Encoded]] = deque()
         self._encoding: set[SequenceGroup] = set()  # submitted, not yet collected
         self._left: set[SequenceGroup] = set()  # cancelled or expired while being encoded
@@ -82,3 +88,12 @@ class BackgroundEncoder:
         self._pending.clear()
         self._encoding.clear()
         self._left.clear()
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by `nice` (Linux: a per-thread value; raising it
+    needs no privilege, lowering it back would)."""
+    if nice > 0 and hasattr(os, "setpriority"):
+        thread = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(current + nice, 19))

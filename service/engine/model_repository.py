@@ -135,7 +135,7 @@ class ModelRepository:
         config = self.config
         try:
             model = LoadedModel(
-                version.path, version.manifest(), config.device, config.intra_op_threads
+                version.path, version.manifest(), config.device, config.session_threads()
             )
             warm_up(model)
         except Exception as exc:

@@ -53,12 +53,16 @@ class _Decoded(NamedTuple):
 
 class ModelRunner:
     def __init__(
-        self, model: LoadedModel, device_argmax: bool = False, encode_beside: bool = False
+        self,
+        model: LoadedModel,
+        device_argmax: bool = False,
+        encode_beside: bool = False,
+        encoder_nice: int = 0,
     ) -> None:
         """`device_argmax`: plain greedy rows' tokens are chosen where the logits are, so
         only the other rows' logits cross to the host (EngineConfig.device_argmax).
-        `encode_beside`: newcomers' encoders run on a thread beside the steps
-        (EngineConfig.encoder_beside_decode)."""
+        `encode_beside`: newcomers' encoders run on a thread beside the steps, `encoder_nice`
+        lower in priority (EngineConfig.encoder_beside_decode, encoder_nice)."""
         self.model = model
         self.device_argmax = device_argmax
         tokens = model.manifest.special_tokens
@@ -71,7 +75,7 @@ class ModelRunner:
         self.batch: DecodeBatch | None = None
         self.encoder_runs: list[EncoderRun] = []  # the runs whose rows joined at the last step
         # newcomers' encoders on their own thread, beside the steps (None: inside the step)
-        self.background = BackgroundEncoder(self._encode) if encode_beside else None
+        self.background = BackgroundEncoder(self._encode, encoder_nice) if encode_beside else None
 
     @property
     def rows(self) -> int:

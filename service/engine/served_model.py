@@ -55,7 +55,10 @@ class ServedModel:
             max_encoder_tokens=config.max_encoder_tokens_per_step,
         )
         self.runner = ModelRunner(
-            model, config.uses_device_argmax(), encode_beside=config.encoder_beside_decode
+            model,
+            config.uses_device_argmax(),
+            encode_beside=config.encoder_beside_decode,
+            encoder_nice=config.encoder_nice,
         )
 
     def info(self, is_default: bool) -> ModelInfo:

@@ -30,7 +30,7 @@ def generate_offline(
     per_input = params if isinstance(params, list) else [params or GenerationParams()] * len(inputs)
     if len(per_input) != len(inputs):
         raise ValueError(f"{len(inputs)} inputs but {len(per_input)} GenerationParams")
-    model = LoadedModel.load(model_dir, config.device, config.intra_op_threads)
+    model = LoadedModel.load(model_dir, config.device, config.session_threads())
     served = ServedModel(model, config)
     return run_to_completion(served, inputs, per_input)
 

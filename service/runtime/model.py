@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from service.runtime.kv_tensors import NumpyOps, Tensor, TensorOps
 from service.runtime.manifest import ModelManifest
-from service.runtime.sessions import create_session
+from service.runtime.sessions import SessionThreads, create_session
 from service.runtime.step_counters import StepCounters
 from service.runtime.token_choice import DeviceArgmax
 from service.runtime.tokenizer import TextTokenizer
@@ -42,12 +42,23 @@ class EncoderOutput:
 class LoadedModel:
     """Runs one model's graphs; knows nothing about requests or batching policy."""
 
-    def __init__(self, model_dir: Path, manifest: ModelManifest, device: str, threads: int):
+    def __init__(
+        self,
+        model_dir: Path,
+        manifest: ModelManifest,
+        device: str,
+        threads: SessionThreads | None = None,
+    ):
+        threads = threads or SessionThreads()
         self.model_dir = Path(model_dir)
         self.manifest = manifest
         self.device = device
-        self.encoder = create_session(self.model_dir / manifest.encoder.file, device, threads)
-        self.decoder = create_session(self.model_dir / manifest.decoder.file, device, threads)
+        self.encoder = create_session(
+            self.model_dir / manifest.encoder.file, device, threads.encoder, None, threads.spinning
+        )
+        self.decoder = create_session(
+            self.model_dir / manifest.decoder.file, device, threads.decoder, None, threads.spinning
+        )
         self.provider = self.decoder.get_providers()[0]
         self.tokenizer = TextTokenizer(
             self.model_dir / manifest.tokenizer_file, manifest.max_input_tokens
@@ -70,7 +81,9 @@ class LoadedModel:
             self.ops = NumpyOps(self.kv_dtype, self.counters)
 
     @classmethod
-    def load(cls, model_dir: Path, device: str = "cpu", threads: int = 0) -> LoadedModel:
+    def load(
+        cls, model_dir: Path, device: str = "cpu", threads: SessionThreads | None = None
+    ) -> LoadedModel:
         return cls(model_dir, ModelManifest.load(model_dir), device, threads)
 
     @property

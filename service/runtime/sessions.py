@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
@@ -29,8 +30,23 @@ def provider_for(device: str) -> str:
     raise ValueError(f"unknown device {device!r} (expected 'cpu' or 'cuda')")
 
 
-def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
-    """Every graph optimisation, sequential execution, ONNX Runtime's spinning thread pool.
+@dataclass(frozen=True)
+class SessionThreads:
+    """How a model's two sessions use the CPU's cores.
+
+    `decoder` and `encoder` are intra-op thread counts (0 = ONNX Runtime's default, one per
+    core). `spinning`: idle pool threads busy-wait for the next operator. Alone, spinning
+    measured 6% faster (docs/benchmarks.md, "Profile"); beside a second session it takes the
+    cores that session's threads need (issue 19).
+    """
+
+    decoder: int = 0
+    encoder: int = 0
+    spinning: bool = True
+
+
+def session_options(intra_op_threads: int = 0, spinning: bool = True) -> ort.SessionOptions:
+    """Every graph optimisation, sequential execution, a spinning thread pool unless asked.
 
     Measured on the 2-core CPU (docs/benchmarks.md, "Profile"): one intra-op thread made a
     bart-base request 1.7x slower, no spinning 6% slower; neither the memory arena off, the
@@ -41,6 +57,7 @@ def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return options
 
 
@@ -49,11 +66,12 @@ def create_session(
     device: str,
     intra_op_threads: int = 0,
     options: ort.SessionOptions | None = None,
+    spinning: bool = True,
 ) -> ort.InferenceSession:
     """A session on `device` (with `session_options()` unless `options` are given); fails loudly
     instead of falling back."""
     provider = provider_for(device)
-    options = options or session_options(intra_op_threads)
+    options = options or session_options(intra_op_threads, spinning)
     providers = [provider] if provider == CPU else [provider, CPU]
     session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     if session.get_providers()[0] != provider:

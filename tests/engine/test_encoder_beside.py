@@ -3,11 +3,14 @@ encoding inside the step, and a request that leaves while it is encoded never jo
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from service.engine.config import EngineConfig
+from service.engine.encoding import BackgroundEncoder
 from service.engine.served_model import ServedModel
 from service.engine.sync_driver import generate_offline
 from service.engine.types import GenerationParams
@@ -56,3 +59,36 @@ def test_a_request_cancelled_while_encoded_beside_never_joins_the_batch(model_di
         served.step()
     assert len(running.generated) == PARAMS.max_new_tokens
     assert leaving.generated == [] or len(leaving.generated) == 1, "no token after it left"
+
+
+def _thread_nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def test_the_sessions_are_built_with_the_thread_settings(model_dir: Path):
+    config = EngineConfig(intra_op_threads=2, encoder_threads=1, encoder_beside_decode=True)
+    model = LoadedModel.load(model_dir, threads=config.session_threads())
+    decoder, encoder = model.decoder.get_session_options(), model.encoder.get_session_options()
+    assert (decoder.intra_op_num_threads, encoder.intra_op_num_threads) == (2, 1)
+    spinning = "session.intra_op.allow_spinning"
+    assert decoder.get_session_config_entry(spinning) == "0", "auto: off beside the steps"
+    assert encoder.get_session_config_entry(spinning) == "0"
+    inside = EngineConfig(encoder_beside_decode=False).session_threads()
+    spinning_model = LoadedModel.load(model_dir, threads=inside)
+    assert spinning_model.decoder.get_session_options().get_session_config_entry(spinning) == "1"
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread nice values")
+def test_the_beside_encoder_runs_at_a_lower_priority_than_the_steps(model_dir: Path):
+    step_thread_nice = _thread_nice()
+    seen: list[int] = []
+
+    def encode(groups):
+        seen.append(_thread_nice())
+        return [], []
+
+    encoder = BackgroundEncoder(encode, nice=7)
+    encoder.submit([])
+    encoder.finished(wait=True)
+    assert seen == [min(step_thread_nice + 7, 19)]
+    assert _thread_nice() == step_thread_nice, "only the encoder's thread is lowered"
