@@ -106,18 +106,22 @@ def test_a_poisoned_request_fails_alone_and_its_batch_mates_get_their_tokens(
 ):
     """Inside the steps and beside them (--encoder-beside-decode), alike."""
     texts = [f"w{i} w{i + 1} w{i + 2} w{i + 3}" for i in range(1, 7)]
-    params = dict(max_new_tokens=12, min_new_tokens=12, timeout=60)
+    # the first three run long enough (60 tokens, the demo decoder's positions allow 62) that
+    # they are still decoding together when the newcomers come
+    lengths = [60] * 3 + [12] * 3
     overrides = {"max_batch_rows": 16, "encoder_beside_decode": beside}
     with serving(poisonable_models, **overrides) as server:
         with AttnserveClient(server.target) as client:
-            alone = [client.summarize(text, **params).token_ids for text in texts]
 
             def summarize(text: str) -> list[int] | grpc.StatusCode:
+                tokens = lengths[texts.index(text)] if text in texts else 12
+                params = dict(max_new_tokens=tokens, min_new_tokens=tokens, timeout=60)
                 try:
                     return list(client.summarize(text, **params).token_ids)
                 except grpc.RpcError as error:
                     return error.code()
 
+            alone = [summarize(text) for text in texts]
             running = [*texts[:3]]
             newcomers = [*texts[3:], f"w1 {POISON} w2"]
             with caplog.at_level(logging.ERROR), ThreadPoolExecutor(8) as pool:
@@ -126,7 +130,7 @@ def test_a_poisoned_request_fails_alone_and_its_batch_mates_get_their_tokens(
                 later = list(pool.map(summarize, newcomers))  # admitted together, poison among
                 results = [future.result() for future in first] + later
         assert results[-1] == grpc.StatusCode.INTERNAL
-        assert results[:-1] == [list(tokens) for tokens in alone]
+        assert results[:-1] == alone
         assert "failed on one request's input" in caplog.text
         assert server.engine.running_rows() == 0
 

@@ -59,11 +59,16 @@ class MetricsMiddleware:
             return
         call = MeasuredCall(self.metrics, self._method(scope))
         code = "INTERNAL"  # no response started: the app failed before answering
+        finished = False
 
         async def measured_send(message: Message) -> None:
-            nonlocal code
+            nonlocal code, finished
             if message["type"] == "http.response.start":
                 code = status_name(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # counted before the last bytes leave: a client that has its answer sees it
+                call.finish(code)
+                finished = True
             await send(message)
 
         try:
@@ -72,4 +77,5 @@ class MetricsMiddleware:
             code = "CANCELLED"  # the client went away
             raise
         finally:
-            call.finish(code)
+            if not finished:
+                call.finish(code)
