@@ -143,9 +143,22 @@ class DecodeBatch:
         self.sequences[dst] = self.sequences[src]
         self.past = [self.ops.copy_rows(x, dst, src) for x in self.past]
 
+    def cross_room_for(self, incoming: DecodeBatch) -> list[Tensor] | None:
+        """Buffers the cross K/V of this batch and `incoming` can be joined into, made now,
+        when joining them would need new ones (a wider input, no spare rows left). The
+        encoder's thread calls it beside the steps, which may move this batch's rows
+        meanwhile: `concatenate` checks that the room still fits."""
+        rows = self.size + incoming.size
+        length = max(self.encoder_mask.shape[1], incoming.encoder_mask.shape[1])
+        rooms = [self.ops.room_for(x, rows, length) for x in self.cross]
+        return None if any(room is None for room in rooms) else rooms
+
     @classmethod
-    def concatenate(cls, batches: list[DecodeBatch]) -> DecodeBatch:
-        """Join batches whose rows expect the same number of new tokens."""
+    def concatenate(
+        cls, batches: list[DecodeBatch], cross_room: list[Tensor] | None = None
+    ) -> DecodeBatch:
+        """Join batches whose rows expect the same number of new tokens; the cross K/V into
+        `cross_room` (from `cross_room_for`) when it fits."""
         batches = [b for b in batches if b.size]
         if len(batches) == 1:
             return batches[0]
@@ -167,7 +180,12 @@ class DecodeBatch:
                 [_pad(b.encoder_mask, enc_len, left=False) for b in batches]
             ),
             cross=[
-                ops.concat_rows([b.cross[i] for b in batches], enc_len, False)
+                ops.concat_rows(
+                    [b.cross[i] for b in batches],
+                    enc_len,
+                    False,
+                    None if cross_room is None else cross_room[i],
+                )
                 for i in range(len(batches[0].cross))
             ],
             params=RowParams.concat([b.params for b in batches]),

@@ -15,10 +15,11 @@ import threading
 from collections import deque
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from service.engine.batch import DecodeBatch
 from service.engine.sequence import SequenceGroup
+from service.runtime.kv_tensors import Tensor
 
 
 @dataclass
@@ -28,6 +29,7 @@ class EncoderRun:
     batch: DecodeBatch
     seconds: float
     tokens: int  # requests x the longest input, as the scheduler's budget counts them
+    cross_room: list[Tensor] | None = None  # made beside the steps for the join, if it needs it
 
 
 Failure = tuple[SequenceGroup, Exception]  # a newcomer the model failed on, and why
@@ -74,7 +76,7 @@ class BackgroundEncoder:
                 self._left.difference_update(leaving)
                 kept = run.batch.filter(leaving) if leaving else run.batch
                 if kept is not None:
-                    runs.append(EncoderRun(kept, run.seconds, run.tokens))
+                    runs.append(replace(run, batch=kept))
             for group, error in failures:
                 self._encoding.discard(group)
                 if group in self._left:

@@ -26,6 +26,7 @@ from service.engine.decoding import RowParams, every_row_bans, process_logits, s
 from service.engine.encoding import BackgroundEncoder, EncoderRun, Failure
 from service.engine.scheduler import StepPlan, encoder_tokens
 from service.engine.sequence import SequenceGroup
+from service.runtime.kv_tensors import Tensor
 from service.runtime.model import LoadedModel
 
 
@@ -75,7 +76,9 @@ class ModelRunner:
         self.batch: DecodeBatch | None = None
         self.encoder_runs: list[EncoderRun] = []  # the runs whose rows joined at the last step
         # newcomers' encoders on their own thread, beside the steps (None: inside the step)
-        self.background = BackgroundEncoder(self._encode, encoder_nice) if encode_beside else None
+        self.background = (
+            BackgroundEncoder(self._encode_beside, encoder_nice) if encode_beside else None
+        )
 
     @property
     def rows(self) -> int:
@@ -91,7 +94,8 @@ class ModelRunner:
         self.release([group for group, _ in plan.drop])
         self.encoder_runs, failed = self._encoded(plan.admit)
         incoming = [run.batch for run in self.encoder_runs]
-        decoded = self._decode(DecodeBatch.concatenate(incoming) if incoming else None)
+        room = next((r.cross_room for r in reversed(self.encoder_runs) if r.cross_room), None)
+        decoded = self._decode(DecodeBatch.concatenate(incoming) if incoming else None, room)
         if decoded is None:
             if not failed:
                 return None
@@ -133,6 +137,17 @@ class ModelRunner:
         if admit:
             self.background.submit(admit)
         return self.background.finished(wait=self.batch is None)
+
+    def _encode_beside(self, groups: list[SequenceGroup]) -> tuple[list[EncoderRun], list[Failure]]:
+        """`_encode` on the encoder's thread, which also makes the buffers the running batch
+        and the newcomers' cross K/V will be joined into, when the join needs new ones, so the
+        step that joins them only copies (DecodeBatch.cross_room_for)."""
+        runs, failed = self._encode(groups)
+        running = self.batch  # the step thread's, read as a hint: the join checks the room
+        if running is not None:
+            for run in runs:
+                run.cross_room = running.cross_room_for(run.batch)
+        return runs, failed
 
     def _encode(self, groups: list[SequenceGroup]) -> tuple[list[EncoderRun], list[Failure]]:
         """The newcomers encoded together; if the model fails on that batch, each is encoded
@@ -200,8 +215,11 @@ class ModelRunner:
         elif params.do_sample:
             group.rng = np.random.default_rng(params.seed)
 
-    def _decode(self, incoming: DecodeBatch | None) -> _Decoded | None:
-        """One decoder call over every row (two when newcomers bring a multi-token prompt).
+    def _decode(
+        self, incoming: DecodeBatch | None, cross_room: list[Tensor] | None = None
+    ) -> _Decoded | None:
+        """One decoder call over every row (two when newcomers bring a multi-token prompt);
+        the newcomers' rows join into `cross_room` when it fits.
 
         Returns the host rows' logits (every row's without `device_argmax`), the device's
         argmax tokens (with it) and, when a row asked for explain, every row's cross-attention
@@ -210,7 +228,7 @@ class ModelRunner:
         if not calls:
             return None
         if len(calls) == 2 and calls[0].new_tokens == calls[1].new_tokens:
-            calls = [DecodeBatch.concatenate(calls)]
+            calls = [DecodeBatch.concatenate(calls, cross_room)]
         outputs, logit_rows, row = [], [], 0
         for batch in calls:
             wants_attention = bool(batch.params.explain.any())
@@ -230,7 +248,7 @@ class ModelRunner:
             outputs.append(output)
             logit_rows.append(row + (np.arange(batch.size) if host_rows is None else host_rows))
             row += batch.size
-        self.batch = DecodeBatch.concatenate(calls)
+        self.batch = DecodeBatch.concatenate(calls, cross_room)
         rows = np.concatenate(logit_rows)
         device_tokens = [output.tokens for output in outputs]
         tokens = None if device_tokens[0] is None else np.concatenate(device_tokens)

@@ -37,8 +37,17 @@ class TensorOps(Protocol):
         memory may be reused (overwritten)."""
         ...
 
-    def concat_rows(self, parts: list[Tensor], length: int, pad_left: bool) -> Tensor:
-        """Zero-pad every part along axis 2 to `length` (left or right), stack along axis 0."""
+    def concat_rows(
+        self, parts: list[Tensor], length: int, pad_left: bool, room: Tensor | None = None
+    ) -> Tensor:
+        """Zero-pad every part along axis 2 to `length` (left or right), stack along axis 0;
+        into `room` (from `room_for`) when it fits and `parts[0]` has no room of its own."""
+        ...
+
+    def room_for(self, x: Tensor, rows: int, length: int) -> Tensor | None:
+        """A zeroed buffer that `concat_rows` can join `rows` rows of x's shape at `length`
+        into, made now (beside the steps) rather than in the step that joins them; None when
+        x already has that room, or when a buffer made early saves nothing on this memory."""
         ...
 
     def slice_length(self, x: Tensor, start: int, stop: int) -> Tensor: ...
@@ -85,15 +94,20 @@ class NumpyOps:
         x[moved] = x[keep[moved]]
         return x[:n]
 
-    def concat_rows(self, parts: list[np.ndarray], length: int, pad_left: bool) -> np.ndarray:
+    def concat_rows(
+        self, parts: list[np.ndarray], length: int, pad_left: bool, room: Tensor | None = None
+    ) -> np.ndarray:
         first = parts[0]
         total_rows = sum(p.shape[0] for p in parts)
         buffer = None if pad_left else _spare_rows(first, total_rows, length)
         row = first.shape[0] if buffer is not None else 0
         if buffer is None:
-            capacity = total_rows if pad_left else total_rows + max(4, total_rows // 4)
-            shape = (capacity, first.shape[1], length, first.shape[3])
-            buffer = self._created(np.zeros(shape, dtype=first.dtype))
+            if room is not None and _fits(room, first, total_rows, length):
+                buffer = self._created(room)
+            else:
+                capacity = total_rows if pad_left else _capacity(total_rows)
+                shape = (capacity, first.shape[1], length, first.shape[3])
+                buffer = self._created(np.zeros(shape, dtype=first.dtype))
             parts_to_write = parts
         else:
             parts_to_write = parts[1:]
@@ -106,6 +120,16 @@ class NumpyOps:
                 buffer[row : row + n, :, width:] = 0  # spare rows may hold old values
             row += n
         return buffer[:total_rows]
+
+    def room_for(self, x: np.ndarray, rows: int, length: int) -> np.ndarray | None:
+        """Made on the encoder's thread: a new buffer's pages are faulted in as it is first
+        written, which for the cross K/V of a full batch of long inputs took 0.1-0.7 s of a
+        step (docs/benchmarks.md, issue 19); copying into pages already there takes ~0.05 s."""
+        if _spare_rows(x, rows, length) is not None:
+            return None
+        buffer = np.zeros((_capacity(rows), x.shape[1], length, x.shape[3]), x.dtype)
+        buffer.fill(0)  # np.zeros maps its pages lazily: write them now, here
+        return buffer
 
     def slice_length(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
         sliced = np.ascontiguousarray(x[:, :, start:stop])
@@ -121,6 +145,15 @@ class NumpyOps:
     def nbytes(self, x: np.ndarray) -> int:
         base = x.base  # spare rows of a cross buffer are held too
         return base.nbytes if isinstance(base, np.ndarray) else x.nbytes
+
+
+def _capacity(rows: int) -> int:
+    """Rows a new cross K/V buffer holds for `rows` rows: spare ones for the next newcomers."""
+    return rows + max(4, rows // 4)
+
+
+def _fits(room: np.ndarray, like: np.ndarray, rows: int, length: int) -> bool:
+    return room.shape[0] >= rows and room.shape[1:] == (like.shape[1], length, like.shape[3])
 
 
 def _spare_rows(x: np.ndarray, total_rows: int, length: int) -> np.ndarray | None:
@@ -241,7 +274,16 @@ class OrtValueOps:
     def compact_rows(self, x: ort.OrtValue, keep: np.ndarray) -> ort.OrtValue:
         return self.take_rows(x, keep)  # device memory is fast: a gather costs little
 
-    def concat_rows(self, parts: list[ort.OrtValue], length: int, pad_left: bool) -> ort.OrtValue:
+    def room_for(self, x: ort.OrtValue, rows: int, length: int) -> None:
+        return None  # device memory is mapped when allocated: nothing to do early
+
+    def concat_rows(
+        self,
+        parts: list[ort.OrtValue],
+        length: int,
+        pad_left: bool,
+        room: ort.OrtValue | None = None,
+    ) -> ort.OrtValue:
         def pads(part: ort.OrtValue) -> np.ndarray:
             missing = length - part.shape()[2]
             before, after = (missing, 0) if pad_left else (0, missing)

@@ -161,6 +161,39 @@ def test_numpy_joins_reuse_spare_rows_of_the_cross_buffer():
     np.testing.assert_array_equal(rejoined, _kv([1, 3, 7], [3, 2, 1], 4, False))
 
 
+def test_a_wider_newcomer_joins_into_room_made_before_the_join():
+    """The encoder's thread makes the room (issue 19); the join then only copies into it."""
+    ops = NumpyOps()
+    running = _batch(ops, [1, 2], past_lens=[5, 2], enc_lens=[3, 6])
+    wider = _batch(ops, [3], past_lens=[0], enc_lens=[9])
+    room = running.cross_room_for(wider)
+    assert room is not None and all(r.shape == (2 + 1 + 4, H, 9, DH) for r in room)
+    assert not any(r.any() for r in room), "zeroed: padding and spare rows read as zeros"
+    joined = DecodeBatch.concatenate([running, wider], cross_room=room)
+    _assert_rows(joined, [1, 2, 3], [5, 2, 0], [3, 6, 9])
+    assert all(np.shares_memory(x, r) for x, r in zip(joined.cross, room, strict=True))
+    narrower = _batch(ops, [4], past_lens=[0], enc_lens=[2])
+    assert joined.cross_room_for(narrower) is None, "spare rows at the width: no room needed"
+
+
+def test_a_room_that_no_longer_fits_is_left_aside():
+    """Rows may join between the room's making and the join: then the join makes its own."""
+    ops = NumpyOps()
+    running = _batch(ops, [1], past_lens=[1], enc_lens=[3])
+    room = running.cross_room_for(_batch(ops, [2], past_lens=[0], enc_lens=[5]))
+    assert room is not None
+    wider_still = _batch(ops, [3], past_lens=[0], enc_lens=[8])
+    joined = DecodeBatch.concatenate([running, wider_still], cross_room=room)
+    _assert_rows(joined, [1, 3], [1, 0], [3, 8])
+    assert not any(np.shares_memory(x, r) for x, r in zip(joined.cross, room, strict=True))
+
+
+def test_device_buffers_need_no_room_made_early():
+    ops = _HostOrtOps()
+    running = _batch(ops, [1], past_lens=[1], enc_lens=[3])
+    assert running.cross_room_for(_batch(ops, [2], past_lens=[0], enc_lens=[5])) is None
+
+
 def test_concatenate_pads_pasts_left_and_encoders_right(ops):
     running = _batch(ops, [1, 2], past_lens=[5, 2], enc_lens=[3, 6])
     joining = _batch(ops, [3], past_lens=[0], enc_lens=[9])

@@ -7,6 +7,7 @@ import os
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service.engine.config import EngineConfig
@@ -92,3 +93,25 @@ def test_the_beside_encoder_runs_at_a_lower_priority_than_the_steps(model_dir: P
     encoder.finished(wait=True)
     assert seen == [min(step_thread_nice + 7, 19)]
     assert _thread_nice() == step_thread_nice, "only the encoder's thread is lowered"
+
+
+def test_a_longer_newcomer_beside_the_steps_joins_into_room_made_on_the_encoders_thread(
+    model_dir: Path,
+):
+    served = ServedModel(LoadedModel.load(model_dir), EngineConfig(encoder_beside_decode=True))
+    running = GenerationParams(max_new_tokens=50, min_new_tokens=50)  # outlasts the encoder
+    short = served.prepare(TEXTS[0], None, running, lambda event: None)
+    served.scheduler.add(short)
+    served.step()
+    longer = served.prepare(TEXTS[1], None, PARAMS, lambda event: None)
+    served.scheduler.add(longer)
+    while longer not in served.runner.batch.requests:
+        served.step()
+    (run,) = served.runner.encoder_runs
+    assert run.cross_room is not None, "the wider input needed new cross buffers"
+    joined = served.runner.batch.cross
+    assert all(np.shares_memory(x, r) for x, r in zip(joined, run.cross_room, strict=True))
+    while served.scheduler.has_work():
+        served.step()
+    alone = generate_offline(model_dir, TEXTS[:2], [running, PARAMS])
+    assert [short.generated, longer.generated] == [a.token_ids for a in alone]
