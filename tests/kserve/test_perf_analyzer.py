@@ -87,15 +87,22 @@ def _throughputs(output: str) -> dict[int, float]:
 
 
 def _check(
-    output: str, served: dict[str, float], concurrencies: list[int], ends: tuple[str, ...] = ()
+    output: str,
+    served: dict[str, float],
+    concurrencies: list[int],
+    ends: tuple[str, ...] = (),
+    abandoned: int = 0,
 ) -> None:
     """perf_analyzer measured every concurrency, the server answered at least the requests it
-    counted, and no RPC ended with a status other than OK or one of `ends`."""
+    counted, and no RPC ended with a status other than OK or one of `ends`, but for at most
+    `abandoned` CANCELLED ones (requests in flight when perf_analyzer exits)."""
     throughputs = _throughputs(output)
     assert sorted(throughputs) == concurrencies, output
     assert all(rate > 0 for rate in throughputs.values()), output
     counted = sum(int(n) for n in re.findall(r"Request count: (\d+)", output))
     failed = {code: n for code, n in served.items() if code not in ("OK", "generated", *ends) and n}
+    if "CANCELLED" not in ends and failed.get("CANCELLED", 0) <= abandoned:
+        failed.pop("CANCELLED", None)
     assert not failed and served["OK"] > 0, served
     # perf_analyzer counts only the measured windows; the server also answered its warm-up.
     assert served["generated"] >= counted > 0, (served, output)
@@ -125,4 +132,5 @@ def test_http(server, input_data):
     output, served = _run(
         server, input_data, "-i", "http", "-u", f"127.0.0.1:{rest.port}", "--concurrency-range", "2"
     )
-    _check(output, served, [2])
+    # its HTTP client may exit with its two requests in flight: the server counts them CANCELLED
+    _check(output, served, [2], abandoned=2)
