@@ -143,13 +143,13 @@ class DecodeBatch:
         self.sequences[dst] = self.sequences[src]
         self.past = [self.ops.copy_rows(x, dst, src) for x in self.past]
 
-    def cross_room_for(self, incoming: DecodeBatch) -> list[Tensor] | None:
-        """Buffers the cross K/V of this batch and `incoming` can be joined into, made now,
-        when joining them would need new ones (a wider input, no spare rows left). The
-        encoder's thread calls it beside the steps, which may move this batch's rows
+    def cross_room_for(self, incoming: list[DecodeBatch]) -> list[Tensor] | None:
+        """Buffers the cross K/V of this batch and the `incoming` ones can be joined into,
+        made now, when joining them would need new ones (a wider input, no spare rows left).
+        The encoder's thread calls it beside the steps, which may move this batch's rows
         meanwhile: `concatenate` checks that the room still fits."""
-        rows = self.size + incoming.size
-        length = max(self.encoder_mask.shape[1], incoming.encoder_mask.shape[1])
+        rows = self.size + sum(b.size for b in incoming)
+        length = max(b.encoder_mask.shape[1] for b in [self, *incoming])
         rooms = [self.ops.room_for(x, rows, length) for x in self.cross]
         return None if any(room is None for room in rooms) else rooms
 

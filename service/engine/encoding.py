@@ -34,6 +34,7 @@ class EncoderRun:
 
 Failure = tuple[SequenceGroup, Exception]  # a newcomer the model failed on, and why
 Encoded = tuple[list[EncoderRun], list[Failure]]
+MakeRoom = Callable[[DecodeBatch, list[DecodeBatch]], list[Tensor] | None]
 
 
 class BackgroundEncoder:
@@ -41,20 +42,43 @@ class BackgroundEncoder:
     faults (a newcomer whose input the model cannot run comes back as a failure, the others as
     runs), so beside the steps, as inside them, one bad input fails only its own request."""
 
-    def __init__(self, encode: Callable[[list[SequenceGroup]], Encoded], nice: int = 0) -> None:
-        """`nice`: added to the encoder thread's nice value, so that the kernel gives the
-        decode steps' threads the cores first (EngineConfig.encoder_nice)."""
+    def __init__(
+        self,
+        encode: Callable[[list[SequenceGroup]], Encoded],
+        make_room: MakeRoom | None = None,
+        nice: int = 0,
+    ) -> None:
+        """`make_room(batch, waiting)`: on the encoder's thread, after each run, the buffers
+        the join of `batch` will need (None if none), knowing the runs done before it that have
+        not joined yet (`waiting`). `nice`: added to the encoder thread's nice value, so that
+        the kernel gives the decode steps' threads the cores first (EngineConfig.encoder_nice).
+        """
         self._encode = encode
+        self._make_room = make_room
         self._thread = ThreadPoolExecutor(
             1, thread_name_prefix="attnserve-encoder", initializer=_lower_priority, initargs=(nice,)
         )
         self._pending: deque[Future[Encoded]] = deque()
         self._encoding: set[SequenceGroup] = set()  # submitted, not yet collected
         self._left: set[SequenceGroup] = set()  # cancelled or expired while being encoded
+        self._waiting: list[DecodeBatch] = []  # encoded, not yet collected (both threads)
+        self._waiting_lock = threading.Lock()
 
     def submit(self, groups: list[SequenceGroup]) -> None:
         self._encoding.update(groups)
-        self._pending.append(self._thread.submit(self._encode, groups))
+        self._pending.append(self._thread.submit(self._run, groups))
+
+    def _run(self, groups: list[SequenceGroup]) -> Encoded:
+        """On the encoder's thread: encode, then make each run's room for its join."""
+        runs, failed = self._encode(groups)
+        for run in runs:
+            if self._make_room is not None:
+                with self._waiting_lock:
+                    waiting = list(self._waiting)
+                run.cross_room = self._make_room(run.batch, waiting)
+            with self._waiting_lock:
+                self._waiting.append(run.batch)
+        return runs, failed
 
     def leave(self, groups: Collection[SequenceGroup]) -> None:
         """Requests that left the engine: those still being encoded never join the batch."""
@@ -71,6 +95,8 @@ class BackgroundEncoder:
             done, failures = self._pending.popleft().result()
             collected = True
             for run in done:
+                with self._waiting_lock:
+                    self._waiting.remove(run.batch)
                 self._encoding.difference_update(run.batch.requests)
                 leaving = [g for g in run.batch.requests if g in self._left]
                 self._left.difference_update(leaving)
@@ -90,6 +116,8 @@ class BackgroundEncoder:
         self._pending.clear()
         self._encoding.clear()
         self._left.clear()
+        with self._waiting_lock:
+            self._waiting.clear()
 
 
 def _lower_priority(nice: int) -> None:

@@ -77,7 +77,9 @@ class ModelRunner:
         self.encoder_runs: list[EncoderRun] = []  # the runs whose rows joined at the last step
         # newcomers' encoders on their own thread, beside the steps (None: inside the step)
         self.background = (
-            BackgroundEncoder(self._encode_beside, encoder_nice) if encode_beside else None
+            BackgroundEncoder(self._encode, self._join_room, encoder_nice)
+            if encode_beside
+            else None
         )
 
     @property
@@ -138,16 +140,12 @@ class ModelRunner:
             self.background.submit(admit)
         return self.background.finished(wait=self.batch is None)
 
-    def _encode_beside(self, groups: list[SequenceGroup]) -> tuple[list[EncoderRun], list[Failure]]:
-        """`_encode` on the encoder's thread, which also makes the buffers the running batch
-        and the newcomers' cross K/V will be joined into, when the join needs new ones, so the
+    def _join_room(self, incoming: DecodeBatch, waiting: list[DecodeBatch]) -> list[Tensor] | None:
+        """On the encoder's thread: the buffers the running batch, the runs `waiting` to join
+        before it and `incoming` will be joined into, when that join needs new ones, so the
         step that joins them only copies (DecodeBatch.cross_room_for)."""
-        runs, failed = self._encode(groups)
         running = self.batch  # the step thread's, read as a hint: the join checks the room
-        if running is not None:
-            for run in runs:
-                run.cross_room = running.cross_room_for(run.batch)
-        return runs, failed
+        return None if running is None else running.cross_room_for([*waiting, incoming])
 
     def _encode(self, groups: list[SequenceGroup]) -> tuple[list[EncoderRun], list[Failure]]:
         """The newcomers encoded together; if the model fails on that batch, each is encoded

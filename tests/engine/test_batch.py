@@ -7,11 +7,14 @@ checks run on NumpyOps and on the OrtValue ops (their ONNX graphs, here on the C
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
 from service.engine.batch import DecodeBatch, compaction_order
 from service.engine.decoding import RowParams
+from service.engine.encoding import BackgroundEncoder, EncoderRun
 from service.engine.sequence import SequenceGroup
 from service.runtime.kv_tensors import NumpyOps, OrtValueOps
 from tests.engine.params import GREEDY, resolved_params
@@ -166,21 +169,21 @@ def test_a_wider_newcomer_joins_into_room_made_before_the_join():
     ops = NumpyOps()
     running = _batch(ops, [1, 2], past_lens=[5, 2], enc_lens=[3, 6])
     wider = _batch(ops, [3], past_lens=[0], enc_lens=[9])
-    room = running.cross_room_for(wider)
+    room = running.cross_room_for([wider])
     assert room is not None and all(r.shape == (2 + 1 + 4, H, 9, DH) for r in room)
     assert not any(r.any() for r in room), "zeroed: padding and spare rows read as zeros"
     joined = DecodeBatch.concatenate([running, wider], cross_room=room)
     _assert_rows(joined, [1, 2, 3], [5, 2, 0], [3, 6, 9])
     assert all(np.shares_memory(x, r) for x, r in zip(joined.cross, room, strict=True))
     narrower = _batch(ops, [4], past_lens=[0], enc_lens=[2])
-    assert joined.cross_room_for(narrower) is None, "spare rows at the width: no room needed"
+    assert joined.cross_room_for([narrower]) is None, "spare rows at the width: no room needed"
 
 
 def test_a_room_that_no_longer_fits_is_left_aside():
     """Rows may join between the room's making and the join: then the join makes its own."""
     ops = NumpyOps()
     running = _batch(ops, [1], past_lens=[1], enc_lens=[3])
-    room = running.cross_room_for(_batch(ops, [2], past_lens=[0], enc_lens=[5]))
+    room = running.cross_room_for([_batch(ops, [2], past_lens=[0], enc_lens=[5])])
     assert room is not None
     wider_still = _batch(ops, [3], past_lens=[0], enc_lens=[8])
     joined = DecodeBatch.concatenate([running, wider_still], cross_room=room)
@@ -188,10 +191,53 @@ def test_a_room_that_no_longer_fits_is_left_aside():
     assert not any(np.shares_memory(x, r) for x, r in zip(joined.cross, room, strict=True))
 
 
+def test_the_room_counts_every_batch_joining_before_the_newcomer():
+    ops = NumpyOps()
+    running = DecodeBatch.concatenate(  # 2 rows in a buffer with spare rows for 6
+        [_batch(ops, [1], [1], [3]), _batch(ops, [2], [1], [3])]
+    )
+    newcomers = [_batch(ops, [i], [0], [3]) for i in range(3, 8)]
+    assert running.cross_room_for(newcomers[:4]) is None, "6 rows fit the spare rows"
+    room = running.cross_room_for(newcomers)
+    assert room is not None and room[0].shape[0] >= 7
+    joined = DecodeBatch.concatenate([running, DecodeBatch.concatenate(newcomers)], cross_room=room)
+    _assert_rows(joined, [1, 2, 3, 4, 5, 6, 7], [1, 1, 0, 0, 0, 0, 0], [3] * 7)
+    assert np.shares_memory(joined.cross[0], room[0])
+
+
+def test_the_background_encoder_tells_each_run_which_runs_wait_to_join_before_it():
+    ops = NumpyOps()
+    seen: list[tuple[DecodeBatch, list[DecodeBatch]]] = []
+    done = threading.Event()
+
+    def encode(groups: list[SequenceGroup]):
+        return [EncoderRun(_batch(ops, [len(seen) + 1], [0], [2]), 0.0, 2)], []
+
+    def make_room(batch: DecodeBatch, waiting: list[DecodeBatch]) -> None:
+        seen.append((batch, waiting))
+        if len(seen) in (2, 3):
+            done.set()
+
+    encoder = BackgroundEncoder(encode, make_room)
+    encoder.submit([])
+    encoder.submit([])
+    assert done.wait(10)
+    first, second = seen
+    assert first[1] == [] and second[1] == [first[0]], "the first run has not joined yet"
+    runs: list[EncoderRun] = []
+    while len(runs) < 2:
+        runs += encoder.finished(wait=True)[0]
+    assert [run.batch for run in runs] == [first[0], second[0]]
+    done.clear()
+    encoder.submit([])
+    assert done.wait(10)
+    assert seen[2][1] == [], "both joined: nothing waits before the third"
+
+
 def test_device_buffers_need_no_room_made_early():
     ops = _HostOrtOps()
     running = _batch(ops, [1], past_lens=[1], enc_lens=[3])
-    assert running.cross_room_for(_batch(ops, [2], past_lens=[0], enc_lens=[5])) is None
+    assert running.cross_room_for([_batch(ops, [2], past_lens=[0], enc_lens=[5])]) is None
 
 
 def test_concatenate_pads_pasts_left_and_encoders_right(ops):
