@@ -50,15 +50,20 @@ def test_client_summarize_prints_the_summary(
     assert capsys.readouterr().out == expected + "\n"
 
 
+@pytest.fixture
+def image_file(png_image: bytes, tmp_path: Path) -> Path:
+    path = tmp_path / "image.png"
+    path.write_bytes(png_image)
+    return path
+
+
 def test_client_caption_reads_the_image_file(
     server: InProcessServer,
     client: AttnserveClient,
     png_image: bytes,
-    tmp_path: Path,
+    image_file: Path,
     capsys: pytest.CaptureFixture,
 ):
-    image_file = tmp_path / "image.png"
-    image_file.write_bytes(png_image)
 
     assert run_cli(server, "caption", "--image", str(image_file), "--stream") == 0
 
@@ -69,11 +74,9 @@ def test_client_caption_passes_the_prompt(
     server: InProcessServer,
     client: AttnserveClient,
     png_image: bytes,
-    tmp_path: Path,
+    image_file: Path,
     capsys: pytest.CaptureFixture,
 ):
-    image_file = tmp_path / "image.png"
-    image_file.write_bytes(png_image)
 
     assert run_cli(server, "caption", "--image", str(image_file), "--prompt", "w4 w5") == 0
 

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from export.exporter import export_model
 from service.client import AttnserveClient
+from service.runtime.manifest import ModelManifest
 from tests.fixtures.checkpoint_matrix import MATRIX, MatrixCheckpoint
 from tests.fixtures.inprocess_server import serving
 
@@ -90,6 +92,16 @@ def matrix_exports(
 def exported(request: pytest.FixtureRequest, matrix_exports) -> ExportedCheckpoint:
     """The export of the module's current checkpoint param (`indirect` parametrization)."""
     return matrix_exports(request.param)
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer(exported: ExportedCheckpoint):
+    return AutoTokenizer.from_pretrained(exported.checkpoint)
+
+
+@pytest.fixture(scope="module")
+def manifest(exported: ExportedCheckpoint) -> ModelManifest:
+    return ModelManifest.load(exported.model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoTokenizer
+from transformers import AutoModelForImageTextToText
 
 from export.parity import until_eos
 from service.client import AttnserveClient
@@ -38,16 +38,6 @@ CALL_S = 120.0
 @pytest.fixture(scope="module")
 def model(exported: ExportedCheckpoint):
     return AutoModelForImageTextToText.from_pretrained(exported.checkpoint).eval()
-
-
-@pytest.fixture(scope="module")
-def hf_tokenizer(exported: ExportedCheckpoint):
-    return AutoTokenizer.from_pretrained(exported.checkpoint)
-
-
-@pytest.fixture(scope="module")
-def manifest(exported: ExportedCheckpoint) -> ModelManifest:
-    return ModelManifest.load(exported.model_dir)
 
 
 @pytest.fixture(scope="module")

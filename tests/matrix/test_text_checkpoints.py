@@ -12,7 +12,7 @@ import unicodedata
 
 import pytest
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoModelForSeq2SeqLM
 
 from export.parity import until_eos
 from service.client import AttnserveClient
@@ -46,16 +46,6 @@ CALL_S = 120.0
 @pytest.fixture(scope="module")
 def model(exported: ExportedCheckpoint) -> AutoModelForSeq2SeqLM:
     return AutoModelForSeq2SeqLM.from_pretrained(exported.checkpoint).eval()
-
-
-@pytest.fixture(scope="module")
-def hf_tokenizer(exported: ExportedCheckpoint):
-    return AutoTokenizer.from_pretrained(exported.checkpoint)
-
-
-@pytest.fixture(scope="module")
-def manifest(exported: ExportedCheckpoint) -> ModelManifest:
-    return ModelManifest.load(exported.model_dir)
 
 
 def _generate(model, hf_tokenizer, text: str, num_beams: int | None) -> list[int]:

@@ -108,24 +108,24 @@ def test_a_poisoned_request_fails_alone_and_its_batch_mates_get_their_tokens(
     texts = [f"w{i} w{i + 1} w{i + 2} w{i + 3}" for i in range(1, 7)]
     # the first three run long enough (60 tokens, the demo decoder's positions allow 62) that
     # they are still decoding together when the newcomers come
-    lengths = [60] * 3 + [12] * 3
+    running_tokens, newcomer_tokens = 60, 12
+    lengths = [running_tokens] * 3 + [newcomer_tokens] * 3
     overrides = {"max_batch_rows": 16, "encoder_beside_decode": beside}
     with serving(poisonable_models, **overrides) as server:
         with AttnserveClient(server.target) as client:
 
-            def summarize(text: str) -> list[int] | grpc.StatusCode:
-                tokens = lengths[texts.index(text)] if text in texts else 12
+            def summarize(text: str, tokens: int = newcomer_tokens) -> list[int] | grpc.StatusCode:
                 params = dict(max_new_tokens=tokens, min_new_tokens=tokens, timeout=60)
                 try:
                     return list(client.summarize(text, **params).token_ids)
                 except grpc.RpcError as error:
                     return error.code()
 
-            alone = [summarize(text) for text in texts]
+            alone = [summarize(text, tokens) for text, tokens in zip(texts, lengths, strict=True)]
             running = [*texts[:3]]
             newcomers = [*texts[3:], f"w1 {POISON} w2"]
             with caplog.at_level(logging.ERROR), ThreadPoolExecutor(8) as pool:
-                first = [pool.submit(summarize, text) for text in running]
+                first = [pool.submit(summarize, text, running_tokens) for text in running]
                 wait_until(lambda: server.engine.running_rows() >= 3, what="a busy batch")
                 later = list(pool.map(summarize, newcomers))  # admitted together, poison among
                 results = [future.result() for future in first] + later
