@@ -45,7 +45,7 @@ class BackgroundEncoder:
     def __init__(
         self,
         encode: Callable[[list[SequenceGroup]], Encoded],
-        make_room: MakeRoom | None = None,
+        make_room: MakeRoom,
         nice: int = 0,
     ) -> None:
         """`make_room(batch, waiting)`: on the encoder's thread, after each run, the buffers
@@ -72,10 +72,9 @@ class BackgroundEncoder:
         """On the encoder's thread: encode, then make each run's room for its join."""
         runs, failed = self._encode(groups)
         for run in runs:
-            if self._make_room is not None:
-                with self._waiting_lock:
-                    waiting = list(self._waiting)
-                run.cross_room = self._make_room(run.batch, waiting)
+            with self._waiting_lock:
+                waiting = list(self._waiting)
+            run.cross_room = self._make_room(run.batch, waiting)  # pages faulted in: no lock
             with self._waiting_lock:
                 self._waiting.append(run.batch)
         return runs, failed

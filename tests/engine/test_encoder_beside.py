@@ -88,7 +88,7 @@ def test_the_beside_encoder_runs_at_a_lower_priority_than_the_steps(model_dir: P
         seen.append(_thread_nice())
         return [], []
 
-    encoder = BackgroundEncoder(encode, nice=7)
+    encoder = BackgroundEncoder(encode, lambda batch, waiting: None, nice=7)
     encoder.submit([])
     encoder.finished(wait=True)
     assert seen == [min(step_thread_nice + 7, 19)]
