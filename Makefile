@@ -58,10 +58,12 @@ perf-analyzer:
 lint-deploy: tools
 	LINT_VENV=$(VENV)/deploy-lint deploy/lint.sh
 
-# The images' pip constraints (deploy/docker/constraints-*.txt) from this venv's `pip freeze`:
-# rerun after changing dependencies in pyproject.toml.
+# The images' pip constraints (deploy/docker/constraints-*.txt) from this venv's `pip freeze`,
+# and the GPU image's onnxruntime-gpu + CUDA/cuDNN wheels by hash (requirements-gpu.txt, from
+# PyPI): rerun after changing dependencies in pyproject.toml.
 constraints: $(STAMP)
 	$(PY) deploy/tools/freeze_constraints.py
+	$(PY) deploy/tools/lock_gpu_wheels.py
 
 # Not part of `make test` (minutes, root, podman): builds the CPU images with podman and serves
 # real requests from them (docs/deployment.md, "Image smoke test"): the demo models baked in, and
@@ -76,7 +78,8 @@ smoke-image: $(STAMP) models
 	$$([ "$$(id -u)" = 0 ] || echo sudo) deploy/docker/smoke-podman.sh $(MODELS) $(SMOKE_DIR)/exported
 
 # After smoke-image (its local base and demo models image): the GPU image built on the local
-# Debian base in place of the CUDA base; it must refuse cuda clearly here and serve on the CPU.
+# Debian base with the real CUDA/cuDNN wheels; every CUDA library but the driver's must resolve
+# in it, it must refuse cuda clearly here (no driver) and serve on the CPU.
 smoke-gpu-image:
 	$$([ "$$(id -u)" = 0 ] || echo sudo) deploy/docker/smoke-gpu-podman.sh
 

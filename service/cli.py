@@ -47,6 +47,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="ONNX Runtime's pool threads busy-wait (auto: off beside the steps)",
     )
+    p.add_argument(
+        "--pin-cores",
+        choices=["auto", "on", "off"],
+        default=None,
+        help="the beside encoder and the decoder on cores of their own (auto: see docs/api.md)",
+    )
     p.add_argument("--max-batch-rows", type=int, default=None)
     p.add_argument("--admission", choices=["continuous", "static"], default=None)
     p.add_argument("--max-encoder-tokens-per-step", type=int, default=None, help="0 = no limit")

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # `make smoke-gpu-image`, after `make smoke-image` (it reuses that run's local Debian base and
 # demo models image): builds Dockerfile.gpu with podman on the local Debian base in place of
-# the CUDA base (no registry here), then starts the image's entrypoint from the mounted image
-# with chroot as uid 10001, on a machine without a GPU:
-#   1. with the image's own device (cuda), the server must refuse to start, naming CUDA;
-#   2. with --device cpu, it must serve its baked demo models rightly and drain on SIGTERM.
-# What it cannot show here: the CUDA libraries of the real base, and a run on a GPU (that is
-# `make gpu-check` on a lent device, docs/benchmarks.md).
+# the pinned Python base (no registry here), with the real onnxruntime-gpu and CUDA/cuDNN wheels
+# from PyPI, then checks the mounted image with chroot as uid 10001 on a machine without a GPU:
+#   1. the CUDA execution provider's libraries and cuDNN's all resolve inside the image, except
+#      the driver's libcuda.so.1, which the NVIDIA container toolkit mounts from the host;
+#   2. with the image's own device (cuda) and no driver, the server refuses to start, naming CUDA;
+#   3. with --device cpu, it serves its baked demo models rightly and drains on SIGTERM.
+# What it cannot show here: a run on a GPU (that is `make gpu-check` on a lent device,
+# docs/benchmarks.md).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -19,7 +21,7 @@ SUMMARY_ANSWER="Kelso beat Morley 4-2 in York on Friday."
 
 SECONDS=0
 "${PODMAN[@]}" build --layers --format docker --isolation chroot --network host \
-    -f deploy/docker/Dockerfile.gpu --build-arg BUILD_BASE_IMAGE="$BASE" \
+    -f deploy/docker/Dockerfile.gpu \
     --build-arg BASE_IMAGE="$BASE" --build-arg MODELS_FROM=localhost/attnserve-models:demo-smoke \
     -t "$IMAGE" .
 echo "-- built in ${SECONDS}s: $("${PODMAN[@]}" image inspect --format '{{.Size}}' "$IMAGE") bytes"
@@ -34,17 +36,30 @@ mount -t proc proc "$root/proc"
 mount -t tmpfs tmpfs "$root/tmp"
 mount --bind /dev "$root/dev"
 # the image's environment (Dockerfile.gpu), on loopback
-IN_IMAGE=(env -i PATH=/opt/venv/bin:/usr/bin:/bin ATTNSERVE_MODELS=/models ATTNSERVE_DEVICE=cuda
+IN_IMAGE=(env -i PATH=/usr/local/bin:/usr/bin:/bin ATTNSERVE_MODELS=/models ATTNSERVE_DEVICE=cuda
     ATTNSERVE_HOST=127.0.0.1 ATTNSERVE_PORT=50581 ATTNSERVE_METRICS_PORT=9581
     /usr/sbin/chroot --userspec=10001:10001 "$root")
 
-echo "== 1. the image's own device, cuda, with no GPU: a clear refusal"
+echo "== 1. the CUDA execution provider's libraries resolve, but for the driver's"
+providers="$("${IN_IMAGE[@]}" python -c 'import onnxruntime; print(onnxruntime.get_available_providers())')"
+echo "$providers"
+grep -q CUDAExecutionProvider <<<"$providers" || { echo "no CUDAExecutionProvider" >&2; exit 1; }
+capi="$("${IN_IMAGE[@]}" python -c 'import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))')/capi"
+unresolved="$("${IN_IMAGE[@]}" sh -c "ldd $capi/libonnxruntime_providers_cuda.so \$(ldconfig -p \
+    | awk '/libcudnn[a-z_]*\.so\.9 /{print \$NF}')" | grep 'not found' | sort -u)"
+echo "${unresolved:-(none unresolved)}"
+[[ "$(awk '{print $1}' <<<"$unresolved")" == libcuda.so.1 ]] \
+    || { echo "CUDA libraries missing from the image" >&2; exit 1; }
+"${IN_IMAGE[@]}" ldconfig -p | grep -E 'lib(cudart|cublas|cublasLt|curand|cufft|cudnn)\.so' \
+    | awk '{print $1}' | sort | tr '\n' ' '; echo
+
+echo "== 2. the image's own device, cuda, with no GPU: a clear refusal"
 if log="$(timeout 120 "${IN_IMAGE[@]}" attnserve serve 2>&1)"; then
     echo "the server started without CUDA" >&2; exit 1
 fi
 grep "could not start CUDAExecutionProvider" <<<"$log"
 
-echo "== 2. --device cpu: the baked demo models"
+echo "== 3. --device cpu: the baked demo models"
 "${IN_IMAGE[@]}" attnserve serve --device cpu &
 pid=$!
 for _ in $(seq 120); do

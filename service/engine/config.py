@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from functools import cached_property
 
+from service.runtime.cores import (
+    CorePlan,
+    PinningUnavailable,
+    allowed_cpus,
+    cpu_quota,
+    plan_split,
+)
 from service.runtime.sessions import SessionThreads
+
+log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda")
 ADMISSIONS = ("continuous", "static")
 DEVICE_ARGMAX = ("auto", "on", "off")
 SPINNING = ("auto", "on", "off")
+PIN_CORES = ("auto", "on", "off")
 
 
 @dataclass
@@ -31,6 +43,11 @@ class EngineConfig:
     """Whether ONNX Runtime's idle pool threads busy-wait for the next operator: "on", "off",
     or "auto" = off when encoders run beside the decode steps (spinning threads of one
     session take the cores the other's need), on otherwise. See docs/benchmarks.md."""
+    pin_cores: str = "auto"
+    """Whether the encoder beside the steps and the decoder's pool threads run on cores of their
+    own (service/runtime/cores.py): "on" (refused where it cannot be done), "off", or "auto" =
+    on where encoders run beside the steps on the CPU, no thread count is set, and the process
+    has at least two CPUs not shared through a CPU quota. See docs/benchmarks.md."""
     max_batch_rows: int = 32
     """Decoder rows in one step; a beam-search request takes num_beams rows."""
     max_queue: int = 256
@@ -81,7 +98,49 @@ class EngineConfig:
         spinning = self.spinning == "on" or (
             self.spinning == "auto" and not self.encoder_beside_decode
         )
-        return SessionThreads(self.intra_op_threads, encoder, spinning)
+        plan = self.core_plan
+        if plan is None:
+            return SessionThreads(self.intra_op_threads, encoder, spinning)
+        if self.intra_op_threads or self.encoder_threads is not None:  # counts set by hand
+            plan = CorePlan(
+                self.intra_op_threads or plan.decoder_threads,
+                encoder or plan.encoder_threads,
+                plan.decoder_cpus,
+                plan.encoder_cpus,
+            )
+        return SessionThreads(
+            plan.decoder_threads,
+            plan.encoder_threads,
+            spinning,
+            plan.decoder_cpus,
+            plan.encoder_cpus,
+        )
+
+    @cached_property
+    def core_plan(self) -> CorePlan | None:
+        """The CPUs of the decoder's and the encoder's threads (pin_cores), None = not pinned;
+        decided once, from the CPUs this process may use when it starts."""
+        if self.pin_cores == "off":
+            return None
+        if self.pin_cores == "auto" and (
+            self.device != "cpu"
+            or not self.encoder_beside_decode
+            or self.intra_op_threads
+            or self.encoder_threads is not None
+        ):
+            return None
+        try:
+            plan = plan_split(allowed_cpus(), cpu_quota())
+        except PinningUnavailable as exc:
+            if self.pin_cores == "on":
+                raise ValueError(f"pin_cores is on, but {exc}") from exc
+            log.info("threads not pinned to cores: %s", exc)
+            return None
+        log.info(
+            "decoder pool threads pinned to CPUs %s, encoder beside the steps to CPUs %s",
+            *(list(plan.decoder_cpus), list(plan.encoder_cpus)),
+        )
+        return plan
 
     def uses_device_argmax(self) -> bool:
         return self.device_argmax == "on" or (
@@ -102,6 +161,13 @@ class EngineConfig:
             raise ValueError(f"truncate must be >= 0 (0 = refuse long inputs), got {self.truncate}")
         if self.spinning not in SPINNING:
             raise ValueError(f"spinning must be one of {SPINNING}, got {self.spinning!r}")
+        if self.pin_cores not in PIN_CORES:
+            raise ValueError(f"pin_cores must be one of {PIN_CORES}, got {self.pin_cores!r}")
+        if self.pin_cores == "on" and (self.device != "cpu" or not self.encoder_beside_decode):
+            raise ValueError(
+                "pin_cores 'on' splits the CPU's cores between the decoder and the encoders "
+                "beside the steps: it needs device 'cpu' and encoder_beside_decode"
+            )
         if self.intra_op_threads < 0:
             raise ValueError("intra_op_threads must be >= 0 (0 = ONNX Runtime default)")
         if self.encoder_threads is not None and self.encoder_threads < 0:
@@ -130,3 +196,4 @@ class EngineConfig:
                 f"max_num_beams ({self.max_num_beams}) cannot exceed max_batch_rows "
                 f"({self.max_batch_rows}): a beam request must fit in one batch"
             )
+        self.core_plan  # noqa: B018 - decided (and refused, if "on" cannot be done) at start

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from service.engine.batch import DecodeBatch
 from service.engine.sequence import SequenceGroup
+from service.runtime.cores import pin_current_thread
 from service.runtime.kv_tensors import Tensor
 
 
@@ -47,16 +48,21 @@ class BackgroundEncoder:
         encode: Callable[[list[SequenceGroup]], Encoded],
         make_room: MakeRoom,
         nice: int = 0,
+        cpus: tuple[int, ...] = (),
     ) -> None:
         """`make_room(batch, waiting)`: on the encoder's thread, after each run, the buffers
         the join of `batch` will need (None if none), knowing the runs done before it that have
         not joined yet (`waiting`). `nice`: added to the encoder thread's nice value, so that
         the kernel gives the decode steps' threads the cores first (EngineConfig.encoder_nice).
+        `cpus`: the encoder's cores, the thread's only ones (EngineConfig.pin_cores).
         """
         self._encode = encode
         self._make_room = make_room
         self._thread = ThreadPoolExecutor(
-            1, thread_name_prefix="attnserve-encoder", initializer=_lower_priority, initargs=(nice,)
+            1,
+            thread_name_prefix="attnserve-encoder",
+            initializer=_set_up_thread,
+            initargs=(nice, cpus),
         )
         self._pending: deque[Future[Encoded]] = deque()
         self._encoding: set[SequenceGroup] = set()  # submitted, not yet collected
@@ -119,9 +125,10 @@ class BackgroundEncoder:
             self._waiting.clear()
 
 
-def _lower_priority(nice: int) -> None:
-    """Raise the calling thread's nice value by `nice` (Linux: a per-thread value; raising it
-    needs no privilege, lowering it back would)."""
+def _set_up_thread(nice: int, cpus: tuple[int, ...]) -> None:
+    """Pin the encoder's thread to `cpus` and raise its nice value by `nice` (Linux: both are
+    per thread; raising the nice value needs no privilege, lowering it back would)."""
+    pin_current_thread(cpus)
     if nice > 0 and hasattr(os, "setpriority"):
         thread = threading.get_native_id()
         current = os.getpriority(os.PRIO_PROCESS, thread)

@@ -175,9 +175,11 @@ def warm_up(model: LoadedModel) -> None:
     """One real encoder and decoder run before the version takes traffic: a graph that loads
     but cannot run is refused here, not in a client's request, and ONNX Runtime's first-run
     allocations are not a client's latency. It runs under default limits, not the server's
-    request caps: it is no client's request."""
+    request caps (its encoder inside the step: no thread of its own): it is no client's
+    request."""
     sample = _warm_up_image() if model.manifest.task == Task.CAPTIONING else WARM_UP_TEXT
-    run_to_completion(ServedModel(model, EngineConfig()), [sample], [WARM_UP_PARAMS])
+    config = EngineConfig(encoder_beside_decode=False)
+    run_to_completion(ServedModel(model, config), [sample], [WARM_UP_PARAMS])
 
 
 @cache

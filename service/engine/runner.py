@@ -59,11 +59,13 @@ class ModelRunner:
         device_argmax: bool = False,
         encode_beside: bool = False,
         encoder_nice: int = 0,
+        encoder_cpus: tuple[int, ...] = (),
     ) -> None:
         """`device_argmax`: plain greedy rows' tokens are chosen where the logits are, so
         only the other rows' logits cross to the host (EngineConfig.device_argmax).
         `encode_beside`: newcomers' encoders run on a thread beside the steps, `encoder_nice`
-        lower in priority (EngineConfig.encoder_beside_decode, encoder_nice)."""
+        lower in priority, on `encoder_cpus` only if given (EngineConfig.encoder_beside_decode,
+        encoder_nice, pin_cores)."""
         self.model = model
         self.device_argmax = device_argmax
         tokens = model.manifest.special_tokens
@@ -77,7 +79,7 @@ class ModelRunner:
         self.encoder_runs: list[EncoderRun] = []  # the runs whose rows joined at the last step
         # newcomers' encoders on their own thread, beside the steps (None: inside the step)
         self.background = (
-            BackgroundEncoder(self._encode, self._join_room, encoder_nice)
+            BackgroundEncoder(self._encode, self._join_room, encoder_nice, encoder_cpus)
             if encode_beside
             else None
         )

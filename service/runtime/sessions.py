@@ -7,6 +7,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from service.runtime.cores import affinity_entry
+
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
@@ -37,16 +39,22 @@ class SessionThreads:
     `decoder` and `encoder` are intra-op thread counts (0 = ONNX Runtime's default, one per
     core). `spinning`: idle pool threads busy-wait for the next operator. Alone, spinning
     measured 6% faster (docs/benchmarks.md, "Profile"); beside a second session it takes the
-    cores that session's threads need (issue 19).
+    cores that session's threads need (issue 19). `decoder_cpus`, `encoder_cpus`: the CPUs
+    each session's pool threads are pinned to, empty = not pinned (service/runtime/cores.py).
     """
 
     decoder: int = 0
     encoder: int = 0
     spinning: bool = True
+    decoder_cpus: tuple[int, ...] = ()
+    encoder_cpus: tuple[int, ...] = ()
 
 
-def session_options(intra_op_threads: int = 0, spinning: bool = True) -> ort.SessionOptions:
-    """Every graph optimisation, sequential execution, a spinning thread pool unless asked.
+def session_options(
+    intra_op_threads: int = 0, spinning: bool = True, cpus: tuple[int, ...] = ()
+) -> ort.SessionOptions:
+    """Every graph optimisation, sequential execution, a spinning thread pool unless asked,
+    its pool threads pinned to `cpus` if given (then `intra_op_threads` must be set).
 
     Measured on the 2-core CPU (docs/benchmarks.md, "Profile"): one intra-op thread made a
     bart-base request 1.7x slower, no spinning 6% slower; neither the memory arena off, the
@@ -58,6 +66,10 @@ def session_options(intra_op_threads: int = 0, spinning: bool = True) -> ort.Ses
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if cpus and intra_op_threads > 1:
+        options.add_session_config_entry(
+            "session.intra_op_thread_affinities", affinity_entry(intra_op_threads, cpus)
+        )
     return options
 
 
@@ -67,11 +79,12 @@ def create_session(
     intra_op_threads: int = 0,
     options: ort.SessionOptions | None = None,
     spinning: bool = True,
+    cpus: tuple[int, ...] = (),
 ) -> ort.InferenceSession:
     """A session on `device` (with `session_options()` unless `options` are given); fails loudly
     instead of falling back."""
     provider = provider_for(device)
-    options = options or session_options(intra_op_threads, spinning)
+    options = options or session_options(intra_op_threads, spinning, cpus)
     providers = [provider] if provider == CPU else [provider, CPU]
     session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     if session.get_providers()[0] != provider:
