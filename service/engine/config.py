@@ -12,6 +12,7 @@ from service.runtime.cores import (
     allowed_cpus,
     cpu_quota,
     plan_split,
+    quota_threads,
 )
 from service.runtime.sessions import SessionThreads
 
@@ -31,8 +32,9 @@ class EngineConfig:
     device: str = "cpu"
     """Where ONNX Runtime runs the graphs: "cpu" or "cuda" (CUDA execution provider)."""
     intra_op_threads: int = 0
-    """Threads ONNX Runtime uses inside one operator; 0 lets ONNX Runtime choose (one per
-    core). The decoder's, and the encoder's unless encoder_threads is set."""
+    """Threads ONNX Runtime uses inside one operator; 0 = the process's CPU quota rounded up
+    where it is below the CPUs it may use (a container's CPU limit), else ONNX Runtime's choice
+    (one per core). The decoder's, and the encoder's unless encoder_threads is set."""
     encoder_threads: int | None = None
     """Intra-op threads of the encoder sessions; None = intra_op_threads."""
     encoder_nice: int = 0
@@ -94,17 +96,18 @@ class EngineConfig:
 
     def session_threads(self) -> SessionThreads:
         """The thread settings of every model's ONNX Runtime sessions."""
-        encoder = self.intra_op_threads if self.encoder_threads is None else self.encoder_threads
         spinning = self.spinning == "on" or (
             self.spinning == "auto" and not self.encoder_beside_decode
         )
         plan = self.core_plan
         if plan is None:
-            return SessionThreads(self.intra_op_threads, encoder, spinning)
+            decoder = self.intra_op_threads or quota_threads(allowed_cpus(), cpu_quota())
+            encoder = decoder if self.encoder_threads is None else self.encoder_threads
+            return SessionThreads(decoder, encoder, spinning)
         if self.intra_op_threads or self.encoder_threads is not None:  # counts set by hand
             plan = CorePlan(
                 self.intra_op_threads or plan.decoder_threads,
-                encoder or plan.encoder_threads,
+                self.encoder_threads or self.intra_op_threads or plan.encoder_threads,
                 plan.decoder_cpus,
                 plan.encoder_cpus,
             )

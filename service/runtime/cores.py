@@ -14,6 +14,7 @@ would crowd onto cores other processes are using: the plan then says why it does
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,15 @@ def _own_cgroup_v2(root: Path) -> Path:
     except OSError:
         pass
     return root
+
+
+def quota_threads(cpus: list[int], quota: float | None) -> int:
+    """Intra-op threads for a process whose CPU quota is below its allowed CPUs (a Kubernetes
+    CPU limit without exclusive cores): the quota, rounded up. 0 = no such quota, ONNX Runtime's
+    own default (one thread per physical core), which does not read the quota."""
+    if quota is None or quota >= len(cpus):
+        return 0
+    return max(1, math.ceil(quota))
 
 
 def plan_split(cpus: list[int], quota: float | None) -> CorePlan:

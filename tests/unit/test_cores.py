@@ -22,6 +22,7 @@ from service.runtime.cores import (
     affinity_entry,
     cpu_quota,
     plan_split,
+    quota_threads,
 )
 from service.runtime.sessions import create_session
 
@@ -54,6 +55,14 @@ def test_one_cpu_or_cpus_shared_through_a_quota_are_not_split():
     with pytest.raises(PinningUnavailable, match="quota of 1.5 CPUs over 2"):
         plan_split([0, 1], quota=1.5)
     assert plan_split([0, 1], quota=2.0).encoder_cpus == (1,), "a quota of every CPU shares none"
+
+
+def test_threads_follow_a_cpu_quota_below_the_allowed_cpus():
+    assert quota_threads(list(range(64)), 2.0) == 2, "a pod limited to 2 CPUs on a 64-CPU node"
+    assert quota_threads(list(range(64)), 1.5) == 2, "rounded up"
+    assert quota_threads(list(range(64)), 0.25) == 1
+    assert quota_threads([0, 1], 2.0) == 0, "a quota of every CPU: ONNX Runtime's default"
+    assert quota_threads([0, 1], None) == 0
 
 
 def test_onnx_runtime_affinities_count_cpus_from_one_and_take_them_in_turn():
