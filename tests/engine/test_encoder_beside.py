@@ -95,6 +95,27 @@ def test_the_beside_encoder_runs_at_a_lower_priority_than_the_steps(model_dir: P
     assert _thread_nice() == step_thread_nice, "only the encoder's thread is lowered"
 
 
+def _encoder_threads() -> set[int]:
+    return {t.native_id for t in threading.enumerate() if t.name.startswith("attnserve-encoder")}
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_the_beside_encoder_runs_on_its_own_cores_and_the_steps_keep_theirs(model_dir: Path):
+    steps_cpus = os.sched_getaffinity(0)
+    threads = EngineConfig(encoder_beside_decode=True).session_threads()
+    assert threads.encoder_cpus, "auto pins beside the steps on a machine with two CPUs"
+    served = ServedModel(LoadedModel.load(model_dir, threads=threads), EngineConfig())
+    before = _encoder_threads()
+    group = served.prepare(TEXTS[1], None, PARAMS, lambda event: None)
+    served.scheduler.add(group)
+    while served.scheduler.has_work():
+        served.step()
+    assert len(group.generated) == PARAMS.max_new_tokens
+    (encoder_thread,) = _encoder_threads() - before  # started by the first newcomer
+    assert os.sched_getaffinity(encoder_thread) == set(threads.encoder_cpus)
+    assert os.sched_getaffinity(0) == steps_cpus, "the steps' thread is not pinned"
+
+
 def test_a_longer_newcomer_beside_the_steps_joins_into_room_made_on_the_encoders_thread(
     model_dir: Path,
 ):
