@@ -36,7 +36,7 @@ mount -t proc proc "$root/proc"
 mount -t tmpfs tmpfs "$root/tmp"
 mount --bind /dev "$root/dev"
 # the image's environment (Dockerfile.gpu), on loopback
-IN_IMAGE=(env -i PATH=/usr/local/bin:/usr/bin:/bin ATTNSERVE_MODELS=/models ATTNSERVE_DEVICE=cuda
+IN_IMAGE=(env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin ATTNSERVE_MODELS=/models ATTNSERVE_DEVICE=cuda
     ATTNSERVE_HOST=127.0.0.1 ATTNSERVE_PORT=50581 ATTNSERVE_METRICS_PORT=9581
     /usr/sbin/chroot --userspec=10001:10001 "$root")
 

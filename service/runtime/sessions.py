@@ -90,6 +90,8 @@ def create_session(
     if session.get_providers()[0] != provider:
         raise DeviceUnavailable(
             f"{path.name}: ONNX Runtime could not start {provider} "
-            f"(got {session.get_providers()}); check the CUDA/cuDNN installation"
+            f"(got {session.get_providers()}); check that a GPU and the NVIDIA driver are "
+            "visible (libcuda.so.1; in a container, the NVIDIA container toolkit mounts it) and "
+            "the CUDA/cuDNN installation"
         )
     return session
