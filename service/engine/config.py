@@ -101,7 +101,7 @@ class EngineConfig:
         )
         plan = self.core_plan
         if plan is None:
-            decoder = self.intra_op_threads or quota_threads(allowed_cpus(), cpu_quota())
+            decoder = self.intra_op_threads or quota_threads(*self._cpus)
             encoder = decoder if self.encoder_threads is None else self.encoder_threads
             return SessionThreads(decoder, encoder, spinning)
         if self.intra_op_threads or self.encoder_threads is not None:  # counts set by hand
@@ -120,6 +120,11 @@ class EngineConfig:
         )
 
     @cached_property
+    def _cpus(self) -> tuple[list[int], float | None]:
+        """The CPUs this process may use and its CPU quota, read once (at start)."""
+        return allowed_cpus(), cpu_quota()
+
+    @cached_property
     def core_plan(self) -> CorePlan | None:
         """The CPUs of the decoder's and the encoder's threads (pin_cores), None = not pinned;
         decided once, from the CPUs this process may use when it starts."""
@@ -133,7 +138,7 @@ class EngineConfig:
         ):
             return None
         try:
-            plan = plan_split(allowed_cpus(), cpu_quota())
+            plan = plan_split(*self._cpus)
         except PinningUnavailable as exc:
             if self.pin_cores == "on":
                 raise ValueError(f"pin_cores is on, but {exc}") from exc
