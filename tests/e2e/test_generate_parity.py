@@ -9,6 +9,7 @@ joining at different steps, and seeded sampling reproducible.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -131,11 +132,14 @@ def test_request_gets_the_same_tokens_alone_and_in_a_busy_batch(text_model):
     alone = [_alone(served, text, params) for text, params in MIXED]
 
     groups: list[SequenceGroup] = []
-    for step in range(40):
+    deadline = time.monotonic() + 120  # steps do not wait for the encoders beside them
+    step = 0
+    while time.monotonic() < deadline:
         if step % 2 == 0 and len(groups) < len(MIXED):  # a newcomer every other step
             groups.append(_submit(served, *MIXED[len(groups)]))
         for g, event in served.step():
             g.emit(event)
+        step += 1
         if len(groups) == len(MIXED) and not served.scheduler.has_work():
             break
     assert [_tokens(g) for g in groups] == alone
