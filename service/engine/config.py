@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from service.runtime.cores import (
-    CorePlan,
+    CoreSplit,
     PinningUnavailable,
     allowed_cpus,
     cpu_quota,
+    cpus_of,
     plan_split,
     quota_threads,
 )
@@ -36,7 +37,8 @@ class EngineConfig:
     where it is below the CPUs it may use (a container's CPU limit), else ONNX Runtime's choice
     (one per core). The decoder's, and the encoder's unless encoder_threads is set."""
     encoder_threads: int | None = None
-    """Intra-op threads of the encoder sessions; None = intra_op_threads."""
+    """Intra-op threads of the encoder sessions; None or 0 = the encoder's cores where they are
+    split from the decoder's (pin_cores), else as the decoder's."""
     encoder_nice: int = 0
     """Nice value added to the thread that runs encoders beside the decode steps (0-19): the
     kernel then gives the decoder's threads the cores first. Whole encoder runs are on that
@@ -95,28 +97,22 @@ class EngineConfig:
     faster, docs/benchmarks.md "Token choice on the device")."""
 
     def session_threads(self) -> SessionThreads:
-        """The thread settings of every model's ONNX Runtime sessions."""
+        """The thread settings of every model's ONNX Runtime sessions. A count left at 0 (or
+        an unset encoder_threads) follows the core split where there is one, else the CPU
+        quota (service/runtime/cores.py); the encoder's otherwise follows the decoder's."""
         spinning = self.spinning == "on" or (
             self.spinning == "auto" and not self.encoder_beside_decode
         )
-        plan = self.core_plan
-        if plan is None:
+        split = self.core_split
+        if split is None:
             decoder = self.intra_op_threads or quota_threads(*self._cpus)
-            encoder = decoder if self.encoder_threads is None else self.encoder_threads
-            return SessionThreads(decoder, encoder, spinning)
-        if self.intra_op_threads or self.encoder_threads is not None:  # counts set by hand
-            plan = CorePlan(
-                self.intra_op_threads or plan.decoder_threads,
-                self.encoder_threads or self.intra_op_threads or plan.encoder_threads,
-                plan.decoder_cpus,
-                plan.encoder_cpus,
-            )
+            return SessionThreads(decoder, self.encoder_threads or decoder, spinning)
         return SessionThreads(
-            plan.decoder_threads,
-            plan.encoder_threads,
+            self.intra_op_threads or len(split.decoder) + 1,  # + the thread that calls it
+            self.encoder_threads or len(split.encoder),
             spinning,
-            plan.decoder_cpus,
-            plan.encoder_cpus,
+            split.decoder,
+            split.encoder,
         )
 
     @cached_property
@@ -125,30 +121,43 @@ class EngineConfig:
         return allowed_cpus(), cpu_quota()
 
     @cached_property
-    def core_plan(self) -> CorePlan | None:
-        """The CPUs of the decoder's and the encoder's threads (pin_cores), None = not pinned;
-        decided once, from the CPUs this process may use when it starts."""
+    def core_split(self) -> CoreSplit | None:
+        """The physical cores of the decoder's pool threads and of the encoder beside the
+        steps (pin_cores), None = not pinned; decided once, at start, and logged either way."""
         if self.pin_cores == "off":
             return None
-        if self.pin_cores == "auto" and (
-            self.device != "cpu"
-            or not self.encoder_beside_decode
-            or self.intra_op_threads
-            or self.encoder_threads is not None
-        ):
+        skip = self._auto_skips()
+        if self.pin_cores == "auto" and skip:
+            log.info("threads not pinned to cores: %s (pin_cores auto)", skip)
             return None
         try:
-            plan = plan_split(*self._cpus)
+            split = plan_split(*self._cpus)
         except PinningUnavailable as exc:
             if self.pin_cores == "on":
                 raise ValueError(f"pin_cores is on, but {exc}") from exc
             log.info("threads not pinned to cores: %s", exc)
             return None
         log.info(
-            "decoder pool threads pinned to CPUs %s, encoder beside the steps to CPUs %s",
-            *(list(plan.decoder_cpus), list(plan.encoder_cpus)),
+            "the decoder's pool threads pinned to CPUs %s (the thread calling it unpinned), "
+            "the encoder beside the steps to CPUs %s",
+            *(sorted(cpus_of(split.decoder)), sorted(cpus_of(split.encoder))),
         )
-        return plan
+        return split
+
+    def _auto_skips(self) -> str:
+        """Why pin_cores "auto" leaves threads unpinned, "" if it does not."""
+        if self.device != "cpu":
+            return f"device {self.device}"
+        if not self.encoder_beside_decode:
+            return "encoders run inside the steps"
+        if self.intra_op_threads or self.encoder_threads is not None:
+            return "thread counts set by hand (intra_op_threads / encoder_threads)"
+        return ""
+
+    def decide_core_split(self) -> None:
+        """Decide the core split now (at start), so that "on" where it cannot be done is
+        refused before any model loads."""
+        _ = self.core_split
 
     def uses_device_argmax(self) -> bool:
         return self.device_argmax == "on" or (
@@ -179,7 +188,7 @@ class EngineConfig:
         if self.intra_op_threads < 0:
             raise ValueError("intra_op_threads must be >= 0 (0 = ONNX Runtime default)")
         if self.encoder_threads is not None and self.encoder_threads < 0:
-            raise ValueError("encoder_threads must be >= 0 (0 = ONNX Runtime default)")
+            raise ValueError("encoder_threads must be >= 0 (0 = as the decoder's)")
         if not 0 <= self.encoder_nice <= 19:
             raise ValueError(f"encoder_nice must be within 0..19, got {self.encoder_nice}")
         if self.max_encoder_tokens_per_step < 0:
@@ -204,4 +213,4 @@ class EngineConfig:
                 f"max_num_beams ({self.max_num_beams}) cannot exceed max_batch_rows "
                 f"({self.max_batch_rows}): a beam request must fit in one batch"
             )
-        self.core_plan  # noqa: B018 - decided (and refused, if "on" cannot be done) at start
+        self.decide_core_split()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from service.engine.batch import DecodeBatch
 from service.engine.sequence import SequenceGroup
-from service.runtime.cores import pin_current_thread
+from service.runtime.cores import CpuGroups, pin_current_thread
 from service.runtime.kv_tensors import Tensor
 
 
@@ -48,7 +48,7 @@ class BackgroundEncoder:
         encode: Callable[[list[SequenceGroup]], Encoded],
         make_room: MakeRoom,
         nice: int = 0,
-        cpus: tuple[int, ...] = (),
+        cpus: CpuGroups = (),
     ) -> None:
         """`make_room(batch, waiting)`: on the encoder's thread, after each run, the buffers
         the join of `batch` will need (None if none), knowing the runs done before it that have
@@ -125,7 +125,7 @@ class BackgroundEncoder:
             self._waiting.clear()
 
 
-def _set_up_thread(nice: int, cpus: tuple[int, ...]) -> None:
+def _set_up_thread(nice: int, cpus: CpuGroups) -> None:
     """Pin the encoder's thread to `cpus` and raise its nice value by `nice` (Linux: both are
     per thread; raising the nice value needs no privilege, lowering it back would)."""
     pin_current_thread(cpus)

@@ -26,6 +26,7 @@ from service.engine.decoding import RowParams, every_row_bans, process_logits, s
 from service.engine.encoding import BackgroundEncoder, EncoderRun, Failure
 from service.engine.scheduler import StepPlan, encoder_tokens
 from service.engine.sequence import SequenceGroup
+from service.runtime.cores import CpuGroups
 from service.runtime.kv_tensors import Tensor
 from service.runtime.model import LoadedModel
 
@@ -59,7 +60,7 @@ class ModelRunner:
         device_argmax: bool = False,
         encode_beside: bool = False,
         encoder_nice: int = 0,
-        encoder_cpus: tuple[int, ...] = (),
+        encoder_cpus: CpuGroups = (),
     ) -> None:
         """`device_argmax`: plain greedy rows' tokens are chosen where the logits are, so
         only the other rows' logits cross to the host (EngineConfig.device_argmax).

@@ -55,11 +55,17 @@ class LoadedModel:
         self.device = device
         self.encoder = create_session(
             self.model_dir / manifest.encoder.file,
-            *(device, threads.encoder, None, threads.spinning, threads.encoder_cpus),
+            device,
+            threads.encoder,
+            spinning=threads.spinning,
+            cpus=threads.encoder_cpus,
         )
         self.decoder = create_session(
             self.model_dir / manifest.decoder.file,
-            *(device, threads.decoder, None, threads.spinning, threads.decoder_cpus),
+            device,
+            threads.decoder,
+            spinning=threads.spinning,
+            cpus=threads.decoder_cpus,
         )
         self.provider = self.decoder.get_providers()[0]
         self.tokenizer = TextTokenizer(

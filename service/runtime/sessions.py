@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from service.runtime.cores import affinity_entry
+from service.runtime.cores import CpuGroups, affinity_entry
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -39,19 +39,20 @@ class SessionThreads:
     `decoder` and `encoder` are intra-op thread counts (0 = ONNX Runtime's default, one per
     core). `spinning`: idle pool threads busy-wait for the next operator. Alone, spinning
     measured 6% faster (docs/benchmarks.md, "Profile"); beside a second session it takes the
-    cores that session's threads need (issue 19). `decoder_cpus`, `encoder_cpus`: the CPUs
-    each session's pool threads are pinned to, empty = not pinned (service/runtime/cores.py).
+    cores that session's threads need (issue 19). `decoder_cpus`, `encoder_cpus`: the physical
+    cores each session's pool threads are pinned to, empty = not pinned
+    (service/runtime/cores.py).
     """
 
     decoder: int = 0
     encoder: int = 0
     spinning: bool = True
-    decoder_cpus: tuple[int, ...] = ()
-    encoder_cpus: tuple[int, ...] = ()
+    decoder_cpus: CpuGroups = ()
+    encoder_cpus: CpuGroups = ()
 
 
 def session_options(
-    intra_op_threads: int = 0, spinning: bool = True, cpus: tuple[int, ...] = ()
+    intra_op_threads: int = 0, spinning: bool = True, cpus: CpuGroups = ()
 ) -> ort.SessionOptions:
     """Every graph optimisation, sequential execution, a spinning thread pool unless asked,
     its pool threads pinned to `cpus` if given (then `intra_op_threads` must be set).
@@ -79,7 +80,7 @@ def create_session(
     intra_op_threads: int = 0,
     options: ort.SessionOptions | None = None,
     spinning: bool = True,
-    cpus: tuple[int, ...] = (),
+    cpus: CpuGroups = (),
 ) -> ort.InferenceSession:
     """A session on `device` (with `session_options()` unless `options` are given); fails loudly
     instead of falling back."""
