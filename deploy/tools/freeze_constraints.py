@@ -32,7 +32,7 @@ HEADER = """\
 """
 
 
-def _norm(name: str) -> str:
+def normalized_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
@@ -45,7 +45,7 @@ def closure(requirements: list[str], extras: set[str] = frozenset()) -> set[str]
         req, active = todo.pop()
         if req.marker and not any(req.marker.evaluate({"extra": e}) for e in active or {""}):
             continue
-        name = _norm(req.name)
+        name = normalized_name(req.name)
         if name in names:
             continue
         names.add(name)
@@ -63,7 +63,7 @@ def frozen() -> dict[str, str]:
         text=True,
     ).stdout
     lines = [line for line in out.splitlines() if "==" in line]
-    return {_norm(line.split("==")[0]): line for line in lines}
+    return {normalized_name(line.split("==")[0]): line for line in lines}
 
 
 def render(what: str, names: set[str], pins: dict[str, str]) -> str:

@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from freeze_constraints import normalized_name  # this directory, run as a script
+
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
 LOCK = DOCKER / "requirements-gpu.txt"
 CONSTRAINTS = DOCKER / "constraints-runtime.txt"
@@ -64,14 +66,14 @@ def resolve() -> list[tuple[str, str, str]]:
 
 def render(wheels: list[tuple[str, str, str]]) -> str:
     pinned = {
-        line.split("==")[0].lower().replace("_", "-")
+        normalized_name(line.split("==")[0])
         for line in CONSTRAINTS.read_text().splitlines()
         if "==" in line
     }
     lines = [
         f"{name}=={version} --hash=sha256:{digest}\n"
         for name, version, digest in sorted(wheels)
-        if name.lower().replace("_", "-") not in pinned
+        if normalized_name(name) not in pinned
     ]
     return HEADER + "".join(lines)
 

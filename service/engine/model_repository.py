@@ -178,7 +178,7 @@ def warm_up(model: LoadedModel) -> None:
     request caps (its encoder inside the step: no thread of its own): it is no client's
     request."""
     sample = _warm_up_image() if model.manifest.task == Task.CAPTIONING else WARM_UP_TEXT
-    config = EngineConfig(encoder_beside_decode=False, pin_cores="off")
+    config = EngineConfig(encoder_beside_decode=False)
     run_to_completion(ServedModel(model, config), [sample], [WARM_UP_PARAMS])
 
 

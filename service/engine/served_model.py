@@ -59,7 +59,7 @@ class ServedModel:
             config.uses_device_argmax(),
             encode_beside=config.encoder_beside_decode,
             encoder_nice=config.encoder_nice,
-            encoder_cpus=config.session_threads().encoder_cpus,
+            encoder_cpus=model.threads.encoder_cpus,
         )
 
     def info(self, is_default: bool) -> ModelInfo:

@@ -50,6 +50,7 @@ class LoadedModel:
         threads: SessionThreads | None = None,
     ):
         threads = threads or SessionThreads()
+        self.threads = threads  # the encoder's calling thread joins its pool's cores
         self.model_dir = Path(model_dir)
         self.manifest = manifest
         self.device = device
