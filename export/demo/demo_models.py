@@ -19,23 +19,26 @@ import torch
 from export.demo import train_captioner, train_summarizer
 from export.demo.training import (
     CHECK_STREAM,
+    CONFIRM_STREAM,
     HELD_OUT_STREAM,
     Batch,
     Check,
+    Score,
     TrainResult,
     teacher_forced_exact_match,
 )
 from export.exporter import export_model
 from service.runtime.tasks import Task
 
-HELD_OUT_CASES = 500  # the build's measure, after training
+HELD_OUT_CASES = 1000  # the build's measure, after training
 CHECK_CASES = 500  # the in-training check, every block of steps (one forward pass each)
+CONFIRM_CASES = 2000  # its confirmation, when the check passes
 
 
 @dataclass(frozen=True)
 class DemoModel:
     task: str
-    # (seed, check, target) -> model, tokenizer, what training did
+    # (seed, check, target) -> model, tokenizer, what training did (training.train_from_seed)
     train: Callable[[int, Check, float], tuple[Any, Any, TrainResult]]
     # name -> (model, tokenizer, rng, cases) -> exact match on `cases` cases drawn from rng
     evaluations: dict[str, Callable[[Any, Any, np.random.Generator, int], float]]
@@ -52,22 +55,33 @@ class DemoModel:
             for label, evaluate in self.evaluations.items()
         }
 
-    def check(self, seed: int, cases: int = CHECK_CASES) -> Check:
-        """The in-training check: greedy exact match, scored by one teacher-forced pass
-        (training.teacher_forced_exact_match), on `cases` fixed cases of the seed's check
-        stream per measure, drawn once."""
+    def check(
+        self, seed: int, cases: int = CHECK_CASES, confirm_cases: int = CONFIRM_CASES
+    ) -> Check:
+        """The in-training check (training.Check): greedy exact match, scored by one
+        teacher-forced pass (training.teacher_forced_exact_match), on `cases` fixed cases of the
+        seed's check stream per measure, confirmed on `confirm_cases` of its confirmation
+        stream."""
+        return Check(
+            screen=self._fixed_set_score(seed, CHECK_STREAM, cases),
+            confirm=self._fixed_set_score(seed, CONFIRM_STREAM, confirm_cases),
+        )
+
+    def _fixed_set_score(self, seed: int, stream: int, cases: int) -> Score:
+        """Exact match on `cases` cases of the seed's `stream` per measure, drawn once (on the
+        first call, which has the tokenizer)."""
         batches: dict[str, Batch] = {}
 
-        def scores(model: Any, tokenizer: Any) -> dict[str, float]:
+        def score(model: Any, tokenizer: Any) -> dict[str, float]:
             if not batches:
                 for label, make_batch in self.check_batches.items():
-                    rng = np.random.default_rng([seed, CHECK_STREAM])
+                    rng = np.random.default_rng([seed, stream])
                     batches[label] = make_batch(tokenizer, rng, cases)
             return {
                 label: teacher_forced_exact_match(model, batch) for label, batch in batches.items()
             }
 
-        return scores
+        return score
 
 
 def _save_image_processor(checkpoint: Path) -> None:
@@ -137,6 +151,7 @@ def build_demo_model(
         "task": demo.task,
         "parameters": sum(p.numel() for p in model.parameters()),
         "check_cases": CHECK_CASES,
+        "confirm_cases": CONFIRM_CASES,
         "held_out_cases": HELD_OUT_CASES,
         "held_out_exact_match": exact_match,
         "train": trained.report(),

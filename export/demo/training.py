@@ -9,6 +9,11 @@ won" on another. A step count still ends each block, so a seed gives the same we
 same stopping step on one machine; a ceiling turns a model that never gets there into a loud
 failure. A fresh batch every step means the model never sees the same case twice and cannot
 overfit.
+
+The check has two fixed sets. The small one is scored at every check; the first check where it
+happens to cross the target is the luckiest of many noisy draws, so a model stopped there
+scored 1.4-2% lower on other cases (99.0% on the small set, 97.0-97.6% on 2,000 others). A
+larger set, scored only when the small one passes, confirms before training stops.
 """
 
 from __future__ import annotations
@@ -29,13 +34,13 @@ from export.errors import ExportError
 Batch = dict[str, torch.Tensor]
 Model = TypeVar("Model", bound=PreTrainedModel)
 Source = TypeVar("Source")
-# The in-training check: (model, tokenizer) -> exact match per measure on the fixed check cases.
-Check = Callable[[Any, Tokenizer], dict[str, float]]
+# A fixed held-out set's score: (model, tokenizer) -> exact match per measure.
+Score = Callable[[Any, Tokenizer], dict[str, float]]
 
 # A build's random cases come from np.random.default_rng([seed, stream]): training, the in-training
 # check and the build's held-out measure draw from different streams of the same seed, so they
 # never share a case.
-TRAIN_STREAM, HELD_OUT_STREAM, CHECK_STREAM = 0, 1, 2
+TRAIN_STREAM, HELD_OUT_STREAM, CHECK_STREAM, CONFIRM_STREAM = 0, 1, 2, 3
 EVALUATION_CHUNK = 100  # cases per generate() call when measuring: bounds memory
 
 
@@ -54,12 +59,22 @@ class TrainSettings:
     log_every: int = 100  # steps between progress lines
 
 
+@dataclass(frozen=True)
+class Check:
+    """The in-training held-out check: `screen` at every check step, `confirm` (more cases) only
+    when every screened figure reached the target; training stops when both have."""
+
+    screen: Score
+    confirm: Score
+
+
 @dataclass
 class TrainResult:
     """What training did: recorded in the build report."""
 
     steps: int = 0
-    checks: list[dict[str, Any]] = field(default_factory=list)  # {"step", "exact_match"} each
+    # {"step", "exact_match"} each, and "confirmed_exact_match" where the screen passed
+    checks: list[dict[str, Any]] = field(default_factory=list)
     final_loss: float = float("nan")
     train_seconds: float = 0.0
     check_seconds: float = 0.0
@@ -113,14 +128,15 @@ def train(
     next_batch: Callable[[np.random.Generator, int, int], Batch],
     rng: np.random.Generator,
     settings: TrainSettings,
-    check: Callable[[torch.nn.Module], dict[str, float]],
+    check: Check,
     target: float,
     label: str,
+    tokenizer: Tokenizer,
 ) -> TrainResult:
     """Train `model` in place on batches from `next_batch(rng, batch_size, step)` (a dict of model
     keyword arguments including `labels`; `step` counts from 0, for curricula) until every figure
-    of `check(model)` reaches `target`. Raises ExportError with the figures if the step ceiling
-    comes first."""
+    of `check` (screen, then confirm) reaches `target`. Raises ExportError with the figures if the
+    step ceiling comes first."""
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
@@ -145,7 +161,7 @@ def train(
             elapsed = time.perf_counter() - start - result.check_seconds
             print(f"[{label}] step {step} loss {result.final_loss:.4f} {elapsed:.0f}s", flush=True)
         if _is_check_step(step, settings):
-            reached = _checked(model, check, target, result, label)
+            reached = _checked(model, tokenizer, check, target, result, label)
             if reached:
                 break
     model.eval()
@@ -160,18 +176,31 @@ def train(
 
 def _checked(
     model: torch.nn.Module,
-    check: Callable[[torch.nn.Module], dict[str, float]],
+    tokenizer: Tokenizer,
+    check: Check,
     target: float,
     result: TrainResult,
     label: str,
 ) -> bool:
-    """Run the held-out check, record it; whether every figure reached `target`."""
+    """Run the held-out check (the confirmation too when the screen passes) and record it;
+    whether every figure of both reached `target`."""
     start = time.perf_counter()
     model.eval()
-    figures = check(model)
+    figures = check.screen(model, tokenizer)
+    record: dict[str, Any] = {"step": result.steps, "exact_match": figures}
+    result.checks.append(record)
+    message = f"[{label}] step {result.steps} held-out check {_describe(figures)}"
+    reached = _all_reach(figures, target)
+    if reached:
+        record["confirmed_exact_match"] = confirmed = check.confirm(model, tokenizer)
+        message += f"; confirmation {_describe(confirmed)}"
+        reached = _all_reach(confirmed, target)
     result.check_seconds += time.perf_counter() - start
-    result.checks.append({"step": result.steps, "exact_match": figures})
-    print(f"[{label}] step {result.steps} held-out check {_describe(figures)}", flush=True)
+    print(message, flush=True)
+    return reached
+
+
+def _all_reach(figures: dict[str, float], target: float) -> bool:
     return all(value >= target for value in figures.values())
 
 
@@ -180,7 +209,11 @@ def _describe(figures: dict[str, float]) -> str:
 
 
 def _describe_checks(checks: list[dict[str, Any]]) -> str:
-    return "; ".join(f"step {c['step']}: {_describe(c['exact_match'])}" for c in checks)
+    return "; ".join(
+        f"step {c['step']}: {_describe(c['exact_match'])}"
+        + (f" (confirmation {_describe(c['confirmed_exact_match'])})" if len(c) > 2 else "")
+        for c in checks
+    )
 
 
 def train_from_seed(
@@ -195,7 +228,7 @@ def train_from_seed(
 ) -> tuple[Model, Tokenizer, TrainResult]:
     """Seed torch (the initial weights), build the tokenizer and the model, then `train` on
     `next_batch(tokenizer, rng, batch_size, step)` batches from the seed's training stream until
-    `check(model, tokenizer)` reaches `target`."""
+    `check` reaches `target`."""
     torch.manual_seed(seed)
     tokenizer = make_tokenizer()
     model = build_model(tokenizer)
@@ -205,9 +238,10 @@ def train_from_seed(
         partial(next_batch, tokenizer),
         rng,
         settings,
-        lambda trained: check(trained, tokenizer),
+        check,
         target,
         label,
+        tokenizer,
     )
     return model, tokenizer, result
 

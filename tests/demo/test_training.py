@@ -13,6 +13,7 @@ from export.demo import train_captioner, train_summarizer
 from export.demo.demo_models import DEMO_MODELS
 from export.demo.tasks import render_shapes
 from export.demo.training import (
+    Check,
     TrainSettings,
     learning_rate_factor,
     pad_right,
@@ -33,7 +34,8 @@ TRAINERS = {
 def _train(name: str, seed: int, settings: TrainSettings = FEW_STEPS, target: float = 0.0):
     """Train demo model `name` with its real held-out check on a few cases."""
     trainer, model_name = TRAINERS[name]
-    return trainer(seed, DEMO_MODELS[model_name].check(seed, CHECK_CASES), target, settings)
+    check = DEMO_MODELS[model_name].check(seed, CHECK_CASES, CHECK_CASES)
+    return trainer(seed, check, target, settings)
 
 
 def _weights(name: str, seed: int) -> dict[str, torch.Tensor]:
@@ -59,6 +61,21 @@ def test_training_stops_at_the_first_check_that_reaches_the_target() -> None:
     assert result.steps == 4
     assert [check["step"] for check in result.checks] == [4]
     assert set(result.checks[0]["exact_match"]) == {"reports"}
+    assert set(result.checks[0]["confirmed_exact_match"]) == {"reports"}
+
+
+def test_a_screen_that_passes_is_not_enough_without_its_confirmation() -> None:
+    """Every screen passes (target 0) but no confirmation does: training goes on to the ceiling
+    and the error names both figures of every check."""
+    settings = dataclasses.replace(FEW_STEPS, max_steps=6, check_every=2, first_check=4)
+    screen = DEMO_MODELS["demo-summarizer"].check(0, CHECK_CASES).screen
+    never_confirmed = Check(screen=screen, confirm=lambda model, tokenizer: {"reports": -1.0})
+    with pytest.raises(ExportError) as failure:
+        train_summarizer.train_summarizer(0, never_confirmed, 0.0, settings)
+    message = str(failure.value)
+    for step in (4, 6):
+        assert f"step {step}: reports " in message
+    assert message.count("(confirmation reports -100.0%)") == 2
 
 
 def test_training_fails_at_the_ceiling_naming_every_check() -> None:
