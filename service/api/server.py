@@ -34,6 +34,7 @@ from service.api.tls import bind_port
 from service.api.upkeep import release_memory_periodically, watch_event_loop
 from service.config import ServerSettings, SettingsError, settings_from_args
 from service.metrics import ServerMetrics
+from service.runtime.heap import freeze_heap
 from service.runtime.memory import tune_allocator
 
 if TYPE_CHECKING:
@@ -252,6 +253,8 @@ async def _serve_grpc(settings: ServerSettings, metrics: ServerMetrics) -> int:
             await server.grpc_server.stop(0)
             return 1
         await server.serve(engine)
+        frozen = freeze_heap()  # the process is this server's: its start-up heap can freeze
+        log.info("%d start-up objects frozen out of the cyclic collector's reach", frozen)
         _log_models(engine)
         log.info("ready on port %d", port)
         await stopping

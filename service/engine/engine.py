@@ -41,6 +41,7 @@ from service.errors import (
     Unavailable,
 )
 from service.metrics import ServerMetrics
+from service.runtime.heap import freeze_heap, thaw_heap
 from service.runtime.tasks import Task
 
 __all__ = ["Engine", "EngineConfig", "ModelInfo"]
@@ -62,6 +63,7 @@ class Engine:
         self._table = ModelTable(served)  # what new requests resolve against
         self._retiring: tuple[ServedModel, ...] = ()  # replaced, finishing their requests
         self._requests: Counter[ServedModel] = Counter()  # generate() calls alive per model
+        self._refreeze_due = False  # the heap was thawed for unloaded versions (_unload_idle)
         self._cond = threading.Condition()
         self._outbox = Outbox()  # the step thread's events, handed over once per step
         # Tokenizing and image decoding run here, off the event loop, a bounded number at once.
@@ -144,7 +146,12 @@ class Engine:
 
     def _unload_idle(self) -> None:
         """Drop retiring versions with no request left; ONNX Runtime frees them with the last
-        reference, here and not on the step thread."""
+        reference, here and not on the step thread. A frozen heap (service.runtime.heap) is
+        thawed when versions are dropped, so that the collector can free cycles among their
+        objects, and frozen again at a later poll with no version retiring."""
+        if self._refreeze_due and not self._retiring:
+            log.info("heap frozen again: %d objects", freeze_heap())
+            self._refreeze_due = False
         idle = tuple(s for s in self._retiring if not self._requests[s])
         if not idle:
             return
@@ -153,6 +160,9 @@ class Engine:
         for served in idle:
             self._report.unloaded(served)
             log.info("unloaded %s version %s", served.manifest.name, served.manifest.version)
+        if thaw_heap():
+            log.info("heap thawed until the next poll: the unloaded versions' cycles can go")
+            self._refreeze_due = True
 
     def _stepped(self) -> tuple[ServedModel, ...]:
         """Every model the step loop runs: the table's and the retiring ones."""

@@ -23,6 +23,7 @@ class ServeProcess:
     process: subprocess.Popen
     target: str  # host:port of its gRPC server
     metrics_port: int
+    start_log: list[str]  # what it logged up to its readiness line
 
 
 @contextmanager
@@ -55,7 +56,7 @@ def serve_in_subprocess(models_dir: Path, *args: str) -> Iterator[ServeProcess]:
     reader = threading.Thread(target=process.stderr.read, daemon=True)  # keeps the pipe flowing
     reader.start()
     try:
-        yield ServeProcess(process, f"127.0.0.1:{ports[READY_LINE]}", ports[METRICS_LINE])
+        yield ServeProcess(process, f"127.0.0.1:{ports[READY_LINE]}", ports[METRICS_LINE], lines)
     finally:
         if process.poll() is None:
             process.kill()

@@ -50,3 +50,14 @@ def test_metrics_show_the_loaded_models_and_the_rpcs_served(serve_process: Serve
     served = {"model": SUMMARIZER, "version": reply.model_version}
     assert value(exposition, "attnserve_requests_total", method="Summarize", **served) == 1
     assert value(exposition, "attnserve_generated_tokens_total", **served) == reply.output_tokens
+
+
+def test_the_start_up_heap_is_frozen_before_it_serves(serve_process: ServeProcess):
+    """Full collections would traverse every start-up object again and again, holding the GIL
+    (service.runtime.heap): the process freezes them once loaded."""
+    frozen = [line for line in serve_process.start_log if "start-up objects frozen" in line]
+    assert len(frozen) == 1, serve_process.start_log
+    count = int(frozen[0].split("start-up objects frozen")[0].split()[-1])
+    assert count > 10_000  # modules, gRPC, the models: far more than a handful
+    with AttnserveClient(serve_process.target) as client:
+        assert client.summarize(TEXT, model=SUMMARIZER, **SHORT_REQUEST).text

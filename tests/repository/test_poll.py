@@ -5,10 +5,12 @@ removed ones are unloaded once their requests are done. Figures go to the test r
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ import pytest
 import tritonclient.grpc as triton
 
 from service.client import AttnserveClient
+from service.engine.served_model import ServedModel
+from service.runtime.heap import freeze_heap
 from tests.fixtures.inprocess_server import InProcessServer
 from tests.integration.models import LONG_TOKENS, TEXT, wait_until
 from tests.repository.repository import (
@@ -213,6 +217,35 @@ def test_a_removed_version_finishes_its_running_request_then_unloads(
     )
     record_property("unload_seconds_after_last_request", round(time.monotonic() - removed, 3))
     assert status_of(lambda: answering_version(client, "2")) == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_version_frozen_at_start_is_thawed_to_unload_then_the_heap_freezes_again(
+    polling_server: InProcessServer,
+    client: AttnserveClient,
+    repository: Path,
+    summarizer_dir: Path,
+    repository_log: RepositoryLog,
+):
+    """`attnserve serve` freezes its start-up heap (service.runtime.heap), version 1 with it.
+    Replaced by version 2 and unloaded, it is freed all the same, cycles included: the engine
+    thaws the heap when it unloads, and freezes it again at a later poll."""
+    served = next(
+        o for o in gc.get_objects() if isinstance(o, ServedModel) and o.manifest.name == SUMMARIZER
+    )
+    served.test_cycle = [served]  # a cycle: only the collector can free it, once thawed
+    version_1 = weakref.ref(served)
+    del served
+    repository_log.set_level(logging.INFO, logger="service.engine.engine")
+    try:
+        freeze_heap()
+        publish(summarizer_dir, repository, SUMMARIZER, 2)
+        wait_for_versions(client, SUMMARIZER, ["2"])
+        _wait_for_log(repository_log, "heap thawed until the next poll")
+        _wait_for_log(repository_log, "heap frozen again")
+        assert gc.get_freeze_count() > 0
+        assert version_1() is None
+    finally:
+        gc.unfreeze()  # this test process's heap is not a server's
 
 
 def test_kserve_readiness_and_metadata_follow_a_switch(
