@@ -7,7 +7,8 @@ and 178 ms at worst, over ~57,000 objects that were almost all there since start
 gRPC, the models' Python objects). Frozen once the server is loaded, they are not traversed
 again (the same run: 1 ms at p50, 70 ms at worst); they are still freed by reference counting
 when they go. Only cycles among frozen objects stay: so when a model version loaded before the
-freeze is unloaded, the heap is thawed, and frozen again once that version is gone.
+freeze is unloaded, the heap is thawed, and frozen again once that version is gone (one full
+collection per model swap, at a repository poll, on the event loop).
 """
 
 from __future__ import annotations
