@@ -24,6 +24,7 @@ from service.runtime.cores import (
     affinity_entry,
     allowed_cpus,
     cpu_quota,
+    cpus_of,
     physical_cores,
     pin_current_thread,
     plan_split,
@@ -159,8 +160,7 @@ def _settings(tmp_path: Path, *flags: str, environ: dict[str, str] | None = None
 @pytest.mark.skipif(not PINNABLE, reason="needs two CPUs not shared through a CPU quota")
 def test_auto_pins_beside_the_steps_on_the_cpu_and_leaves_hand_set_threads_alone(tmp_path):
     threads = _settings(tmp_path).engine.session_threads()
-    encoder = {cpu for core in threads.encoder_cpus for cpu in core}
-    decoder = {cpu for core in threads.decoder_cpus for cpu in core}
+    encoder, decoder = cpus_of(threads.encoder_cpus), cpus_of(threads.decoder_cpus)
     assert encoder and decoder and not encoder & decoder
     assert encoder | decoder == set(allowed_cpus())
     assert threads.decoder == len(threads.decoder_cpus) + 1
