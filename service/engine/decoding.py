@@ -227,8 +227,11 @@ def apply_top_p(scores: np.ndarray, rows: np.ndarray, top_p: np.ndarray) -> None
     """
     sub = scores[rows]
     values, tokens, real = _finite_candidates(sub)
+    if values.shape[1] == 0:
+        return  # every token of every row is banned already: nothing to remove
     order = np.argsort(values, axis=1)
-    cumulative = np.cumsum(softmax(np.take_along_axis(values, order, axis=1)), axis=1)
+    with np.errstate(invalid="ignore"):  # a row with every token banned: NaN, removes nothing
+        cumulative = np.cumsum(softmax(np.take_along_axis(values, order, axis=1)), axis=1)
     threshold = (1.0 - top_p.astype(np.float64)).astype(np.float32)
     remove = cumulative <= threshold[:, None]
     remove[:, -1] = False  # min_tokens_to_keep = 1
@@ -281,16 +284,24 @@ def process_logits(
 
 
 def sample_tokens(scores: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
-    """One token per row drawn from softmax(scores), each row with its request's generator.
+    """One token per row drawn from softmax(scores), each row with its request's generator;
+    NO_TOKEN for a row whose every token is banned (-inf), where generate() raises.
 
     Inverse-CDF sampling over each row's finite entries (few after top-k): one uniform draw per
     row from the request's own generator makes a request's tokens independent of its batch.
     """
     values, tokens, _ = _finite_candidates(scores)
+    has_mass = values > -np.inf
+    live = np.flatnonzero(has_mass.any(axis=1))
+    chosen = np.full(scores.shape[0], NO_TOKEN, np.int64)
+    if live.size == 0:
+        return chosen
+    values, tokens, has_mass = values[live], tokens[live], has_mass[live]
     cumulative = np.cumsum(softmax(values), axis=1, dtype=np.float64)
-    draws = np.array([rng.random() for rng in rngs]) * cumulative[:, -1]
+    draws = np.array([rngs[row].random() for row in live]) * cumulative[:, -1]
     picked = (cumulative <= draws[:, None]).sum(axis=1)
-    has_mass = values > -np.inf  # a draw at the very top lands on the last token with mass
+    # a draw at the very top lands on the last token with mass
     last = values.shape[1] - 1 - np.argmax(has_mass[:, ::-1], axis=1)
     picked = np.minimum(picked, last)
-    return tokens[np.arange(len(picked)), picked]
+    chosen[live] = tokens[np.arange(live.size), picked]
+    return chosen

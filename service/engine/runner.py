@@ -22,10 +22,17 @@ import numpy as np
 
 from service.engine.batch import DecodeBatch
 from service.engine.beam_search import BeamSearchGroup
-from service.engine.decoding import RowParams, every_row_bans, process_logits, sample_tokens
+from service.engine.decoding import (
+    NO_TOKEN,
+    RowParams,
+    every_row_bans,
+    process_logits,
+    sample_tokens,
+)
 from service.engine.encoding import BackgroundEncoder, EncoderRun, Failure
 from service.engine.scheduler import StepPlan, encoder_tokens
 from service.engine.sequence import SequenceGroup
+from service.errors import InvalidArgument
 from service.runtime.cores import CpuGroups
 from service.runtime.kv_tensors import Tensor
 from service.runtime.model import LoadedModel
@@ -41,7 +48,8 @@ class RunnerOutput:
     lengths: np.ndarray  # int64 [rows]: each row's tokens, the chosen one included
     attention: np.ndarray | None  # float32 [rows, S]: when some row asked for explain
     beams_done: set[SequenceGroup]  # beam requests whose search ended at this step
-    failed: list[Failure]  # newcomers whose input the model failed on
+    # newcomers whose input the model failed on, and sampled requests left without any token
+    failed: list[Failure]
 
 
 class _Decoded(NamedTuple):
@@ -108,7 +116,7 @@ class ModelRunner:
             return RunnerOutput([], nothing, nothing.astype(bool), nothing, None, set(), failed)
         assert self.batch is not None
         forced = self.batch.lengths < self.batch.params.prompt_len
-        tokens, beams_done = self._choose_tokens(decoded, forced)
+        tokens, beams_done, stuck = self._choose_tokens(decoded, forced)
         batch = self.batch
         return RunnerOutput(
             list(batch.requests),
@@ -117,7 +125,7 @@ class ModelRunner:
             batch.lengths,
             decoded.attention,
             beams_done,
-            failed,
+            failed + stuck,
         )
 
     def release(self, leaving: list[SequenceGroup]) -> None:
@@ -268,12 +276,13 @@ class ModelRunner:
 
     def _choose_tokens(
         self, decoded: _Decoded, forced: np.ndarray
-    ) -> tuple[np.ndarray, set[SequenceGroup]]:
+    ) -> tuple[np.ndarray, set[SequenceGroup], list[Failure]]:
         """Every row's next token, appended to its sequence; beam requests pick theirs among
         their hypotheses (rows continue the hypothesis they were reordered onto). Rows without
         logits on the host keep the device's argmax. `forced` rows take their next prompt token
         (already in their sequence): no sampling draw, no beam step, so their search starts
-        after the prompt as generate()'s does."""
+        after the prompt as generate()'s does. Also the sampled requests whose own settings
+        banned every token: they fail alone (generate() raises there), the batch goes on."""
         batch = self.batch
         assert batch is not None
         rows, attention = decoded.logit_rows, decoded.attention
@@ -287,9 +296,12 @@ class ModelRunner:
         tokens = np.empty(batch.size, np.int64) if decoded.tokens is None else decoded.tokens
         tokens[rows] = np.argmax(scores, axis=1)
         sampled = np.flatnonzero(params.do_sample & ~forced[rows])
+        stuck: list[Failure] = []
         if sampled.size:
             sampled_rows = list(batch.rngs[rows[sampled]])
-            tokens[rows[sampled]] = sample_tokens(scores[sampled], sampled_rows)
+            drawn = sample_tokens(scores[sampled], sampled_rows)
+            tokens[rows[sampled]] = drawn
+            stuck = self._without_tokens(rows[sampled[drawn == NO_TOKEN]])
         rows_forced = np.flatnonzero(forced)
         if rows_forced.size:
             tokens[rows_forced] = batch.sequences[rows_forced, batch.lengths[rows_forced]]
@@ -317,7 +329,25 @@ class ModelRunner:
         if moves_dst:
             batch.reorder(np.concatenate(moves_dst), np.concatenate(moves_src))
         batch.append_tokens(tokens)
-        return tokens, beams_done
+        return tokens, beams_done, stuck
+
+    def _without_tokens(self, rows: np.ndarray) -> list[Failure]:
+        """The requests of sampled `rows` that have no token left to draw, each with its error."""
+        if rows.size == 0:
+            return []
+        assert self.batch is not None
+        requests = self.batch.requests
+        starts = np.cumsum([0, *(group.rows for group in requests)])
+        owners = dict.fromkeys(requests[i] for i in np.searchsorted(starts, rows, side="right") - 1)
+        return [(group, _no_token_left(group)) for group in owners]
+
+
+def _no_token_left(group: SequenceGroup) -> InvalidArgument:
+    return InvalidArgument(
+        f"no token is left to sample at generated token {len(group.generated) + 1}: "
+        "no_repeat_ngram_size and min_new_tokens (with the model's banned tokens) ban every "
+        "token of its vocabulary there"
+    )
 
 
 def _stack_encoder_feeds(feeds: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, np.ndarray]:

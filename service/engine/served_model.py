@@ -24,6 +24,7 @@ from service.engine.scheduler import Scheduler, StepPlan
 from service.engine.sequence import SequenceGroup, StepEvent
 from service.engine.types import GenerationParams
 from service.engine.update import update_requests
+from service.errors import InvalidArgument
 from service.runtime.model import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -104,12 +105,10 @@ class ServedModel:
         if output is None:
             return events
         for group, error in output.failed:
-            log.error("the model failed on one request's input; it alone fails", exc_info=error)
             self.scheduler.release(group)
-            failure = RuntimeError(f"the model failed on this request's input: {error}")
-            events.append((group, StepEvent(tokens=[], error=failure)))
+            events.append((group, StepEvent(tokens=[], error=_failure(error))))
         update = update_requests(output, self.runner.eos_ids)
-        self.runner.release(update.finished)
+        self.runner.release(update.finished + [group for group, _ in output.failed])
         for group in update.finished:
             self.scheduler.release(group)
         return events + update.events
@@ -136,3 +135,12 @@ class ServedModel:
         assert spec is not None  # requests only ask for explain on models that have it
         reduction = describe_reduction(spec, self.manifest.dims.num_layers)
         return Attributor(source, reduction, self.model.tokenizer.token_text)
+
+
+def _failure(error: Exception) -> Exception:
+    """What a request that failed inside a step is told: its own error when the request was at
+    fault (InvalidArgument), else a server fault, logged."""
+    if isinstance(error, InvalidArgument):
+        return error
+    log.error("the model failed on one request's input; it alone fails", exc_info=error)
+    return RuntimeError(f"the model failed on this request's input: {error}")

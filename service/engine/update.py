@@ -22,14 +22,16 @@ class StepUpdate:
 
 
 def update_requests(output: RunnerOutput, eos_ids: np.ndarray) -> StepUpdate:
-    """Each request's new tokens and, where it ended, why."""
+    """Each request's new tokens and, where it ended, why (requests that failed at this step
+    have their own event)."""
     ended = np.isin(output.tokens, eos_ids)
     update = StepUpdate(events=[], finished=[])
+    failed = {group for group, _ in output.failed}
     row = 0
     for group in output.requests:
         event = None
-        if output.forced[row]:
-            pass  # a prompt token was fed: nothing to tell, nothing to stop
+        if output.forced[row] or group in failed:
+            pass  # a prompt token was fed (nothing to tell, nothing to stop), or it failed
         elif group.beam is None:
             event = _next_token(group, output, row, bool(ended[row]))
         elif group in output.beams_done:

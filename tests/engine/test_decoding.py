@@ -12,6 +12,7 @@ import torch
 from transformers.generation import logits_process as hf
 
 from service.engine.decoding import (
+    NO_TOKEN,
     RowParams,
     process_logits,
     sample_tokens,
@@ -163,6 +164,27 @@ def test_sampling_follows_the_distribution_and_never_draws_filtered_tokens():
     counts = np.bincount(_draw(scores, seed=7, count=4000), minlength=4) / 4000
     assert counts[1] == 0
     np.testing.assert_allclose(counts, softmax(scores)[0], atol=0.03)
+
+
+def test_a_row_with_every_token_banned_gets_no_token_and_leaves_the_others_alone():
+    """Such a row gets NO_TOKEN (the runner fails its request alone) and draws nothing from its
+    generator; top-p passes it through; the other rows sample as they would alone."""
+    scores = np.random.default_rng(9).normal(size=(3, VOCAB)).astype(np.float32)
+    scores[1] = -np.inf
+    alone = [
+        int(sample_tokens(scores[row : row + 1], [np.random.default_rng(row)])[0]) for row in (0, 2)
+    ]
+    generators = [np.random.default_rng(row) for row in range(3)]
+    assert sample_tokens(scores, generators).tolist() == [alone[0], NO_TOKEN, alone[1]]
+    assert generators[1].random() == np.random.default_rng(1).random()
+    assert (sample_tokens(scores[1:2], [generators[1]]) == NO_TOKEN).all()
+    banned = np.full((2, VOCAB), -np.inf, np.float32)
+    processed = _run_ours(
+        banned,
+        *_batch(np.random.default_rng(1), [2, 3])[:2],
+        [_params(do_sample=True, top_p=0.5)] * 2,
+    )
+    assert np.isneginf(processed).all()
 
 
 def test_banned_tokens_match_transformers_no_bad_words_on_every_row():

@@ -233,3 +233,38 @@ def test_cancelled_request_frees_its_rows_at_the_next_step(served):
     ((leaving, event),) = served.step(now=1.0)
     assert leaving is group and isinstance(event.error, Cancelled)
     assert served.runner.rows == 0 and served.runner.kv_bytes() == 0
+
+
+@pytest.fixture(scope="module")
+def narrow_models_dir(tmp_path_factory) -> Path:
+    """tiny-bart whose generation config bans every word (bad_words_ids), leaving the four
+    special tokens: a request that also bans what it already said runs out of tokens at once."""
+    root = tmp_path_factory.mktemp("narrow")
+    words = {"bad_words_ids": [[token] for token in range(4, 64)]}
+    checkpoint = build_bart(root / "checkpoint", generation=words)
+    export_model(checkpoint, "summarization", root / "models" / "tiny-bart", progress=print)
+    return root / "models"
+
+
+def test_sampled_request_left_without_tokens_fails_alone(narrow_models_dir):
+    """no_repeat_ngram_size=1 with min_new_tokens bans every token by the fourth (generate()
+    raises there): that request alone gets InvalidArgument, the requests decoding in the same
+    steps finish, and the engine serves on."""
+    stuck = GenerationParams(
+        do_sample=True, seed=1, no_repeat_ngram_size=1, min_new_tokens=10, max_new_tokens=10
+    )
+    mates = [GenerationParams(max_new_tokens=10), GenerationParams(num_beams=2, max_new_tokens=10)]
+
+    async def scenario(engine):
+        await engine.start()
+        calls = [_collect(engine, _request(params)) for params in [*mates, stuck, *mates]]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        return outcomes, await _collect(engine, _request(mates[0]))
+
+    outcomes, after = _run(narrow_models_dir, scenario)
+    error = outcomes[2]
+    assert isinstance(error, InvalidArgument), error
+    assert "no token is left to sample at generated token 4" in str(error)
+    for items in outcomes[:2] + outcomes[3:]:
+        assert isinstance(items[-1], GenerationResult), items
+    assert isinstance(after[-1], GenerationResult)
