@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from export.demo.tasks import make_match_report, render_shapes
 from tests.http.conftest import HttpServer
@@ -95,6 +97,43 @@ def test_unknown_json_field_is_400_naming_it(http_server: HttpServer):
 def test_body_that_is_not_json_is_400(http_server: HttpServer):
     answer = curl(http_server.url + "/v1/summarize", "-d", "{not json")
     assert answer.status == 400 and "not valid JSON" in answer.json()["error"]
+
+
+V2_TENSOR = {"name": "text", "shape": [1], "datatype": "BYTES", "data": [TEXT]}
+
+
+def _nested(data: list, depth: int) -> list:
+    for _ in range(depth):
+        data = [data]
+    return data
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"outputs": 5}, "'outputs' must be a list"),
+        ({"parameters": {"seed": 1 << 70}}, "parameter 'seed' (1180591620717411303424) is outside"),
+        ({"parameters": {"seed": -(1 << 70)}}, "is outside int64 and uint64"),
+        ({"inputs": [dict(V2_TENSOR, shape=[True])]}, "'shape' list of int64 integers"),
+        ({"inputs": [dict(V2_TENSOR, shape=[1 << 70])]}, "'shape' list of int64 integers"),
+        ({"inputs": [dict(V2_TENSOR, data=_nested(["a"], 40))]}, "nested more than 32 lists"),
+    ],
+)
+def test_malformed_v2_bodies_are_400_naming_the_mistake(http_server: HttpServer, fields, message):
+    body = {"inputs": [V2_TENSOR], **fields}
+    answer = curl(http_server.url + f"/v2/models/{http_server.summarizer}/infer", data=body)
+    assert answer.status == 400 and message in answer.json()["error"]
+
+
+def test_a_body_of_millions_of_tiny_values_is_400_before_it_is_parsed(
+    http_server: HttpServer, tmp_path: Path
+):
+    values, deep = tmp_path / "values.json", tmp_path / "deep.json"
+    values.write_text('{"text": "a", "x": [' + "0," * 2_000_000 + "0]}")
+    deep.write_text('{"text": "a", "x": ' + "[" * 5000 + "]" * 5000 + "}")
+    for body, message in ((values, "at most 10000 are read"), (deep, "nested too deeply")):
+        answer = curl(http_server.url + "/v1/summarize", "--data-binary", f"@{body}")
+        assert answer.status == 400 and message in answer.json()["error"]
 
 
 def test_engine_refusal_is_400_with_its_message(http_server: HttpServer):

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from service.api.rest.calls import RestError
+from service.api.rest.json_body import parse_json
 from service.api.status import client_message
 from service.errors import status_name
 
@@ -63,13 +64,7 @@ async def read_body(request: Request, limit_bytes: int) -> bytes:
 
 
 async def read_json(request: Request, limit_bytes: int) -> dict[str, Any]:
-    body = await read_body(request, limit_bytes)
-    try:
-        value = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RestError(
-            "INVALID_ARGUMENT", f"the request body is not valid JSON: {error}"
-        ) from None
+    value = parse_json(await read_body(request, limit_bytes) or b"{}")
     if not isinstance(value, dict):
         raise RestError("INVALID_ARGUMENT", "the request body must be a JSON object")
     return value

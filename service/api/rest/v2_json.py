@@ -11,20 +11,21 @@ when its `binary_data` parameter, or else the request's `binary_data_output`, sa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from service._pb import grpc_service_pb2 as pb
 from service.api.kserve_tensors import BYTES, decode_raw_bytes
+from service.api.rest.json_body import parse_json
 from service.errors import InvalidArgument
 
 HEADER_LENGTH = "inference-header-content-length"
 BINARY_SIZE = "binary_data_size"
 BINARY_OUTPUT = "binary_data_output"
 BINARY = "binary_data"
-_INT64_MAX = (1 << 63) - 1
+_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(1 << 63), (1 << 63) - 1, (1 << 64) - 1
+MAX_DATA_DEPTH = 32  # nesting of an input's `data` lists (one level per dimension)
 
 
 @dataclass
@@ -43,6 +44,8 @@ def parameter(name: str, value: Any) -> pb.InferParameter:
     if isinstance(value, bool):
         return pb.InferParameter(bool_param=value)
     if isinstance(value, int):
+        if not _INT64_MIN <= value <= _UINT64_MAX:
+            raise InvalidArgument(f"parameter '{name}' ({value}) is outside int64 and uint64")
         if value > _INT64_MAX:
             return pb.InferParameter(uint64_param=value)
         return pb.InferParameter(int64_param=value)
@@ -64,11 +67,19 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _flatten(data: Any) -> list[Any]:
+def _flatten(data: Any, input_name: str, depth: int = 0) -> list[Any]:
     """The elements of a (possibly nested, row-major) JSON `data` list."""
     if not isinstance(data, list):
         return [data]
-    return [element for item in data for element in _flatten(item)]
+    if depth == MAX_DATA_DEPTH:
+        raise InvalidArgument(
+            f"the data of input '{input_name}' is nested more than {MAX_DATA_DEPTH} lists deep"
+        )
+    return [element for item in data for element in _flatten(item, input_name, depth + 1)]
+
+
+def _is_int64(value: Any) -> bool:
+    return type(value) is int and _INT64_MIN <= value <= _INT64_MAX  # not bool, which is an int
 
 
 def _bytes_element(element: Any, input_name: str) -> bytes:
@@ -102,11 +113,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
                 f"Inference-Header-Content-Length {length} is outside the body's {len(body)} bytes"
             )
         json_part, binary = body[:length], body[length:]
-    try:
-        header = json.loads(json_part)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidArgument(f"the request body is not valid JSON: {error}") from None
-    return _object(header, "the request body"), binary
+    return _object(parse_json(json_part), "the request body"), binary
 
 
 def _add_input(request: pb.ModelInferRequest, tensor: dict[str, Any], binary: memoryview) -> int:
@@ -115,8 +122,8 @@ def _add_input(request: pb.ModelInferRequest, tensor: dict[str, Any], binary: me
     if not isinstance(name, str):
         raise InvalidArgument("every input needs a 'name' string")
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
-        raise InvalidArgument(f"input '{name}' needs a 'shape' list of integers")
+    if not isinstance(shape, list) or not all(_is_int64(d) for d in shape):
+        raise InvalidArgument(f"input '{name}' needs a 'shape' list of int64 integers")
     datatype = tensor.get("datatype")
     if not isinstance(datatype, str):
         raise InvalidArgument(f"input '{name}' needs a 'datatype' string")
@@ -134,7 +141,7 @@ def _add_input(request: pb.ModelInferRequest, tensor: dict[str, Any], binary: me
     if "data" not in tensor:
         raise InvalidArgument(f"input '{name}' has neither 'data' nor '{BINARY_SIZE}'")
     if datatype == BYTES:  # other datatypes are refused by the servicer, naming the datatype
-        elements = [_bytes_element(e, name) for e in _flatten(tensor["data"])]
+        elements = [_bytes_element(e, name) for e in _flatten(tensor["data"], name)]
         added.contents.bytes_contents.extend(elements)
     return 0
 
@@ -148,7 +155,7 @@ def infer_request(
     if not isinstance(request_id, str):
         raise InvalidArgument("'id' must be a string")
     request.id = request_id
-    parameters = _object(header.get("parameters", {}), "'parameters'")
+    parameters = _object(header.get("parameters") or {}, "'parameters'")
     for name, value in parameters.items():
         request.parameters[name].CopyFrom(parameter(name, value))
     inputs = header.get("inputs")
@@ -163,7 +170,10 @@ def infer_request(
     if len(remaining):
         raise InvalidArgument(f"{len(remaining)} bytes of binary data belong to no input")
     output_format = OutputFormat(binary_default=parameters.get(BINARY_OUTPUT) is True)
-    for tensor in header.get("outputs", []):
+    outputs = header.get("outputs") or []  # null: none named, as absent
+    if not isinstance(outputs, list):
+        raise InvalidArgument("'outputs' must be a list")
+    for tensor in outputs:
         name = _object(tensor, "each output").get("name")
         if not isinstance(name, str):
             raise InvalidArgument("every output needs a 'name' string")
