@@ -1,9 +1,11 @@
-"""A client that leaves a server-sent event stream frees its batch rows, as on gRPC."""
+"""A client that leaves a server-sent event stream frees its batch rows, as on gRPC; a client
+that leaves, mid-stream or mid-upload, is counted as CANCELLED, not as a server fault."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -35,3 +37,35 @@ def test_leaving_a_stream_cancels_its_request(server: InProcessServer):
         "attnserve_generated_tokens_total", {"model": "tiny-summarizer", "version": "1"}
     )
     assert not generated  # counted when a request finishes: this one was cancelled
+    wait_until(
+        lambda: _count(server, "POST /v1/summarize/stream", "CANCELLED") == 1,
+        what="the stream to be counted as cancelled",
+    )
+    assert not _count(server, "POST /v1/summarize/stream", "OK")
+
+
+def test_a_client_leaving_while_it_sends_its_body_is_cancelled_not_a_fault(
+    server: InProcessServer, caplog: pytest.LogCaptureFixture
+):
+    assert server.server.rest is not None
+    with socket.create_connection(("127.0.0.1", server.server.rest.port), timeout=10) as client:
+        head = b"POST /v1/summarize HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        client.sendall(head + b'{"text": "w1 ')  # 13 of the 1000 bytes announced
+    wait_until(
+        lambda: _count(server, "POST /v1/summarize", "CANCELLED") == 1,
+        what="the request to be counted as cancelled",
+    )
+    assert not _count(server, "POST /v1/summarize", "INTERNAL")
+    assert "server fault" not in caplog.text
+
+
+def _count(server: InProcessServer, method: str, code: str) -> float:
+    """Requests of `method` counted under `code`, whatever their model."""
+    return sum(
+        sample.value
+        for family in server.metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "attnserve_requests_total"
+        and sample.labels["method"] == method
+        and sample.labels["code"] == code
+    )

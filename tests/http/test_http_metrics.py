@@ -5,10 +5,14 @@ stands for. Health checks are not counted."""
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
+from export.demo.tasks import render_shapes
 from tests.fixtures.inprocess_server import InProcessServer, serving
 from tests.fixtures.models_env import demo_models_dir
 from tests.http.curl import curl
@@ -76,4 +80,25 @@ def test_v2_infer_and_unknown_paths_and_health(server):
         (model, "POST /v2/models/{name}/infer", "OK"): 1.0,
         ("", "POST /v2/models/{name}/infer", "NOT_FOUND"): 1.0,
         ("", "other", "NOT_FOUND"): 2.0,
+    }
+
+
+def test_a_stream_ending_on_an_error_event_is_counted_under_that_error(server):
+    """The 200 is sent with the first token; a failure after it (here the request's own
+    settings ban every token of the captioner's 15 by the 14th) ends the stream with an
+    `error` event, and the request counts under the error's status, as on gRPC."""
+    model = next(i.name for i in server.engine.models() if i.task == "captioning")
+    image, _ = render_shapes(np.random.default_rng(7))
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    stuck = dict(
+        do_sample=True, seed=1, no_repeat_ngram_size=1, min_new_tokens=20, max_new_tokens=20
+    )
+    body = {"image": base64.b64encode(png.getvalue()).decode(), "params": stuck}
+    before = _counts(server)
+    answer = curl("-N", _url(server, "/v1/caption/stream"), data=body)
+    assert answer.status == 200 and "event: error" in answer.body, answer.body
+    assert '"status": "INVALID_ARGUMENT"' in answer.body
+    assert _added(before, _counts(server)) == {
+        (model, "POST /v1/caption/stream", "INVALID_ARGUMENT"): 1.0
     }

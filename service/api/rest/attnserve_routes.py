@@ -58,7 +58,7 @@ def attnserve_routes(attention: AttentionServicer, body_limit: int) -> list[Rout
 
         @answers_errors
         async def handle(request: Request) -> Response:
-            return await event_stream(chunks(await parse(request, message_type)))
+            return await event_stream(request, chunks(await parse(request, message_type)))
 
         return handle
 

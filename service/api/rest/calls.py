@@ -32,6 +32,11 @@ HTTP_STATUS = {
 }
 
 
+# Scope key: the status a token stream ended with after its 200 went out (an `error` event), for
+# the metrics middleware, which counts the request under it instead of OK.
+STREAM_STATUS = "attnserve.stream_status"
+
+
 class RestError(Exception):
     """A request that fails with the status `status` (a canonical name) and a client message."""
 

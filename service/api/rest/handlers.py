@@ -11,13 +11,13 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
-from service.api.rest.calls import RestError
+from service.api.rest.calls import STREAM_STATUS, RestError
 from service.api.rest.json_body import parse_json
 from service.api.status import client_message
-from service.errors import status_name
+from service.errors import Cancelled, status_name
 
 Handler = Callable[[Request], Awaitable[Response]]
 PAYLOAD_TOO_LARGE = 413
@@ -55,11 +55,14 @@ async def read_body(request: Request, limit_bytes: int) -> bytes:
         raise too_large
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit_bytes:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit_bytes:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise Cancelled("the client went away while sending its request") from None
     return b"".join(chunks)
 
 
@@ -86,10 +89,11 @@ def _event(data: dict[str, Any], event: str | None = None) -> bytes:
     return (head + "data: " + json.dumps(data, ensure_ascii=False) + "\n\n").encode("utf-8")
 
 
-async def event_stream(events: AsyncIterator[dict[str, Any]]) -> Response:
+async def event_stream(request: Request, events: AsyncIterator[dict[str, Any]]) -> Response:
     """Server-sent events, one per item of `events`. A failure before the first event is an
     ordinary error response with its status; one after it, an `error` event that ends the
-    stream (the status line is already sent)."""
+    stream (the status line is already sent), its status left in the request's scope for the
+    metrics."""
     try:
         first = await anext(events)
     except StopAsyncIteration:
@@ -108,6 +112,7 @@ async def event_stream(events: AsyncIterator[dict[str, Any]]) -> Response:
                     yield _event(item)
             except Exception as error:
                 failure = as_rest_error(error)
+                request.scope[STREAM_STATUS] = failure.status
                 yield _event({"error": failure.message, "status": failure.status}, "error")
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.interceptors.metrics import OTHER_METHOD, MeasuredCall
 from service.api.rest.auth import HEALTH_PATHS
-from service.api.rest.calls import HTTP_STATUS
+from service.api.rest.calls import HTTP_STATUS, STREAM_STATUS
 from service.metrics import ServerMetrics
 
 # HTTP status -> the gRPC status name counted. INTERNAL and UNKNOWN both answer 500: 500 counts
@@ -59,15 +59,16 @@ class MetricsMiddleware:
             return
         call = MeasuredCall(self.metrics, self._method(scope))
         code = "INTERNAL"  # no response started: the app failed before answering
-        finished = False
+        started = finished = False
 
         async def measured_send(message: Message) -> None:
-            nonlocal code, finished
+            nonlocal code, started, finished
             if message["type"] == "http.response.start":
-                code = status_name(message["status"])
+                code, started = status_name(message["status"]), True
             elif message["type"] == "http.response.body" and not message.get("more_body"):
-                # counted before the last bytes leave: a client that has its answer sees it
-                call.finish(code)
+                # counted before the last bytes leave: a client that has its answer sees it;
+                # a stream that ended on an error event, under that error's status
+                call.finish(scope.get(STREAM_STATUS, code))
                 finished = True
             await send(message)
 
@@ -78,4 +79,6 @@ class MetricsMiddleware:
             raise
         finally:
             if not finished:
-                call.finish(code)
+                # an answer begun but never ended: the client went away mid-stream (Starlette
+                # stops the stream and returns)
+                call.finish("CANCELLED" if started else code)

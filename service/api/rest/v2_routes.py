@@ -138,7 +138,7 @@ def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
     @answers_errors
     async def generate_stream(request: Request) -> Response:
         message = _generate_request(await read_json(request, body_limit), *_model_of(request))
-        return await event_stream(generate_events(message))
+        return await event_stream(request, generate_events(message))
 
     routes = [
         Route("/v2/health/live", live),
