@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from service._pb import grpc_service_pb2 as kserve_pb
 from service.client import AttnserveClient
 from tests.fixtures.inprocess_server import InProcessServer, serving
 from tests.integration.models import (
@@ -202,6 +203,25 @@ def test_an_undecodable_message_in_a_stream_is_invalid(server: InProcessServer):
         infer = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
         error = rpc_error(lambda: list(infer(iter([GARBAGE]), timeout=10)))
         assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "could not be decoded")
+
+
+def test_a_message_of_millions_of_tiny_fields_is_refused_before_parsing(
+    server: InProcessServer, client: AttnserveClient
+):
+    """Two million empty elements (4 MB on the wire, hundreds of MB once parsed) are refused
+    by counting them, unary and streamed; the server answers the next request."""
+    request = kserve_pb.ModelInferRequest(model_name=CAPTIONER)
+    tensor = request.inputs.add(name="text", datatype="BYTES", shape=[1])
+    tensor.contents.bytes_contents.extend([b""] * 2_000_000)
+    payload = request.SerializeToString()
+    with grpc.insecure_channel(server.target) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        error = rpc_error(lambda: infer(payload, timeout=30))
+        assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "more than 10000 fields")
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        error = rpc_error(lambda: list(stream(iter([payload]), timeout=30)))
+        assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "more than 10000 fields")
+    assert client.summarize(TEXT, **SHORT_REQUEST).text
 
 
 def test_a_text_without_printable_characters_is_invalid(client: AttnserveClient):

@@ -1,5 +1,7 @@
 """Undecodable request messages (invalid UTF-8 in a string field, truncated or garbage bytes)
 are the client's error: INVALID_ARGUMENT, not the UNKNOWN grpc answers when a deserializer raises.
+So are messages with more fields than any request needs (service.api.wire_fields), refused
+before parsing makes an object of each.
 
 The handler's deserializer is wrapped so that a message that cannot be parsed becomes an
 `Undecodable` marker instead of an exception, and the wrapped behaviour aborts on it before the
@@ -12,8 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import Descriptor
 
 from service.api.interceptors.handlers import HandlerInterceptor, wrap_handler
+from service.api.wire_fields import TooManyFields, check_field_count
 
 
 class Undecodable:
@@ -23,14 +27,22 @@ class Undecodable:
         self.error = error
 
     def message(self) -> str:
+        if isinstance(self.error, TooManyFields):
+            return str(self.error)
         return f"the request message could not be decoded: {self.error}"
 
 
 def _guarded_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    # a generated handler's deserializer is its request class's FromString
+    message_class = getattr(deserialize, "__self__", None)
+    descriptor = getattr(message_class, "DESCRIPTOR", None)
+
     def guarded(data: bytes) -> Any:
         if deserialize is None:
             return data
         try:
+            if isinstance(descriptor, Descriptor):
+                check_field_count(data, descriptor)
             return deserialize(data)
         except Exception as exc:  # protobuf's DecodeError, and anything a parser may raise
             return Undecodable(exc)
