@@ -45,7 +45,7 @@ class ModelTable:
         candidates = [s for s in self.served if s.manifest.name == name]
         if not candidates:
             known = ", ".join(sorted({s.manifest.name for s in self.served})) or "none"
-            raise NotFound(f"unknown model {name!r} for task {task!r} (served: {known})")
+            raise NotFound(f"unknown model {name!r} for task '{task}' (served: {known})")
         if candidates[-1].manifest.task != task:
             raise NotFound(f"model {name!r} serves {candidates[-1].manifest.task}, not {task}")
         if not version:
