@@ -14,6 +14,7 @@ from pathlib import Path
 from service.runtime.manifest import MANIFEST_FILE, ManifestError, ModelManifest
 
 Fingerprint = tuple[tuple[str, int, int], ...]
+LOST_AND_FOUND = "lost+found"
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def fingerprint(directory: Path) -> Fingerprint:
 
 def scan_models_dir(models_dir: Path) -> RepositoryScan:
     """Every model version under `models_dir`, in either layout; hidden entries are skipped (a
-    copy can be staged in DIR/.tmp and renamed into place)."""
+    copy can be staged in DIR/.tmp and renamed into place), and so is lost+found."""
     scan = RepositoryScan()
     seen: dict[tuple[str, str], Path] = {}
     for entry in _visible_dirs(models_dir):
@@ -80,7 +81,13 @@ def scan_models_dir(models_dir: Path) -> RepositoryScan:
 
 
 def _visible_dirs(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Its subdirectories but hidden ones and ext4's lost+found (root's, unreadable to the
+    server's user, at the root of every ext4 volume a models claim may be)."""
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name != LOST_AND_FOUND
+    )
 
 
 def _flat_version(model_dir: Path, scan: RepositoryScan) -> list[VersionDir]:

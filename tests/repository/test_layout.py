@@ -54,6 +54,20 @@ def test_a_version_directory_still_without_model_json_is_skipped(
     assert f"{version_dir(tmp_path, SUMMARIZER, 2)}: no model.json yet" in caplog.text
 
 
+def test_hidden_directories_and_lost_and_found_are_not_models(
+    tmp_path: Path, summarizer_dir: Path, caplog: pytest.LogCaptureFixture
+):
+    """A staged copy (hidden) and an ext4 volume's lost+found (root's, 0700: reading it as the
+    server's user failed the start) are not looked into."""
+    publish(summarizer_dir, tmp_path, SUMMARIZER, 1)
+    copy_model(summarizer_dir, tmp_path / ".incoming" / "half-copied", skip=["decoder.onnx"])
+    (tmp_path / "lost+found" / "#1234").mkdir(parents=True)
+    caplog.set_level(logging.INFO, logger="service.engine.model_repository")
+
+    assert served(tmp_path) == [(SUMMARIZER, "1")]
+    assert "lost+found" not in caplog.text and ".incoming" not in caplog.text
+
+
 @pytest.mark.parametrize("name", ["v2", "02", "latest"])
 def test_a_version_directory_not_named_by_a_positive_integer_stops_the_start(
     tmp_path: Path, summarizer_dir: Path, name: str
