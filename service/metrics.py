@@ -334,9 +334,12 @@ class ServerMetrics:
         architecture: str,
         seconds: float,
     ) -> None:
-        """A model is served from now on; loading it took `seconds`."""
+        """A model is served from now on; loading it took `seconds`. Its queue-wait series
+        starts at zero at once: the HPA scales on it, and a pod with no series yet (no request
+        so far) left the HPA without its metric, unable to scale down."""
         self._model_info.labels(model, version, dtype, provider, architecture).set(1)
         self._model_load_duration.labels(model, version).set(seconds)
+        self._queue_wait.labels(model, version)
 
     def model_unloaded(
         self, model: str, version: str, *, dtype: str, provider: str, architecture: str

@@ -151,6 +151,8 @@ def test_model_info_is_one_with_the_model_described_in_labels(metrics: ServerMet
     assert info == 1
     assert value(text, "attnserve_model_info", provider="CUDAExecutionProvider") == 1
     assert value(text, "attnserve_model_load_duration_seconds", model=MODEL) == 2.25
+    # the HPA's series exists before the first request, at zero
+    assert value(text, "attnserve_queue_wait_seconds_count", model=MODEL, version=VERSION) == 0
 
 
 def test_two_servers_in_one_process_keep_separate_counts():
