@@ -23,6 +23,7 @@ from service.api.interceptors.auth import BearerTokenInterceptor
 from service.metrics import ServerMetrics
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+WILDCARD_IPV4, WILDCARD_IPV6 = "0.0.0.0", "::"
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -50,6 +51,37 @@ def _with_token_check(app: WsgiApp, tokens: list[str]) -> WsgiApp:
     return checked
 
 
+class _Ipv4Server(ThreadingWSGIServer):
+    address_family = socket.AF_INET
+
+
+class _Ipv6Server(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        # on the wildcard, IPv4 clients too (as ::ffff:a.b.c.d)
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def _bind(host: str, port: int, app: WsgiApp) -> ThreadingWSGIServer:
+    """The WSGI server bound to host:port. IPv4's wildcard also takes IPv6 where the machine
+    has it (one dual-stack socket on `::`), as the gRPC port does: on an IPv6 cluster
+    Prometheus scrapes the pod's IPv6 address."""
+    candidates = [WILDCARD_IPV6, host] if host == WILDCARD_IPV4 and socket.has_ipv6 else [host]
+    for candidate in candidates[:-1]:
+        try:
+            return _make_server(candidate, port, app)
+        except OSError:
+            continue  # IPv6 disabled or not there: the IPv4 wildcard alone
+    return _make_server(candidates[-1], port, app)
+
+
+def _make_server(host: str, port: int, app: WsgiApp) -> ThreadingWSGIServer:
+    server_class = _Ipv6Server if ":" in host else _Ipv4Server
+    return make_server(host.strip("[]"), port, app, server_class, handler_class=_QuietHandler)
+
+
 def start_metrics_server(
     metrics: ServerMetrics,
     host: str,
@@ -66,10 +98,7 @@ def start_metrics_server(
     if tokens is not None:
         app = _with_token_check(app, tokens)
 
-    class Server(ThreadingWSGIServer):
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    server = make_server(host.strip("[]"), port, app, Server, handler_class=_QuietHandler)
+    server = _bind(host, port, app)
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(certfile=str(tls[0]), keyfile=str(tls[1]))

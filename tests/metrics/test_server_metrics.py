@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from prometheus_client import generate_latest
 
+from service.api.metrics_http import start_metrics_server
 from service.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from service.metrics import ServerMetrics, rejection_reason
 from tests.metrics.conftest import MODEL, VERSION, report_one_of_everything
@@ -184,3 +187,18 @@ def test_metrics_endpoint_serves_the_exposition_over_http(served_metrics_port: i
 )
 def test_rejection_reason_names_the_status_code_the_client_gets(error: Exception, reason: str):
     assert rejection_reason(error) == reason
+
+
+def test_the_ipv4_wildcard_serves_ipv6_scrapers_too(metrics: ServerMetrics):
+    """On `0.0.0.0` (the container default) the endpoint also answers on IPv6, as the gRPC port
+    does, where the machine has IPv6: an IPv6 cluster scrapes the pod's IPv6 address."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    metrics.request_finished(MODEL, VERSION, "Summarize", "OK", 0.1)
+    server, port = start_metrics_server(metrics, "0.0.0.0", 0)
+    try:
+        for host in ("127.0.0.1", "[::1]"):
+            assert value(scrape(port, host), "attnserve_requests_total") == 1, host
+    finally:
+        server.shutdown()
+        server.server_close()
