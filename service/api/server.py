@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_SECONDS = 5.0  # after the engine drained: time for the last responses to go out
+STOP_GRACE_SECONDS = 5.0  # after the drain's time: for the last responses to go out
 
 
 class AttnserveServer:
@@ -117,19 +117,27 @@ class AttnserveServer:
         await self.health.set_serving()
 
     async def drain_and_stop(self) -> None:
-        """Graceful shutdown: NOT_SERVING, refuse new work, finish running work, stop."""
+        """Graceful shutdown: NOT_SERVING, refuse new work, finish running work, stop.
+
+        The gRPC port stops taking calls at once: its clients get GOAWAY and open their next
+        calls elsewhere (a Service's ready pods; gRPC retries calls the server never took),
+        instead of UNAVAILABLE from this pod for the whole drain; the calls it has keep
+        running until the engine drained them (or the drain's time is up)."""
         await self.health.enter_graceful_shutdown()
+        drain_seconds = self.settings.drain_seconds
+        grpc_stopped = asyncio.ensure_future(
+            self.grpc_server.stop(drain_seconds + STOP_GRACE_SECONDS)
+        )
         if self._repository_watch is not None:
             self._repository_watch.cancel()
             await asyncio.gather(self._repository_watch, return_exceptions=True)
         if self.engine is not None:
-            drain_seconds = self.settings.drain_seconds
             try:
                 await asyncio.wait_for(self.engine.stop(drain=True), drain_seconds)
             except TimeoutError:
                 log.warning("requests still running after %.0f s; stopping them", drain_seconds)
                 await self.engine.stop(drain=False)
-        await self.grpc_server.stop(STOP_GRACE_SECONDS)
+        await grpc_stopped
         for task in self._upkeep:
             task.cancel()
         await asyncio.gather(*self._upkeep, return_exceptions=True)
