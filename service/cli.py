@@ -90,6 +90,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--prep-workers", type=int, default=None, help="threads tokenizing / decoding images"
     )
     p.add_argument("--drain-seconds", type=float, default=None)
+    p.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=None,
+        help="a step this long (or a dead step thread) turns health NOT_SERVING (0 = off)",
+    )
     _add_serve_security(p)
     p.set_defaults(run=_run_serve)
 

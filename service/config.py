@@ -89,6 +89,9 @@ class ServerSettings:
     http://127.0.0.1:4317; None = no tracing."""
     drain_seconds: float = 30.0
     """On SIGTERM, how long running requests may take to finish before they are cut off."""
+    stall_seconds: float = 120.0
+    """A decode step running longer than this (or a dead step thread) turns health NOT_SERVING
+    until steps move again, so liveness probes restart a hung server; 0 = off."""
     max_message_bytes: int | None = None
     """Largest request message gRPC accepts (RESOURCE_EXHAUSTED above it); None = the image
     cap plus 1 MiB, so an oversized image still reaches the engine's clearer check."""
@@ -122,6 +125,8 @@ class ServerSettings:
             raise SettingsError(f"http_port must be between 0 and 65535, got {self.http_port}")
         if self.drain_seconds < 0:
             raise SettingsError(f"drain_seconds must be >= 0, got {self.drain_seconds}")
+        if self.stall_seconds < 0:
+            raise SettingsError(f"stall_seconds must be >= 0 (0 = off), got {self.stall_seconds}")
         if self.poll_seconds < 0:
             raise SettingsError(f"poll_seconds must be >= 0 (0 = off), got {self.poll_seconds}")
         if self.keep_versions < 1:

@@ -56,7 +56,7 @@ class AttnserveServer:
         self.metrics = metrics
         self.engine: Engine | None = None
         self._repository_watch: asyncio.Task | None = None  # --poll-seconds
-        self._upkeep: list[asyncio.Task] = []  # event-loop lag, memory trimming
+        self._upkeep: list[asyncio.Task] = []  # event-loop lag, memory trimming, step watch
         self.attention = AttentionServicer()
         self.health = HealthState([SERVICE_NAME, kserve.SERVICE_NAME])
         self.tracing = _tracing(settings.otlp_endpoint)
@@ -115,6 +115,9 @@ class AttnserveServer:
             watch = engine.watch_repository(self.settings.poll_seconds)
             self._repository_watch = asyncio.ensure_future(watch)
         await self.health.set_serving()
+        if self.settings.stall_seconds > 0:
+            steps = self.health.watch_steps(engine, self.settings.stall_seconds)
+            self._upkeep.append(asyncio.ensure_future(steps))
 
     async def drain_and_stop(self) -> None:
         """Graceful shutdown: NOT_SERVING, refuse new work, finish running work, stop.

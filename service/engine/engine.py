@@ -70,6 +70,8 @@ class Engine:
         self._prep_pool = ThreadPoolExecutor(config.prep_workers, "attnserve-prep")
         self._preparing = 0  # requests in or waiting for the pool (event-loop side only)
         self._worker: threading.Thread | None = None
+        # when the step thread, busy, last finished a step (or found work); None while idle
+        self._progress: float | None = None
         self._draining = False
         self._stopping = False
         self._abort = False  # stop without drain: fail what is left instead of finishing it
@@ -202,6 +204,14 @@ class Engine:
         await asyncio.to_thread(self._outbox.close)
         self._prep_pool.shutdown(wait=False, cancel_futures=True)
 
+    def stalled_seconds(self, now: float) -> float:
+        """How long the step thread, with work to do, has not finished a step (infinity if it
+        died while the engine runs); 0 while it idles without work."""
+        if self._worker is not None and not self._worker.is_alive() and not self._stopping:
+            return float("inf")
+        progress = self._progress
+        return 0.0 if progress is None else max(0.0, now - progress)
+
     def _has_work(self) -> bool:
         return any(s.scheduler.has_work() for s in self._stepped())
 
@@ -209,7 +219,10 @@ class Engine:
         while True:
             with self._cond:
                 while not self._has_work() and not self._stopping:
+                    self._progress = None
                     self._cond.wait()
+                if self._progress is None:
+                    self._progress = time.monotonic()
                 if self._abort:
                     self._fail_all(Unavailable("the server is shutting down"))
                     return
@@ -251,6 +264,7 @@ class Engine:
                 len(failed),
             )
             events = [(g, StepEvent(tokens=[], error=RuntimeError(str(exc)))) for g in failed]
+        self._progress = time.monotonic()
         for group, event in events:
             group.emit(event)
         self._outbox.flush()
