@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from service.api.rest import handlers
 from tests.fixtures.inprocess_server import InProcessServer, serving
 from tests.fixtures.served_models import tiny_models_once
 from tests.integration.models import LONG_REQUEST, LONG_TOKENS, TEXT, wait_until
@@ -57,6 +58,23 @@ def test_a_client_leaving_while_it_sends_its_body_is_cancelled_not_a_fault(
     )
     assert not _count(server, "POST /v1/summarize", "INTERNAL")
     assert "server fault" not in caplog.text
+
+
+def test_a_body_that_stops_coming_is_408_after_the_body_timeout(
+    server: InProcessServer, monkeypatch: pytest.MonkeyPatch
+):
+    """A client that announces more bytes than it sends does not hold its connection for good."""
+    monkeypatch.setattr(handlers, "BODY_TIMEOUT_S", 0.5)
+    assert server.server.rest is not None
+    with socket.create_connection(("127.0.0.1", server.server.rest.port), timeout=10) as client:
+        head = b"POST /v1/summarize HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        client.sendall(head + b'{"text": "w1 ')
+        answer = b""  # the socket stays open: the server must answer on its own
+        while b"came)" not in answer and (chunk := client.recv(4096)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"did not arrive within 0 s (13 bytes came)" in answer
+    assert _count(server, "POST /v1/summarize", "DEADLINE_EXCEEDED") == 1
 
 
 def _count(server: InProcessServer, method: str, code: str) -> float:

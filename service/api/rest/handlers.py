@@ -3,6 +3,7 @@ status, and framing a stream of events as server-sent events."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -21,6 +22,10 @@ from service.errors import Cancelled, status_name
 
 Handler = Callable[[Request], Awaitable[Response]]
 PAYLOAD_TOO_LARGE = 413
+REQUEST_TIMEOUT = 408
+# A body must arrive within this: uvicorn has no such limit, so a client announcing more bytes
+# than it sends held its connection (and a worker's memory) open for good.
+BODY_TIMEOUT_S = 60.0
 
 
 def as_rest_error(error: Exception) -> RestError:
@@ -44,7 +49,8 @@ def answers_errors(handler: Handler) -> Handler:
 
 
 async def read_body(request: Request, limit_bytes: int) -> bytes:
-    """The request body; 413 beyond `limit_bytes` (the gRPC message limit), read no further."""
+    """The request body; 413 beyond `limit_bytes` (the gRPC message limit), read no further;
+    408 when it has not all come within BODY_TIMEOUT_S."""
     declared = request.headers.get("content-length")
     too_large = RestError(
         "RESOURCE_EXHAUSTED",
@@ -56,13 +62,20 @@ async def read_body(request: Request, limit_bytes: int) -> bytes:
     chunks = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit_bytes:
-                raise too_large
-            chunks.append(chunk)
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit_bytes:
+                    raise too_large
+                chunks.append(chunk)
     except ClientDisconnect:
         raise Cancelled("the client went away while sending its request") from None
+    except TimeoutError:
+        raise RestError(
+            "DEADLINE_EXCEEDED",
+            f"the request body did not arrive within {BODY_TIMEOUT_S:.0f} s ({size} bytes came)",
+            REQUEST_TIMEOUT,
+        ) from None
     return b"".join(chunks)
 
 

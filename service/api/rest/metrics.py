@@ -25,6 +25,7 @@ from service.metrics import ServerMetrics
 STATUS_NAME = {
     **{http: name for name, http in reversed(HTTP_STATUS.items())},
     405: "UNIMPLEMENTED",
+    408: "DEADLINE_EXCEEDED",
     413: "RESOURCE_EXHAUSTED",
 }
 
