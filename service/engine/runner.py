@@ -281,8 +281,10 @@ class ModelRunner:
         their hypotheses (rows continue the hypothesis they were reordered onto). Rows without
         logits on the host keep the device's argmax. `forced` rows take their next prompt token
         (already in their sequence): no sampling draw, no beam step, so their search starts
-        after the prompt as generate()'s does. Also the sampled requests whose own settings
-        banned every token: they fail alone (generate() raises there), the batch goes on."""
+        after the prompt as generate()'s does. Also the sampled and beam requests whose own
+        settings banned every token: they fail alone (generate() raises for sampling, returns
+        arbitrary tokens for beams), the batch goes on; greedy rows take the first token, as
+        generate() does."""
         batch = self.batch
         assert batch is not None
         rows, attention = decoded.logit_rows, decoded.attention
@@ -314,6 +316,11 @@ class ModelRunner:
             if group.beam is not None and not forced[row]:
                 own = slice(row, row + group.rows)
                 at = int(np.searchsorted(rows, row))
+                if np.isneginf(scores[at : at + group.rows]).all():
+                    length = int(batch.lengths[row])  # generate() returns arbitrary tokens
+                    stuck.append((group, _no_token_left(group, length)))
+                    row += group.rows
+                    continue
                 step = group.beam.step(
                     scores[at : at + group.rows],
                     batch.sequences[own],
@@ -336,15 +343,19 @@ class ModelRunner:
         if rows.size == 0:
             return []
         assert self.batch is not None
-        requests = self.batch.requests
+        requests, lengths = self.batch.requests, self.batch.lengths
         starts = np.cumsum([0, *(group.rows for group in requests)])
-        owners = dict.fromkeys(requests[i] for i in np.searchsorted(starts, rows, side="right") - 1)
-        return [(group, _no_token_left(group)) for group in owners]
+        owners = np.searchsorted(starts, rows, side="right") - 1
+        failures = {requests[i]: int(lengths[row]) for i, row in zip(owners, rows, strict=True)}
+        return [(group, _no_token_left(group, length)) for group, length in failures.items()]
 
 
-def _no_token_left(group: SequenceGroup) -> InvalidArgument:
+def _no_token_left(group: SequenceGroup, length: int) -> InvalidArgument:
+    """The error of a request whose settings ban every token when its sequence is `length`
+    tokens long (decoder start and prompt included)."""
+    position = length - group.params.prompt_len + 1
     return InvalidArgument(
-        f"no token is left to sample at generated token {len(group.generated) + 1}: "
+        f"no token is left to choose at generated token {position}: "
         "no_repeat_ngram_size and min_new_tokens (with the model's banned tokens) ban every "
         "token of its vocabulary there"
     )

@@ -246,13 +246,13 @@ def narrow_models_dir(tmp_path_factory) -> Path:
     return root / "models"
 
 
-def test_sampled_request_left_without_tokens_fails_alone(narrow_models_dir):
+@pytest.mark.parametrize("choice", [{"do_sample": True, "seed": 1}, {"num_beams": 2}])
+def test_request_left_without_tokens_fails_alone(narrow_models_dir, choice):
     """no_repeat_ngram_size=1 with min_new_tokens bans every token by the fourth (generate()
-    raises there): that request alone gets InvalidArgument, the requests decoding in the same
-    steps finish, and the engine serves on."""
-    stuck = GenerationParams(
-        do_sample=True, seed=1, no_repeat_ngram_size=1, min_new_tokens=10, max_new_tokens=10
-    )
+    raises there when sampling, and returns arbitrary tokens with beams): that request alone
+    gets InvalidArgument, the requests decoding in the same steps finish, and the engine
+    serves on. Greedy takes the first token there, as generate() does."""
+    stuck = GenerationParams(no_repeat_ngram_size=1, min_new_tokens=10, max_new_tokens=10, **choice)
     mates = [GenerationParams(max_new_tokens=10), GenerationParams(num_beams=2, max_new_tokens=10)]
 
     async def scenario(engine):
@@ -264,7 +264,7 @@ def test_sampled_request_left_without_tokens_fails_alone(narrow_models_dir):
     outcomes, after = _run(narrow_models_dir, scenario)
     error = outcomes[2]
     assert isinstance(error, InvalidArgument), error
-    assert "no token is left to sample at generated token 4" in str(error)
+    assert "no token is left to choose at generated token 4" in str(error)
     for items in outcomes[:2] + outcomes[3:]:
         assert isinstance(items[-1], GenerationResult), items
     assert isinstance(after[-1], GenerationResult)
