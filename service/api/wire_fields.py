@@ -83,7 +83,7 @@ def _spend(budget: list[int], elements: int) -> None:
     if budget[0] < 0:
         raise TooManyFields(
             f"the request message holds more than {MAX_MESSAGE_FIELDS} fields and repeated "
-            "elements; at most that many are read"
+            "elements; at most that many are read (a text or an image is one BYTES element)"
         )
 
 
