@@ -26,6 +26,8 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class Stepping(Protocol):
+    """What the step watch needs of the engine (service.engine.engine.Engine)."""
+
     def stalled_seconds(self, now: float) -> float: ...
 
 

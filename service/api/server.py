@@ -134,13 +134,18 @@ class AttnserveServer:
         if self._repository_watch is not None:
             self._repository_watch.cancel()
             await asyncio.gather(self._repository_watch, return_exceptions=True)
-        if self.engine is not None:
-            try:
-                await asyncio.wait_for(self.engine.stop(drain=True), drain_seconds)
-            except TimeoutError:
-                log.warning("requests still running after %.0f s; stopping them", drain_seconds)
-                await self.engine.stop(drain=False)
-        await grpc_stopped
+        try:
+            if self.engine is not None:
+                try:
+                    await asyncio.wait_for(self.engine.stop(drain=True), drain_seconds)
+                except TimeoutError:
+                    log.warning("requests still running after %.0f s; stopping them", drain_seconds)
+                    await self.engine.stop(drain=False)
+        finally:
+            # the engine is done: calls that outlive it (a health Watch, an idle KServe stream)
+            # get the short grace, not what is left of the drain's
+            await self.grpc_server.stop(STOP_GRACE_SECONDS)
+            await grpc_stopped
         for task in self._upkeep:
             task.cancel()
         await asyncio.gather(*self._upkeep, return_exceptions=True)

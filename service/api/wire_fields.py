@@ -15,13 +15,19 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 MAX_MESSAGE_FIELDS = 10_000
 
-_VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
-_FIXED32_TYPES = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_FIXED32}
-_FIXED32_TYPES.add(FieldDescriptor.TYPE_SFIXED32)
-_FIXED64_TYPES = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FIXED64}
-_FIXED64_TYPES.add(FieldDescriptor.TYPE_SFIXED64)
+_VARINT, _FIXED64, _LENGTH_DELIMITED, _GROUP_START, _GROUP_END, _FIXED32 = 0, 1, 2, 3, 4, 5
+_FIXED32_TYPES = {
+    FieldDescriptor.TYPE_FLOAT,
+    FieldDescriptor.TYPE_FIXED32,
+    FieldDescriptor.TYPE_SFIXED32,
+}
+_FIXED64_TYPES = {
+    FieldDescriptor.TYPE_DOUBLE,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64,
+}
 _SINGLE_TYPES = {FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES}
-_VARINT_ENDS = bytes(range(128, 256))  # bytes that continue a varint: the others end one
+_VARINT_CONTINUES = bytes(range(128, 256))  # a varint's bytes but its last
 
 
 class TooManyFields(Exception):
@@ -51,6 +57,8 @@ def _walk(view: memoryview, descriptor: Descriptor, budget: list[int]) -> None:
             position += 8
         elif wire_type == _FIXED32:
             position += 4
+        elif wire_type in (_GROUP_START, _GROUP_END):
+            pass  # a tag alone (parsers keep an unknown group's fields: they are walked on)
         elif wire_type == _LENGTH_DELIMITED:
             length, position = _varint(view, position)
             payload = view[position : position + length]
@@ -62,8 +70,8 @@ def _walk(view: memoryview, descriptor: Descriptor, budget: list[int]) -> None:
                 continue
             elements = _packed_elements(payload, field)
         else:
-            return  # groups (proto2) or garbage: the parser decides
-        _spend(budget, elements)
+            return  # wire types 6 and 7 do not exist: the parser refuses the message
+        _spend(budget, max(elements, 1))  # an empty packed field is still a field to walk
 
 
 def _packed_elements(payload: memoryview, field: FieldDescriptor | None) -> int:
@@ -75,7 +83,7 @@ def _packed_elements(payload: memoryview, field: FieldDescriptor | None) -> int:
         return len(payload) // 4
     if field.type in _FIXED64_TYPES:
         return len(payload) // 8
-    return len(payload) - len(bytes(payload).translate(None, _VARINT_ENDS))
+    return len(bytes(payload).translate(None, _VARINT_CONTINUES))
 
 
 def _spend(budget: list[int], elements: int) -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service.api.server import STOP_GRACE_SECONDS
 from service.client import AttnserveClient
 from tests.fixtures.inprocess_server import serving
 from tests.integration.models import (
@@ -79,3 +81,17 @@ def test_sigterm_drains_and_exits_zero(serve_process: ServeProcess):
     assert "".join(chunk.text_delta for chunk in [first, *rest])
     assert rest[-1].finish_reason and rest[-1].output_tokens == LONG_TOKENS
     assert process.wait(timeout=60) == 0
+
+
+def test_a_call_that_outlives_the_engine_holds_the_stop_only_briefly(models_dir: Path):
+    """A health Watch (client-side health checking) never ends on its own: once the engine has
+    drained, it gets the short stop grace, not the rest of the 30 s drain time."""
+    with (
+        serving(models_dir) as server,
+        grpc.insecure_channel(server.target) as channel,
+    ):
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        started = time.monotonic()
+        server.start_drain().result(timeout=20)
+        assert time.monotonic() - started < STOP_GRACE_SECONDS + 5

@@ -65,6 +65,10 @@ def test_long_strings_are_read_whatever_they_hold():
         (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
         (b"{not json", "not valid JSON"),
         (b'{"text": "\xff"}', "not valid JSON"),
+        (b'{"x": ' + b"9" * 5000 + b"}", "not valid JSON"),  # Python's int digit limit
+        ('{"text": "\u0122"}'.encode("utf-16"), "not UTF-8 JSON"),
+        ('{"text": "\u0122"}'.encode("utf-16-le"), "not UTF-8 JSON"),
+        ('{"text": "\u0122"}'.encode("utf-32"), "not UTF-8 JSON"),
     ],
 )
 def test_bodies_that_are_not_json_we_read_are_invalid_arguments(body: bytes, message: str):

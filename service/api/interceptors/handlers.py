@@ -8,7 +8,8 @@ common prologue (`HandlerInterceptor`: resolve the handler, leave unknown method
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -50,6 +51,8 @@ def wrap_handler(
     for kind, wrap in wraps.items():
         behavior = getattr(handler, kind)
         if behavior is not None:
+            if kind.endswith("_stream"):
+                behavior = _as_generator(behavior)
             return _FACTORIES[kind](
                 wrap(behavior),
                 request_deserializer=request_deserializer or handler.request_deserializer,
@@ -74,3 +77,22 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:  # no such method: grpc answers UNIMPLEMENTED
             return handler
         return self.wrap(handler, handler_call_details.method)
+
+
+def _as_generator(behavior: Behavior) -> Behavior:
+    """A streaming behaviour as an async generator. grpc also lets one write its responses with
+    `context.write` and return a coroutine (grpc's own health Watch does); the interceptors
+    iterate what a behaviour returns, and failed such a method with "'async for' requires an
+    object with __aiter__ method, got coroutine"."""
+    if inspect.isasyncgenfunction(behavior):
+        return behavior
+
+    async def responses(*args: Any) -> AsyncIterator[Any]:
+        result = behavior(*args)
+        if inspect.isawaitable(result):
+            await result  # it writes its responses itself
+            return
+        async for response in result:
+            yield response
+
+    return responses

@@ -17,6 +17,7 @@ from service.errors import InvalidArgument
 
 MAX_JSON_VALUES = 10_000
 _VALUE_BEFORE = (b"[", b"{", b",", b":")  # outside strings, each comes before a value
+_UTF8 = ("utf-8", "utf-8-sig")
 
 
 def json_values(body: bytes) -> int:
@@ -33,8 +34,11 @@ def json_values(body: bytes) -> int:
 
 
 def parse_json(body: bytes) -> Any:
-    """The JSON value of `body`; InvalidArgument when it is not JSON, holds more than
+    """The JSON value of `body`; InvalidArgument when it is not UTF-8 JSON, holds more than
     MAX_JSON_VALUES values or nests deeper than Python's recursion limit."""
+    if json.detect_encoding(body) not in _UTF8:
+        # UTF-16/32 (which json.loads reads too) hide quotes in other bytes from the count
+        raise InvalidArgument("the request body is not UTF-8 JSON (RFC 8259)")
     values = json_values(body)
     if values > MAX_JSON_VALUES:
         raise InvalidArgument(
@@ -42,7 +46,7 @@ def parse_json(body: bytes) -> Any:
         )
     try:
         return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except ValueError as error:  # not JSON, not UTF-8, an integer of over 4,300 digits
         raise InvalidArgument(f"the request body is not valid JSON: {error}") from None
     except RecursionError:
         raise InvalidArgument("the request body's JSON is nested too deeply") from None

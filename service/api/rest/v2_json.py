@@ -78,6 +78,13 @@ def _flatten(data: Any, input_name: str, depth: int = 0) -> list[Any]:
     return [element for item in data for element in _flatten(item, input_name, depth + 1)]
 
 
+def _present(header: dict[str, Any], key: str, absent: Any) -> Any:
+    """`header[key]`, or `absent` when it is missing or null (some clients send null for what
+    they leave out)."""
+    value = header.get(key)
+    return absent if value is None else value
+
+
 def _is_int64(value: Any) -> bool:
     return type(value) is int and _INT64_MIN <= value <= _INT64_MAX  # not bool, which is an int
 
@@ -155,7 +162,7 @@ def infer_request(
     if not isinstance(request_id, str):
         raise InvalidArgument("'id' must be a string")
     request.id = request_id
-    parameters = _object(header.get("parameters") or {}, "'parameters'")
+    parameters = _object(_present(header, "parameters", {}), "'parameters'")
     for name, value in parameters.items():
         request.parameters[name].CopyFrom(parameter(name, value))
     inputs = header.get("inputs")
@@ -170,7 +177,7 @@ def infer_request(
     if len(remaining):
         raise InvalidArgument(f"{len(remaining)} bytes of binary data belong to no input")
     output_format = OutputFormat(binary_default=parameters.get(BINARY_OUTPUT) is True)
-    outputs = header.get("outputs") or []  # null: none named, as absent
+    outputs = _present(header, "outputs", [])
     if not isinstance(outputs, list):
         raise InvalidArgument("'outputs' must be a list")
     for tensor in outputs:
