@@ -33,7 +33,8 @@ class Undecodable:
 
 
 def _guarded_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
-    # a generated handler's deserializer is its request class's FromString
+    # a generated handler's deserializer is its request class's FromString (a classmethod
+    # under protobuf's upb and C++ backends; under the pure-Python one nothing is counted)
     message_class = getattr(deserialize, "__self__", None)
     descriptor = getattr(message_class, "DESCRIPTOR", None)
 
