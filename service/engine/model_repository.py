@@ -80,7 +80,7 @@ class ModelRepository:
         if scan.invalid:
             raise ManifestError("; ".join(f"{path}: {why}" for path, why in scan.invalid.items()))
         self._report_skipped(scan)
-        chosen = [v for versions in _by_name(scan) for v in versions[: self.keep_versions]]
+        chosen = [v for versions in _by_name(scan.versions) for v in versions[: self.keep_versions]]
         if not chosen:
             raise FileNotFoundError(
                 f"no model directories (with {MANIFEST_FILE}) in {self.models_dir}"
@@ -100,7 +100,7 @@ class ModelRepository:
         current = {served.model.model_dir: served for served in serving}
         chosen: list[ServedModel] = []
         loaded: list[Loaded] = []
-        for versions in _by_name(scan):
+        for versions in _by_name(_keeping_serving(scan.versions, serving)):
             kept = 0
             for version in versions:
                 if kept == self.keep_versions:
@@ -160,10 +160,24 @@ class ModelRepository:
         self._reported = skipped
 
 
-def _by_name(scan: RepositoryScan) -> list[list[VersionDir]]:
-    """The scanned versions grouped by model name, highest version first."""
+def _keeping_serving(scanned: list[VersionDir], serving: Sequence[ServedModel]) -> list[VersionDir]:
+    """The scanned versions, each serving version kept as it is while its directory is there.
+    A loaded version is immutable: its manifest caught mid-rewrite (invalid for a moment) or a
+    copy of it under another directory (a duplicate, which the scan may prefer) must not take
+    it out of service; another directory with its name and version is never served."""
+    kept = {
+        (served.manifest.name, served.manifest.version): served.model.model_dir
+        for served in serving
+        if served.model.model_dir.is_dir()
+    }
+    as_is = [VersionDir(name, version, path, ()) for (name, version), path in kept.items()]
+    return as_is + [v for v in scanned if (v.name, v.version) not in kept]
+
+
+def _by_name(versions: list[VersionDir]) -> list[list[VersionDir]]:
+    """Versions grouped by model name, highest version first."""
     groups: dict[str, list[VersionDir]] = {}
-    for version in scan.versions:
+    for version in versions:
         groups.setdefault(version.name, []).append(version)
     return [
         sorted(versions, key=lambda v: version_key(v.version), reverse=True)

@@ -6,6 +6,7 @@ removed ones are unloaded once their requests are done. Figures go to the test r
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import shutil
 import threading
@@ -25,6 +26,7 @@ from service.engine.served_model import ServedModel
 from service.runtime.heap import freeze_heap
 from tests.fixtures.inprocess_server import InProcessServer
 from tests.integration.models import LONG_TOKENS, TEXT, wait_until
+from tests.integration.models import SUMMARIZER as EXPORTED_SUMMARIZER
 from tests.repository.repository import (
     POLL_SECONDS,
     SUMMARIZER,
@@ -152,6 +154,36 @@ def test_a_broken_version_is_refused_with_its_reason_and_the_old_one_keeps_servi
     assert answering_version(client) == "1"
     assert status_of(lambda: answering_version(client, "2")) == grpc.StatusCode.NOT_FOUND
     record_property("refused_seconds_after_publish", round(refused_after, 3))
+
+
+def test_a_serving_version_stays_whatever_a_scan_says_of_its_name_and_version(
+    client: AttnserveClient,
+    repository: Path,
+    summarizer_dir: Path,
+    repository_log: RepositoryLog,
+    caplog: pytest.LogCaptureFixture,
+):
+    """A loaded version is immutable. A broken copy claiming its name and version under another
+    directory (which the scan, in name order, took for the real one), or a flat model's own
+    model.json caught mid-rewrite (invalid JSON), took it out of service (NOT_FOUND)."""
+    caplog.set_level(logging.INFO, logger="service.engine.engine")
+    duplicate = copy_model(summarizer_dir, repository / ".staging" / "aaa-copy")
+    manifest = json.loads((duplicate / "model.json").read_text())
+    (duplicate / "model.json").write_text(json.dumps({**manifest, "name": SUMMARIZER}))
+    (duplicate / "decoder.onnx").write_bytes(b"broken")
+    duplicate.rename(repository / "aaa-copy")
+    _wait_for_log(repository_log, "is already in")
+    flat = copy_model(summarizer_dir, repository / ".staging" / "flat").rename(repository / "flat")
+    wait_for_versions(client, EXPORTED_SUMMARIZER, ["1"])
+    whole = (flat / "model.json").read_text()
+    (flat / "model.json").write_text(whole[:100])  # the flat layout's name is in it
+    _wait_for_log(repository_log, "is not valid JSON")
+    time.sleep(QUIET_POLLS * POLL_SECONDS)
+
+    assert served_versions(client, SUMMARIZER) == ["1"]
+    assert served_versions(client, EXPORTED_SUMMARIZER) == ["1"]
+    assert answering_version(client) == "1"
+    assert "retiring" not in caplog.text and "refused" not in repository_log.text
 
 
 def test_a_version_without_model_json_waits_until_its_copy_completes(
