@@ -145,7 +145,8 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
         read took the server from 114 to 298 MiB in 40 s."""
         answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         unsent = asyncio.Semaphore(STREAM_ANSWERS_BUFFERED)  # answers in `answers`
-        slots = asyncio.Semaphore(self.engine.config.max_queue)  # requests being answered
+        # requests being answered (while the models load, each is refused at once anyway)
+        slots = asyncio.Semaphore(1 if self._engine is None else self._engine.config.max_queue)
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:

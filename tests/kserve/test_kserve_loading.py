@@ -38,3 +38,17 @@ def test_inference_while_loading_is_unavailable(loading_client: triton.Inference
         loading_client.infer("demo-summarizer", [text])
     assert failure.value.status() == str(grpc.StatusCode.UNAVAILABLE)
     assert "loading" in failure.value.message()
+
+
+def test_streamed_inference_while_loading_answers_each_request_unavailable(
+    loading_client: triton.InferenceServerClient,
+):
+    answers: list[tuple[object, object]] = []
+    loading_client.start_stream(callback=lambda result, error: answers.append((result, error)))
+    text = triton.InferInput("text", [1], "BYTES")
+    text.set_data_from_numpy(np.array([b"a report"], dtype=np.object_))
+    for index in range(3):
+        loading_client.async_stream_infer("demo-summarizer", [text], request_id=str(index))
+    loading_client.stop_stream()  # waits for the answers
+    assert len(answers) == 3
+    assert all("loading" in str(error) for _, error in answers)
