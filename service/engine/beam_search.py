@@ -38,6 +38,7 @@ class BeamStep:
     source_beams: np.ndarray  # [num_beams] which current row each new row continues
     next_tokens: np.ndarray  # [num_beams] the token each new row appends
     done: bool  # the request is finished; `best()` holds its answer
+    no_token: bool = False  # every candidate was banned (-inf): the request cannot go on
 
 
 class BeamSearchGroup:
@@ -107,7 +108,12 @@ class BeamSearchGroup:
             or (bool(self.is_finished.all()) and self.early_stopping is True)
             or bool(hits_stop.all())
         )
-        return BeamStep(source_beams=top_beams[keep], next_tokens=top_tokens[keep], done=done)
+        return BeamStep(
+            source_beams=top_beams[keep],
+            next_tokens=top_tokens[keep],
+            done=done,
+            no_token=bool(np.isneginf(top_scores.max())),  # the best of all is -inf
+        )
 
     def _update_finished(
         self,

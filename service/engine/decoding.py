@@ -296,7 +296,8 @@ def sample_tokens(scores: np.ndarray, rngs: list[np.random.Generator]) -> np.nda
     chosen = np.full(scores.shape[0], NO_TOKEN, np.int64)
     if live.size == 0:
         return chosen
-    values, tokens, has_mass = values[live], tokens[live], has_mass[live]
+    if live.size < scores.shape[0]:  # rare: copies only when a row has no token left
+        values, tokens, has_mass = values[live], tokens[live], has_mass[live]
     cumulative = np.cumsum(softmax(values), axis=1, dtype=np.float64)
     draws = np.array([rngs[row].random() for row in live]) * cumulative[:, -1]
     picked = (cumulative <= draws[:, None]).sum(axis=1)

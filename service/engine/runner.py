@@ -316,17 +316,16 @@ class ModelRunner:
             if group.beam is not None and not forced[row]:
                 own = slice(row, row + group.rows)
                 at = int(np.searchsorted(rows, row))
-                if np.isneginf(scores[at : at + group.rows]).all():
-                    length = int(batch.lengths[row])  # generate() returns arbitrary tokens
-                    stuck.append((group, _no_token_left(group, length)))
-                    row += group.rows
-                    continue
                 step = group.beam.step(
                     scores[at : at + group.rows],
                     batch.sequences[own],
                     int(batch.lengths[row]),
                     group.own_attention(attention, own),
                 )
+                if step.no_token:  # generate() returns arbitrary tokens here
+                    stuck.append((group, _no_token_left(group, int(batch.lengths[row]))))
+                    row += group.rows
+                    continue
                 tokens[own] = step.next_tokens
                 moves_dst.append(np.arange(row, row + group.rows))
                 moves_src.append(row + step.source_beams)
