@@ -68,13 +68,12 @@ def _bind(host: str, port: int, app: WsgiApp) -> ThreadingWSGIServer:
     """The WSGI server bound to host:port. IPv4's wildcard also takes IPv6 where the machine
     has it (one dual-stack socket on `::`), as the gRPC port does: on an IPv6 cluster
     Prometheus scrapes the pod's IPv6 address."""
-    candidates = [WILDCARD_IPV6, host] if host == WILDCARD_IPV4 and socket.has_ipv6 else [host]
-    for candidate in candidates[:-1]:
+    if host == WILDCARD_IPV4 and socket.has_ipv6:
         try:
-            return _make_server(candidate, port, app)
+            return _make_server(WILDCARD_IPV6, port, app)
         except OSError:
-            continue  # IPv6 disabled or not there: the IPv4 wildcard alone
-    return _make_server(candidates[-1], port, app)
+            pass  # IPv6 disabled or not there: the IPv4 wildcard alone
+    return _make_server(host, port, app)
 
 
 def _make_server(host: str, port: int, app: WsgiApp) -> ThreadingWSGIServer:
