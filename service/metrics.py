@@ -14,6 +14,7 @@ process/platform/GC collectors are then left out, as they would describe one pro
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,6 +26,7 @@ from prometheus_client import (
     platform_collector,
     process_collector,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 from service.errors import status_name
 
@@ -67,108 +69,96 @@ class ServerMetrics:
             platform_collector.PlatformCollector(registry=self.registry)
             gc_collector.GCCollector(registry=self.registry)
         reg = self.registry
+        self._per_version: list[tuple[MetricWrapperBase, tuple[str, ...]]] = []
 
-        self._requests = Counter(
+        self._requests = self._versioned(
+            Counter,
             "attnserve_requests_total",
             "RPCs finished, by method and gRPC status code.",
-            (*MODEL, "method", "code"),
-            registry=reg,
+            ("method", "code"),
         )
-        self._request_duration = Histogram(
+        self._request_duration = self._versioned(
+            Histogram,
             "attnserve_request_duration_seconds",
             "RPC duration from arrival to the last response message or error.",
-            (*MODEL, "method"),
+            ("method",),
             buckets=LATENCY_BUCKETS,
-            registry=reg,
         )
-        self._queue_wait = Histogram(
+        self._queue_wait = self._versioned(
+            Histogram,
             "attnserve_queue_wait_seconds",
             "Time a request waited in the queue before its first step ran.",
-            MODEL,
             buckets=LATENCY_BUCKETS,
-            registry=reg,
         )
-        self._encoder_duration = Histogram(
+        self._encoder_duration = self._versioned(
+            Histogram,
             "attnserve_encoder_duration_seconds",
             "Duration of one encoder run (over all requests it encoded together).",
-            MODEL,
             buckets=LATENCY_BUCKETS,
-            registry=reg,
         )
-        self._encoder_tokens = Histogram(
+        self._encoder_tokens = self._versioned(
+            Histogram,
             "attnserve_encoder_tokens_per_step",
             "Encoder tokens one step ran for the requests it admitted (requests x the longest "
             "one's input tokens or image patches), before its decoder call.",
-            MODEL,
             buckets=ENCODER_TOKENS_BUCKETS,
-            registry=reg,
         )
-        self._time_to_first_token = Histogram(
+        self._time_to_first_token = self._versioned(
+            Histogram,
             "attnserve_time_to_first_token_seconds",
             "Time from a request's arrival to its first generated token.",
-            MODEL,
             buckets=LATENCY_BUCKETS,
-            registry=reg,
         )
-        self._time_per_output_token = Histogram(
+        self._time_per_output_token = self._versioned(
+            Histogram,
             "attnserve_time_per_output_token_seconds",
             "Mean time between output tokens of a request, after the first.",
-            MODEL,
             buckets=STEP_BUCKETS,
-            registry=reg,
         )
-        self._inter_token = Histogram(
+        self._inter_token = self._versioned(
+            Histogram,
             "attnserve_inter_token_seconds",
             "Time between two consecutive tokens of one request, as the engine produced them "
             "(not beam search, whose answer arrives whole).",
-            MODEL,
             buckets=INTER_TOKEN_BUCKETS,
-            registry=reg,
         )
-        self._decode_batch_size = Histogram(
+        self._decode_batch_size = self._versioned(
+            Histogram,
             "attnserve_decode_batch_size",
             "Decode rows in one step (a beam-search request takes num_beams rows).",
-            MODEL,
             buckets=BATCH_ROWS_BUCKETS,
-            registry=reg,
         )
-        self._decode_step_duration = Histogram(
+        self._decode_step_duration = self._versioned(
+            Histogram,
             "attnserve_decode_step_duration_seconds",
             "Duration of one decode step over the whole batch.",
-            MODEL,
             buckets=STEP_BUCKETS,
-            registry=reg,
         )
-        self._step_host_seconds = Histogram(
+        self._step_host_seconds = self._versioned(
+            Histogram,
             "attnserve_decode_step_host_seconds",
             "Part of one engine step spent outside ONNX Runtime runs (Python, numpy).",
-            MODEL,
             buckets=STEP_BUCKETS,
-            registry=reg,
         )
-        self._step_h2d_bytes = Counter(
+        self._step_h2d_bytes = self._versioned(
+            Counter,
             "attnserve_step_host_to_device_bytes",
             "Bytes of host arrays fed to the runtime's sessions and tensors.",
-            MODEL,
-            registry=reg,
         )
-        self._step_d2h_bytes = Counter(
+        self._step_d2h_bytes = self._versioned(
+            Counter,
             "attnserve_step_device_to_host_bytes",
             "Bytes of session outputs read on the host (logits, token ids, attention).",
-            MODEL,
-            registry=reg,
         )
-        self._kv_allocations = Counter(
+        self._kv_allocations = self._versioned(
+            Counter,
             "attnserve_kv_allocations",
             "K/V buffers created (decoder presents, encoder outputs, row-move copies).",
-            MODEL,
-            registry=reg,
         )
-        self._session_runs = Counter(
+        self._session_runs = self._versioned(
+            Counter,
             "attnserve_session_runs",
             "ONNX Runtime session runs (encoder, decoder, K/V row-op and token-choice graphs).",
-            MODEL,
-            registry=reg,
         )
         self._event_loop_lag = Histogram(
             "attnserve_event_loop_lag_seconds",
@@ -176,45 +166,39 @@ class ServerMetrics:
             buckets=STEP_BUCKETS,
             registry=reg,
         )
-        self._requests_running = Gauge(
+        self._requests_running = self._versioned(
+            Gauge,
             "attnserve_requests_running",
             "Requests being decoded now.",
-            MODEL,
             multiprocess_mode="livesum",
-            registry=reg,
         )
-        self._requests_waiting = Gauge(
+        self._requests_waiting = self._versioned(
+            Gauge,
             "attnserve_requests_waiting",
             "Requests queued and not yet running.",
-            MODEL,
             multiprocess_mode="livesum",
-            registry=reg,
         )
-        self._input_tokens = Counter(
+        self._input_tokens = self._versioned(
+            Counter,
             "attnserve_input_tokens_total",
             "Input (prompt) tokens of finished requests.",
-            MODEL,
-            registry=reg,
         )
-        self._generated_tokens = Counter(
+        self._generated_tokens = self._versioned(
+            Counter,
             "attnserve_generated_tokens_total",
             "Tokens generated for finished requests.",
-            MODEL,
-            registry=reg,
         )
-        self._kv_cache_bytes = Gauge(
+        self._kv_cache_bytes = self._versioned(
+            Gauge,
             "attnserve_kv_cache_bytes",
             "Key/value cache memory held by running rows.",
-            MODEL,
             multiprocess_mode="livesum",
-            registry=reg,
         )
-        self._kv_cache_budget_bytes = Gauge(
+        self._kv_cache_budget_bytes = self._versioned(
+            Gauge,
             "attnserve_kv_cache_budget_bytes",
             "Key/value cache memory the running rows may hold (--kv-budget-mb).",
-            MODEL,
             multiprocess_mode="livesum",
-            registry=reg,
         )
         self._rejected = Counter(
             "attnserve_rejected_requests_total",
@@ -222,20 +206,34 @@ class ServerMetrics:
             ("model", "reason"),
             registry=reg,
         )
-        self._model_info = Gauge(
+        self._model_info = self._versioned(
+            Gauge,
             "attnserve_model_info",
             "Always 1 for each served model; its labels describe the model.",
-            (*MODEL, "dtype", "provider", "architecture"),
+            ("dtype", "provider", "architecture"),
             multiprocess_mode="livemax",
-            registry=reg,
         )
-        self._model_load_duration = Gauge(
+        self._model_load_duration = self._versioned(
+            Gauge,
             "attnserve_model_load_duration_seconds",
             "Time it took to load the model (ONNX Runtime sessions, tokenizer, warm-up).",
-            MODEL,
             multiprocess_mode="livemax",
-            registry=reg,
         )
+
+    def _versioned(
+        self,
+        kind: type[MetricWrapperBase],
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...] = (),
+        **options: Any,
+    ) -> Any:
+        """A collector labelled by model and version (then `labels`), whose series go when that
+        version is unloaded."""
+        labelnames = (*MODEL, *labels)
+        collector = kind(name, documentation, labelnames, registry=self.registry, **options)
+        self._per_version.append((collector, labelnames))
+        return collector
 
     # -- gRPC transport (the metrics interceptor) --
 
@@ -341,19 +339,17 @@ class ServerMetrics:
         self._model_load_duration.labels(model, version).set(seconds)
         self._queue_wait.labels(model, version)
 
-    def model_unloaded(
-        self, model: str, version: str, *, dtype: str, provider: str, architecture: str
-    ) -> None:
-        """A model version is no longer served (a reload replaced it): its gauges go away."""
-        self._model_info.remove(model, version, dtype, provider, architecture)
-        for gauge in (
-            self._model_load_duration,
-            self._requests_running,
-            self._requests_waiting,
-            self._kv_cache_bytes,
-            self._kv_cache_budget_bytes,
-        ):
-            gauge.remove(model, version)
+    def model_unloaded(self, model: str, version: str) -> None:
+        """A model version is no longer served (a reload replaced it): every series of it goes,
+        counters and histograms too, so that a server rolling versions for months does not
+        keep a set of series per version it ever served. In multiprocess mode the values live
+        in files prometheus_client cannot remove from, and they stay."""
+        if multiprocess_mode():
+            return
+        for collector, labelnames in self._per_version:
+            for labels in _label_sets(collector, labelnames):
+                if labels[: len(MODEL)] == (model, version):
+                    collector.remove(*labels)
 
     # -- exposition --
 
@@ -365,6 +361,16 @@ class ServerMetrics:
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)
         return merged
+
+
+def _label_sets(collector: MetricWrapperBase, labelnames: tuple[str, ...]) -> set[tuple[str, ...]]:
+    """The label values of every series `collector` holds now (a histogram's samples add `le`)."""
+    return {
+        tuple(sample.labels[name] for name in labelnames)
+        for family in collector.collect()
+        for sample in family.samples
+        if all(name in sample.labels for name in labelnames)
+    }
 
 
 def rejection_reason(error: BaseException) -> str:

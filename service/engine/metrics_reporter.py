@@ -28,7 +28,7 @@ class EngineReporter:
         self.queue_state(served)
 
     def unloaded(self, served: ServedModel) -> None:
-        self.metrics.model_unloaded(**_model_labels(served))
+        self.metrics.model_unloaded(served.manifest.name, served.manifest.version)
 
     def rejected(self, served: ServedModel, error: ServeError) -> None:
         """A request for `served` was refused before it was queued."""

@@ -158,6 +158,34 @@ def test_model_info_is_one_with_the_model_described_in_labels(metrics: ServerMet
     assert value(text, "attnserve_queue_wait_seconds_count", model=MODEL, version=VERSION) == 0
 
 
+def test_an_unloaded_version_leaves_no_series_and_its_successor_keeps_its_own(
+    metrics: ServerMetrics,
+):
+    """A server rolling versions for months must not keep a set of series per version it ever
+    served: counters and histograms go with the gauges, the next version's stay."""
+    report_one_of_everything(metrics)
+    successor = str(int(VERSION) + 1)
+    metrics.model_loaded(
+        MODEL, successor, dtype="fp32", provider="CPUExecutionProvider",
+        architecture="BartForConditionalGeneration", seconds=1.0,
+    )  # fmt: skip
+    metrics.request_finished(MODEL, successor, "Summarize", "OK", 0.05)
+    metrics.model_unloaded(MODEL, VERSION)
+    exposed = families(exposition(metrics))
+    left = [
+        (name, sample.labels)
+        for name, (_, samples) in exposed.items()
+        for sample in samples
+        if sample.labels.get("version") == VERSION
+    ]
+    assert not left
+    text = exposition(metrics)
+    assert value(text, "attnserve_requests_total", model=MODEL, version=successor) == 1
+    assert value(text, "attnserve_model_info", version=successor) == 1
+    assert value(text, "attnserve_queue_wait_seconds_count", version=successor) == 0
+    assert value(text, "attnserve_rejected_requests_total", model=MODEL) == 1  # per model
+
+
 def test_two_servers_in_one_process_keep_separate_counts():
     first, second = ServerMetrics(), ServerMetrics()
     first.request_finished(MODEL, VERSION, "Summarize", "OK", 0.1)

@@ -91,6 +91,16 @@ def loaded_versions(metrics: ServerMetrics, name: str) -> list[str]:
     )
 
 
+def series_of_version(metrics: ServerMetrics, name: str, version: str) -> list[str]:
+    """The names of the samples /metrics holds for one version of `name`."""
+    return [
+        sample.name
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if (sample.labels.get("model"), sample.labels.get("version")) == (name, version)
+    ]
+
+
 def png_image() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (40, 30), (220, 40, 40)).save(buffer, format="PNG")

@@ -35,6 +35,7 @@ from tests.repository.repository import (
     copy_model,
     loaded_versions,
     publish,
+    series_of_version,
     served_versions,
     stage,
     status_of,
@@ -249,6 +250,7 @@ def test_a_removed_version_finishes_its_running_request_then_unloads(
     )
     record_property("unload_seconds_after_last_request", round(time.monotonic() - removed, 3))
     assert status_of(lambda: answering_version(client, "2")) == grpc.StatusCode.NOT_FOUND
+    assert series_of_version(polling_server.metrics, SUMMARIZER, "2") == []  # counters too
 
 
 def test_a_version_frozen_at_start_is_thawed_to_unload_then_the_heap_freezes_again(
