@@ -109,7 +109,7 @@ class RequestPreparer:
             ) from None
         if not any(char.isprintable() and not char.isspace() for char in prompt):
             raise InvalidArgument("prompt has no printable character")
-        ids = np.asarray(self.model.tokenizer.encode_plain(prompt), np.int64)
+        ids = np.asarray(self.model.tokenizer.encode_prompt(prompt), np.int64)
         if ids.size == 0:
             raise InvalidArgument("prompt has no tokens in this model's vocabulary")
         outside = ids[ids >= self.manifest.dims.vocab_size]

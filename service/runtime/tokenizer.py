@@ -42,6 +42,8 @@ class TextTokenizer:
         self._tokenizer.no_padding()
         self.max_input_tokens = max_input_tokens
         self._byte_pieces = _byte_fallback_pieces(self._tokenizer)
+        unknown = getattr(self._tokenizer.model, "unk_token", None)  # None: byte-level BPE
+        self._unknown_id = self._tokenizer.token_to_id(unknown) if unknown else None
         self._special_ids = frozenset(
             i for i, token in self._tokenizer.get_added_tokens_decoder().items() if token.special
         )
@@ -101,10 +103,25 @@ class TextTokenizer:
                     return prefix, False
         return self._tokenizer.encode_batch([text])[0], True
 
-    def encode_plain(self, text: str) -> list[int]:
-        """Token ids without the special tokens the model's template adds: a decoder prompt
-        continues after the decoder's own start token (transformers' BLIP drops [CLS]/[SEP])."""
-        return self._tokenizer.encode_batch([text], add_special_tokens=False)[0].ids
+    def encode_prompt(self, text: str) -> list[int]:
+        """A decoder prompt's token ids, without the special tokens the model's template adds:
+        it continues after the decoder's own start token (transformers' BLIP drops
+        [CLS]/[SEP]). Refused where the tokenizer can read a part of it only as its unknown
+        token: the answer could not start with the prompt (a word-level "a photography of"
+        came back as "a of ...")."""
+        encoding = self._tokenizer.encode_batch([text], add_special_tokens=False)[0]
+        unknown = [
+            text[start:end].strip()
+            for token, (start, end) in zip(encoding.ids, encoding.offsets, strict=True)
+            if token == self._unknown_id
+        ]
+        if unknown:
+            raise InvalidArgument(
+                f"prompt holds {', '.join(map(repr, unknown[:5]))}, which this model's "
+                "tokenizer does not know (it reads them as its unknown token): the answer could "
+                "not start with the prompt"
+            )
+        return encoding.ids
 
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)

@@ -45,15 +45,45 @@ def test_leaving_a_stream_cancels_its_request(server: InProcessServer):
     assert not _count(server, "POST /v1/summarize/stream", "OK")
 
 
+@pytest.mark.parametrize(
+    "route", ["/v1/summarize", "/v1/summarize/stream", "/v2/models/tiny-summarizer/generate"]
+)
+def test_leaving_before_the_first_byte_of_the_answer_cancels_its_request(
+    server: InProcessServer, route: str
+):
+    """A unary answer, or a beam-search stream's one event, comes only at the end: until then
+    only the connection can tell that the client left. Its request used to run to its end."""
+    assert server.engine is not None and server.server.rest is not None
+    before = _count(server, f"POST {_route_label(route)}", "CANCELLED")
+    connection = http.client.HTTPConnection("127.0.0.1", server.server.rest.port, timeout=60)
+    if route.startswith("/v2"):
+        body = {"text": TEXT, "parameters": LONG_REQUEST}
+    else:
+        body = {"text": TEXT, "params": LONG_REQUEST}  # beams: no event before the end
+    connection.request("POST", route, body=json.dumps(body))
+    wait_until(lambda: server.engine.running_rows() > 0, what="the request to run")
+    connection.close()
+    wait_until(lambda: server.engine.running_rows() == 0, timeout=10, what="its rows to be freed")
+    wait_until(
+        lambda: _count(server, f"POST {_route_label(route)}", "CANCELLED") == before + 1,
+        what="the request to be counted as cancelled",
+    )
+
+
+def _route_label(route: str) -> str:
+    return route.replace("tiny-summarizer", "{name}")
+
+
 def test_a_client_leaving_while_it_sends_its_body_is_cancelled_not_a_fault(
     server: InProcessServer, caplog: pytest.LogCaptureFixture
 ):
     assert server.server.rest is not None
+    before = _count(server, "POST /v1/summarize", "CANCELLED")
     with socket.create_connection(("127.0.0.1", server.server.rest.port), timeout=10) as client:
         head = b"POST /v1/summarize HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
         client.sendall(head + b'{"text": "w1 ')  # 13 of the 1000 bytes announced
     wait_until(
-        lambda: _count(server, "POST /v1/summarize", "CANCELLED") == 1,
+        lambda: _count(server, "POST /v1/summarize", "CANCELLED") == before + 1,
         what="the request to be counted as cancelled",
     )
     assert not _count(server, "POST /v1/summarize", "INTERNAL")

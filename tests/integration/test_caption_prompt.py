@@ -116,8 +116,9 @@ def _invalid(call) -> str:
     [
         (" ".join(["w1"] * (POSITIONS - 1)), f"at most {POSITIONS - 2} prompt tokens"),
         ("\x00\x07\t ", "prompt has no printable character"),
+        ("w7 photography w21", "prompt holds 'photography', which this model's tokenizer does"),
     ],
-    ids=["too-long", "unprintable"],
+    ids=["too-long", "unprintable", "unknown-word"],
 )
 def test_bad_prompts_are_invalid_arguments(
     client: AttnserveClient, png_image: bytes, prompt: str, phrase: str

@@ -26,6 +26,7 @@ from service.api.rest.handlers import (
     event_stream,
     message_json,
     read_json,
+    while_connected,
 )
 from service.api.servicer import AttentionServicer
 
@@ -44,7 +45,8 @@ def attnserve_routes(attention: AttentionServicer, body_limit: int) -> list[Rout
         @answers_errors
         async def handle(request: Request) -> Response:
             message = await parse(request, message_type)
-            return JSONResponse(message_json(await method(message, RestCall())))
+            answer = await while_connected(request, method(message, RestCall()))
+            return JSONResponse(message_json(answer))
 
         return handle
 

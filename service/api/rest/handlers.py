@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -21,6 +21,7 @@ from service.api.status import client_message
 from service.errors import Cancelled, status_name
 
 Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 PAYLOAD_TOO_LARGE = 413
 REQUEST_TIMEOUT = 408
 # A body must keep coming (a chunk at least every BODY_IDLE_S) and be all there within
@@ -85,6 +86,33 @@ async def read_body(request: Request, limit_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+async def while_connected(request: Request, work: Awaitable[T]) -> T:
+    """`work`'s result, unless the client disconnects first: then `work` is cancelled (its
+    request leaves the engine and frees its rows, as a gRPC call the client cancels does) and
+    Cancelled raised. Until an answer's first byte is sent nothing else notices a client that
+    left: a unary request, or a beam-search stream whose one event comes at the end, ran to its
+    end for nobody."""
+    answer = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not answer.done():
+            answer.cancel()
+            await asyncio.wait((answer,))
+    if answer.cancelled() and gone.done() and not gone.cancelled():
+        raise Cancelled("the client went away before its answer")
+    return answer.result()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client disconnects (the body is read by then: what comes next is the
+    disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def read_json(request: Request, limit_bytes: int) -> dict[str, Any]:
     value = parse_json(await read_body(request, limit_bytes) or b"{}")
     if not isinstance(value, dict):
@@ -114,7 +142,7 @@ async def event_stream(request: Request, events: AsyncIterator[dict[str, Any]]) 
     stream (the status line is already sent), its status left in the request's scope for the
     metrics."""
     try:
-        first = await anext(events)
+        first = await while_connected(request, anext(events))
     except StopAsyncIteration:
         first = None
     except Exception as error:

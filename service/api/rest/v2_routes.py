@@ -26,6 +26,7 @@ from service.api.rest.handlers import (
     message_json,
     read_body,
     read_json,
+    while_connected,
 )
 from service.api.triton_parameters import StreamOptions
 
@@ -109,7 +110,7 @@ def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
         body = await read_body(request, body_limit)
         header, binary = v2_json.split_body(body, request.headers.get(v2_json.HEADER_LENGTH))
         message, output_format = v2_json.infer_request(header, binary, *_model_of(request))
-        answer = await kserve.ModelInfer(message, RestCall())
+        answer = await while_connected(request, kserve.ModelInfer(message, RestCall()))
         answer_header, answer_binary = v2_json.infer_response(answer, output_format)
         header_bytes = json.dumps(answer_header, ensure_ascii=False).encode("utf-8")
         if not answer_binary:
@@ -123,7 +124,7 @@ def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
     @answers_errors
     async def generate(request: Request) -> Response:
         message = _generate_request(await read_json(request, body_limit), *_model_of(request))
-        answer = await kserve.ModelInfer(message, RestCall())
+        answer = await while_connected(request, kserve.ModelInfer(message, RestCall()))
         return JSONResponse(_generate_answer(answer))
 
     async def generate_events(message: pb.ModelInferRequest) -> AsyncIterator[dict[str, Any]]:
