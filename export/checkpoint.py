@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from export.artifacts import GENERATION_CONFIG_FILE
 from export.errors import ExportError
 from export.families import UnsupportedArchitecture, family_for
 from export.families.base import ExportFamily
@@ -38,12 +39,28 @@ def load_checkpoint(path: str, task: str, progress: Callable[[str], None]) -> Ch
         family = family_for(config.model_type, task)
     except UnsupportedArchitecture as exc:
         raise ExportError(str(exc)) from exc
+    _check_generation_config(path)
     loader = AutoModelForImageTextToText if task == Task.CAPTIONING else AutoModelForSeq2SeqLM
     try:
         model = loader.from_pretrained(path, attn_implementation="eager", dtype=torch.float32)
     except Exception as exc:  # corrupt or missing weights surface as many exception types
         raise ExportError(f"cannot load the weights of {path}: {exc}") from exc
     return Checkpoint(path=path, family=family, model=model.eval())
+
+
+def _check_generation_config(path: str) -> None:
+    """A generation_config.json that transformers cannot read is an error: from_pretrained
+    warns and falls back to the model config's defaults, and the export went on to serve
+    defaults the model owner never chose."""
+    from transformers import GenerationConfig
+
+    file = Path(path) / GENERATION_CONFIG_FILE
+    if not file.is_file():
+        return
+    try:
+        GenerationConfig.from_pretrained(path)
+    except Exception as exc:  # JSON, type or value errors: all the file's to fix
+        raise ExportError(f"cannot read {file}: {exc}") from exc
 
 
 def _looks_local(path: str) -> bool:

@@ -68,9 +68,12 @@ def run_export(args: argparse.Namespace) -> int:
             attention_layers=layers,
             progress=lambda message: print(f"[export] {message}", flush=True),
         )
-    except ExportError as exc:
+    except (ExportError, OSError) as exc:  # OSError: an output path that cannot be written
         print(f"attnserve export: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the staging directory is removed on the way out
+        print("attnserve export: interrupted; nothing was written", file=sys.stderr)
+        return 130
     status = "passed" if manifest.parity.get("passed") else "FAILED (written: --allow-mismatch)"
     print(f"[export] {manifest.architecture} {manifest.dtype} {manifest.name!r}: parity {status}")
     return 0

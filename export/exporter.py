@@ -27,10 +27,14 @@ from export.onnx_export import export_graphs
 from export.ort_graphs import OrtGraphs, greedy_tokens
 from export.parity import GREEDY_NEW_TOKENS, parity_failures, sample_encoder_feeds, validate
 from export.precision import convert_graphs, token_agreement
-from service.runtime.manifest import DTYPES, GraphSpec, ModelManifest
+from service.runtime.manifest import DTYPES, GraphSpec, ManifestError, ModelManifest
 from service.runtime.tasks import Task
 
 Progress = Callable[[str], None]
+
+# The opsets this exporter and onnxruntime were checked with (13 and 21 exported, served and
+# passed parity; 7 failed inside torch's exporter, after the model had loaded).
+OPSETS = (13, 21)
 
 
 def export_model(
@@ -52,6 +56,11 @@ def export_model(
     user."""
     if dtype not in DTYPES:
         raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if not OPSETS[0] <= opset <= OPSETS[1]:
+        raise ExportError(
+            f"opset must be in {OPSETS[0]}..{OPSETS[1]} (the ONNX opsets exported and served "
+            f"here), got {opset}"
+        )
     output = Path(output)
     _check_output(output)
     checkpoint = load_checkpoint(str(model_path), task, progress)
@@ -65,7 +74,7 @@ def export_model(
         manifest = _build(checkpoint, staging, dtype, opset, layers, allow_mismatch, progress)
         manifest.name = name or output.name
         manifest.version = version
-        manifest.validate()
+        _check_servable(manifest.validate)
         manifest.save(staging)
         _publish(staging, output)
     except BaseException:
@@ -73,6 +82,16 @@ def export_model(
         raise
     progress(f"wrote {output}")
     return manifest
+
+
+def _check_servable(check: Callable[[], None]) -> None:
+    """ExportError where the server would refuse the manifest (`check`: one of its validations;
+    e.g. generation_config values no request could run with, token ids outside the
+    vocabulary), naming the field."""
+    try:
+        check()
+    except ManifestError as exc:
+        raise ExportError(f"the checkpoint cannot be served as it is: {exc}") from exc
 
 
 def _build(
@@ -91,6 +110,7 @@ def _build(
     fp32_dir.mkdir(exist_ok=True)
     progress(f"exporting encoder and decoder graphs (opset {opset})")
     manifest = _describe(checkpoint, fp32_dir, opset, layers)
+    _check_servable(manifest.validate_defaults)  # before any graph is built or run
     manifest.encoder, manifest.decoder = export_graphs(
         family, model, fp32_dir, opset, manifest.image, layers
     )

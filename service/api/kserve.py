@@ -282,12 +282,14 @@ def _input_name(info: ModelInfo) -> str:
     return tensors.INPUT_NAME_BY_TASK[info.task]
 
 
+def unserved_message(method: str) -> str:
+    """What a call of a Triton extension we do not serve is told, on either port."""
+    return f"{method} is a Triton extension that attnserve does not serve"
+
+
 def _unserved(method: str):
     async def answer_unimplemented(self, request, context: Context):
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"{method} is a Triton extension that attnserve does not serve",
-        )
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, unserved_message(method))
 
     return answer_unimplemented
 

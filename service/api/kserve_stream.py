@@ -6,7 +6,8 @@ several responses and mark the last with the `triton_final_response` parameter; 
 A request asks for it with the `stream: true` parameter (service.api.triton_parameters). Each
 response carries the request's `id` (responses of concurrent requests interleave on a stream)
 and a `text` tensor with the new text; the final response also carries the counts our API
-reports (`finish_reason`, `input_tokens`, `output_tokens`), and no tensor at all when the
+reports (`finish_reason`, `input_tokens`, `output_tokens`, and `truncated` when the input was
+cut), and no tensor at all when the
 request set `triton_enable_empty_final_response`.
 """
 
@@ -57,6 +58,8 @@ def _final(
     response.parameters["finish_reason"].string_param = result.finish_reason
     response.parameters["input_tokens"].int64_param = result.input_tokens
     response.parameters["output_tokens"].int64_param = result.output_tokens
+    if result.truncated:  # as the unary answer says it (service.api.kserve)
+        response.parameters[tensors.TRUNCATED_PARAMETER].bool_param = True
     return final_flag(response, True)
 
 

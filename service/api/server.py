@@ -254,8 +254,8 @@ async def _serve_grpc(settings: ServerSettings, metrics: ServerMetrics) -> int:
     except SettingsError as exc:  # a TLS or tokens file that cannot be used
         log.error("bad setting: %s", exc)
         return 2
-    except OSError as exc:  # the HTTP port is taken
-        log.error("cannot listen on %s port %s: %s", settings.host, settings.http_port, exc)
+    except OSError as exc:  # the gRPC or the HTTP port is taken
+        log.error("cannot listen on %s", exc)
         return 1
     log.info("listening on %s:%d; loading models from %s", settings.host, port, settings.models)
     loading = asyncio.ensure_future(asyncio.to_thread(_load_engine, settings, metrics))

@@ -44,6 +44,9 @@ def server_credentials(security: SecuritySettings) -> grpc.ServerCredentials | N
 def bind_port(server: grpc.aio.Server, address: str, security: SecuritySettings) -> int:
     """Listen on `address` (TLS if configured); the bound port (the free one picked for :0)."""
     credentials = server_credentials(security)
-    if credentials is None:
-        return server.add_insecure_port(address)
-    return server.add_secure_port(address, credentials)
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError as exc:  # grpc's "Failed to bind to address ...": taken, or no such host
+        raise OSError(f"the gRPC port {address} (taken, or not an address here?): {exc}") from None

@@ -8,9 +8,11 @@ See docs/graph-contract.md for the graph contract it describes.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import types
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from service.runtime.tasks import Task
 
@@ -18,6 +20,11 @@ MANIFEST_FILE = "model.json"
 FORMAT_VERSION = 1
 ARCHITECTURES = ("bart", "t5", "vision-encoder-decoder", "blip")
 DTYPES = ("fp32", "fp16", "int8")
+INT32_MAX = 2**31 - 1  # every integer of a manifest fits int32, as the APIs' fields do
+# An image side larger than this is no vision encoder's input (ViT and BLIP take 224-384): a
+# 100000x100000 model.json made the warm-up image alone 30 GB and the server was OOM-killed.
+MAX_IMAGE_SIDE = 4096
+RESAMPLE_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 
 
 class ManifestError(ValueError):
@@ -76,6 +83,40 @@ class GenerationDefaults:
         """The token ids no sequence may contain (the one-token bad words)."""
         return [ids[0] for ids in self.bad_words_ids or []]
 
+    def validate(self) -> None:
+        """Values generate() could not run with: every request taking a default would fail
+        (or, as max_length -5 did, answer nothing) for a mistake of the model's."""
+        _at_least("generation.max_length", self.max_length, 1)
+        _at_least("generation.min_length", self.min_length, 0)
+        if self.max_new_tokens is not None:
+            _at_least("generation.max_new_tokens", self.max_new_tokens, 1)
+        _at_least("generation.num_beams", self.num_beams, 1)
+        _at_least("generation.top_k", self.top_k, 0)
+        _at_least("generation.no_repeat_ngram_size", self.no_repeat_ngram_size, 0)
+        if not 0 < self.top_p <= 1:
+            raise ManifestError(f"generation.top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise ManifestError(
+                f"generation.repetition_penalty must be > 0, got {self.repetition_penalty}"
+            )
+        if self.do_sample and self.temperature <= 0:
+            raise ManifestError(
+                f"generation.temperature must be > 0 when do_sample is on, got {self.temperature}"
+            )
+        if isinstance(self.early_stopping, str) and self.early_stopping != "never":
+            raise ManifestError(
+                'generation.early_stopping must be true, false or "never", got '
+                f"{self.early_stopping!r}"
+            )
+
+    def token_ids(self) -> dict[str, list[int]]:
+        """Every token id the defaults name, by field."""
+        return {
+            "generation.forced_bos_token_id": _present(self.forced_bos_token_id),
+            "generation.forced_eos_token_id": _present(self.forced_eos_token_id),
+            "generation.bad_words_ids": [i for ids in self.bad_words_ids or [] for i in ids],
+        }
+
 
 @dataclass
 class ImagePreprocessing:
@@ -87,6 +128,23 @@ class ImagePreprocessing:
     std: list[float]
     rescale_factor: float = 1.0 / 255.0
     resample: str = "bilinear"  # PIL resample filter name
+
+    def validate(self) -> None:
+        for side in ("height", "width"):
+            value = getattr(self, side)
+            if not 1 <= value <= MAX_IMAGE_SIDE:
+                raise ManifestError(f"image.{side} must be in 1..{MAX_IMAGE_SIDE}, got {value}")
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) not in (1, 3):
+                raise ManifestError(f"image.{name} must hold 1 or 3 values (RGB)")
+        if min(self.std) <= 0:
+            raise ManifestError(f"image.std must be > 0 (it divides), got {self.std}")
+        if self.rescale_factor <= 0:
+            raise ManifestError(f"image.rescale_factor must be > 0, got {self.rescale_factor}")
+        if self.resample.lower() not in RESAMPLE_FILTERS:
+            raise ManifestError(
+                f"image.resample must be one of {RESAMPLE_FILTERS}, got {self.resample!r}"
+            )
 
 
 @dataclass
@@ -152,6 +210,7 @@ class ModelManifest:
 
     def validate(self) -> None:
         """Reject a manifest the server could not run, with a message naming the field."""
+        _check_types(self, "")
         if self.format_version != FORMAT_VERSION:
             raise ManifestError(f"unsupported manifest format_version {self.format_version}")
         if self.task not in tuple(Task):
@@ -160,10 +219,24 @@ class ModelManifest:
             raise ManifestError(f"architecture must be one of {ARCHITECTURES}")
         if self.dtype not in DTYPES:
             raise ManifestError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        for label, value in (("name", self.name), ("version", self.version)):
+            if not value.strip() or "/" in value or not value.isprintable():
+                raise ManifestError(
+                    f"{label} must be a non-empty printable name without '/', got {value!r}"
+                )
+        for label in ("num_layers", "num_heads", "head_dim", "hidden_size", "vocab_size"):
+            _at_least(f"dims.{label}", getattr(self.dims, label), 1)
+        _at_least("max_input_tokens", self.max_input_tokens, 1)
+        if self.max_decoder_positions is not None:
+            _at_least("max_decoder_positions", self.max_decoder_positions, 1)
         if self.task == Task.CAPTIONING and self.image is None:
             raise ManifestError("a captioning model needs image preprocessing settings")
+        if self.image is not None:
+            self.image.validate()
         if not self.special_tokens.eos:
             raise ManifestError("special_tokens.eos is empty")
+        self.generation.validate()
+        self._check_token_ids()
         if any(len(ids) != 1 for ids in self.generation.bad_words_ids or []):
             raise ManifestError(
                 "generation.bad_words_ids: only single-token entries are supported, got "
@@ -183,6 +256,34 @@ class ModelManifest:
             if attention.output not in self.decoder.outputs:
                 raise ManifestError(
                     f"cross_attention.output {attention.output!r} is not a decoder output"
+                )
+
+    def validate_defaults(self) -> None:
+        """The values a checkpoint brings (generation defaults, special tokens), on their own:
+        the exporter checks them before it builds any graph."""
+        for part in ("dims", "special_tokens", "generation"):
+            _check_types(getattr(self, part), f"{part}.")
+        self.generation.validate()
+        self._check_token_ids()
+
+    def _check_token_ids(self) -> None:
+        """Every token id the manifest names lies in the vocabulary: a negative one wrapped
+        around to the vocabulary's end (forced_eos_token_id -7 forced the 7th from last)."""
+        tokens = self.special_tokens
+        named = {
+            "special_tokens.pad": [tokens.pad],
+            "special_tokens.eos": tokens.eos,
+            "special_tokens.decoder_start": [tokens.decoder_start],
+            "special_tokens.bos": _present(tokens.bos),
+            "decoder_prompt": self.decoder_prompt,
+            **self.generation.token_ids(),
+        }
+        vocab = self.dims.vocab_size
+        for label, ids in named.items():
+            outside = [i for i in ids if not 0 <= i < vocab]
+            if outside:
+                raise ManifestError(
+                    f"{label}: token ids {outside} are outside the vocabulary (0..{vocab - 1})"
                 )
 
     def to_json(self) -> str:
@@ -220,11 +321,80 @@ class ModelManifest:
         if not path.is_file():
             raise ManifestError(f"{model_dir} has no {MANIFEST_FILE}")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
+        except OSError as exc:
+            raise ManifestError(f"{path} cannot be read: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ManifestError(f"{path} must hold a JSON object, not {type(data).__name__}")
         manifest = cls.from_dict(data)
         for rel in (manifest.encoder.file, manifest.decoder.file, manifest.tokenizer_file):
             if not (model_dir / rel).is_file():
                 raise ManifestError(f"{model_dir} is missing {rel}, named in its manifest")
         return manifest
+
+
+def _at_least(label: str, value: int, least: int) -> None:
+    if value < least:
+        raise ManifestError(f"{label} must be >= {least}, got {value}")
+
+
+def _present(token: int | None) -> list[int]:
+    return [] if token is None else [token]
+
+
+def _check_types(value: Any, path: str) -> None:
+    """Every field of the dataclass `value` (nested ones too) holds its annotated type: an int
+    within int32 (not a bool), a finite number, a list of them, ... A manifest with
+    `"num_beams": "4"` loaded and failed every request that took the default with INTERNAL."""
+    hints = get_type_hints(type(value))
+    for item in fields(value):
+        found, hint = getattr(value, item.name), hints[item.name]
+        label = f"{path}{item.name}"
+        if not _holds(found, hint):
+            raise ManifestError(f"{label} must be {_describe(hint)}, got {found!r}")
+        if is_dataclass(found):
+            _check_types(found, f"{label}.")
+
+
+def _holds(value: Any, hint: Any) -> bool:
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_holds(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= INT32_MAX
+    if hint is float:
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        return numeric and math.isfinite(value)
+    if origin is list:
+        return isinstance(value, list) and all(_holds(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and _holds(v, args[1]) for k, v in value.items()
+        )
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any, plural: bool = False) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(arg, plural) for arg in args)
+    if origin is list:
+        return f"{'lists' if plural else 'a list'} of {_describe(args[0], plural=True)}"
+    if origin is dict:
+        return "objects" if plural else "an object"
+    singular, many = {
+        int: ("an integer (int32)", "integers (int32)"),
+        float: ("a finite number", "finite numbers"),
+        bool: ("true or false", "true or false"),
+        str: ("a string", "strings"),
+        type(None): ("null", "null"),
+    }.get(hint, (getattr(hint, "__name__", str(hint)),) * 2)
+    return many if plural else singular

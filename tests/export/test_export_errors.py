@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -88,6 +89,38 @@ def test_cli_reports_an_error_without_a_traceback(tmp_path, capsys):
     stderr = capsys.readouterr().err
     assert code != 0
     assert "error:" in stderr and "does not exist" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_an_opset_outside_the_checked_ones_is_refused_before_loading(tmp_path):
+    with pytest.raises(ExportError, match="opset must be in 13..21"):
+        export_model(tmp_path / "absent", "summarization", tmp_path / "out", opset=7)
+
+
+def test_a_corrupt_generation_config_is_an_error_not_silent_defaults(checkpoints, tmp_path):
+    checkpoint = _copy_checkpoint(checkpoints["bart"], tmp_path / "corrupt-generation")
+    (checkpoint / "generation_config.json").write_text("{oops")
+    with pytest.raises(ExportError, match="cannot read .*generation_config.json"):
+        _export(checkpoint, tmp_path / "out")
+
+
+def test_generation_defaults_no_request_could_run_with_fail_the_export(checkpoints, tmp_path):
+    """`"num_beams": "4"` exported, passed parity, and failed every default request."""
+    checkpoint = _copy_checkpoint(checkpoints["bart"], tmp_path / "string-beams")
+    settings = json.loads((checkpoint / "generation_config.json").read_text())
+    (checkpoint / "generation_config.json").write_text(json.dumps({**settings, "max_length": -5}))
+    with pytest.raises(ExportError, match="cannot be served as it is: .*max_length must be >= 1"):
+        _export(checkpoint, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_names_an_output_path_it_cannot_write(checkpoints, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    output = tmp_path / "a-file" / "out"
+    args = ["--model", str(checkpoints["bart"]), "--task", "summarization"]
+    assert main(["export", *args, "--output", str(output)]) == 1
+    stderr = capsys.readouterr().err
+    assert "attnserve export: error:" in stderr and "a-file" in stderr
     assert "Traceback" not in stderr
 
 

@@ -115,3 +115,24 @@ def test_protocol_timeout_is_504(client, http_server):
         lambda: client.infer(http_server.summarizer, [_bytes_input("text", TEXTS[:1])], timeout=1)
     )
     assert failure.status() == "504"
+
+
+@pytest.mark.parametrize(
+    ("call", "method"),
+    [
+        (lambda c, model: c.load_model(model), "RepositoryModelLoad"),
+        (lambda c, model: c.unload_model(model), "RepositoryModelUnload"),
+        (lambda c, model: c.get_model_repository_index(), "RepositoryIndex"),
+        (lambda c, model: c.get_inference_statistics(), "ModelStatistics"),
+        (lambda c, model: c.get_inference_statistics(model), "ModelStatistics"),
+        (lambda c, model: c.get_system_shared_memory_status(), "SystemSharedMemory"),
+        (lambda c, model: c.unregister_cuda_shared_memory(), "CudaSharedMemory"),
+        (lambda c, model: c.get_trace_settings(), "TraceSetting"),
+        (lambda c, model: c.get_log_settings(), "LogSettings"),
+    ],
+)
+def test_triton_extensions_we_do_not_serve_are_501_as_on_grpc(client, http_server, call, method):
+    """They were 404s: `/v2/models/stats` read as a model named "stats"."""
+    failure = _failure(lambda: call(client, http_server.summarizer))
+    assert failure.status() == "501"
+    assert f"{method} is a Triton extension that attnserve does not serve" in failure.message()

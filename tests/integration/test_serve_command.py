@@ -38,6 +38,22 @@ def test_a_taken_metrics_port_exits_1_naming_it(tmp_path: Path, caplog: pytest.L
     assert f"cannot serve metrics on 127.0.0.1:{port}" in caplog.text
 
 
+@pytest.mark.parametrize("flag", ["--port", "--http-port"])
+def test_a_taken_grpc_or_http_port_exits_1_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, flag: str
+):
+    """A taken gRPC port ended in a 46-line traceback (grpc's RuntimeError)."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        ports = {"--port": "0", "--http-port": "0", flag: str(port)}
+        args = ["--host", "127.0.0.1", "--metrics-port", "0"]
+        args += [item for pair in ports.items() for item in pair]
+        assert main(["serve", "--models", str(tmp_path), *args]) == 1
+    kind = "gRPC" if flag == "--port" else "HTTP"
+    assert f"cannot listen on the {kind} port 127.0.0.1:{port}" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
 def test_metrics_show_the_loaded_models_and_the_rpcs_served(serve_process: ServeProcess):
     with AttnserveClient(serve_process.target) as client:
         models = client.list_models()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +83,28 @@ def test_kserve_truncate_parameter_and_truncated_response_parameter(kserve, spec
     assert "truncated" not in alone.get_response().parameters
     with pytest.raises(triton.InferenceServerException, match="at most 2048 input tokens"):
         _infer(kserve, [LONG_TEXT])
+
+
+def test_a_streamed_kserve_answer_reports_the_truncation_on_its_final_response(kserve):
+    """ModelStreamInfer with `stream: true` (decoupled style) dropped `truncated`."""
+    answers: queue.Queue = queue.Queue()
+    tensor = triton.InferInput("text", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([LONG_TEXT.encode()], dtype=np.object_))
+    kserve.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        kserve.async_stream_infer(
+            "tiny-summarizer",
+            [tensor],
+            parameters={"max_new_tokens": 6, "truncate": 10, "stream": True},
+            enable_empty_final_response=True,
+        )
+        while True:
+            result, error = answers.get(timeout=30)
+            assert error is None, error
+            parameters = result.get_response().parameters
+            if parameters["triton_final_response"].bool_param:
+                break
+    finally:
+        kserve.stop_stream()
+    assert parameters["truncated"].bool_param
+    assert parameters["input_tokens"].int64_param == 10

@@ -187,6 +187,25 @@ def test_a_serving_version_stays_whatever_a_scan_says_of_its_name_and_version(
     assert "retiring" not in caplog.text and "refused" not in repository_log.text
 
 
+def test_a_flat_model_json_that_is_no_manifest_is_skipped_by_name_and_reloads_go_on(
+    client: AttnserveClient,
+    repository: Path,
+    summarizer_dir: Path,
+    repository_log: RepositoryLog,
+):
+    """A model.json of `[]` (or null, or a name that is a number) raised past the scan: every
+    poll failed with a traceback that named no directory, and no version published after it
+    ever loaded."""
+    bad = copy_model(summarizer_dir, repository / ".staging" / "not-a-manifest")
+    (bad / "model.json").write_text("[]")
+    bad.rename(repository / "not-a-manifest")
+    _wait_for_log(repository_log, "not-a-manifest/model.json must hold a JSON object, not list")
+    publish(summarizer_dir, repository, SUMMARIZER, 2)
+
+    wait_for_versions(client, SUMMARIZER, ["2"])
+    assert "reloading the models failed" not in repository_log.text
+
+
 def test_a_version_without_model_json_waits_until_its_copy_completes(
     client: AttnserveClient,
     repository: Path,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 from pathlib import Path
 
@@ -47,6 +49,37 @@ def test_log_requests_logs_texts_and_image_sizes(
     assert f"text={SECRET_TEXT!r}" in caplog.text
     assert f"image=<{len(IMAGE)} bytes>" in caplog.text
     assert "PNG" not in caplog.text
+
+
+def send_over_http(port: int) -> None:
+    for path, body in (
+        ("/v1/summarize", {"text": SECRET_TEXT, "params": {"max_new_tokens": 2}}),
+        ("/v2/models/tiny-summarizer/generate", {"text": SECRET_TEXT + " v2"}),
+    ):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CALL_TIMEOUT_S)
+        connection.request("POST", path, body=json.dumps(body))
+        assert connection.getresponse().status == 200
+        connection.close()
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_the_http_port_logs_requests_as_the_grpc_port_does(
+    models_dir: Path, caplog: pytest.LogCaptureFixture, enabled: bool
+):
+    """--log-requests logged nothing of the HTTP port's requests."""
+    caplog.set_level(logging.DEBUG)
+    overrides = {"log_requests": enabled, "http_port": 0}
+    with serving(models_dir, server_overrides=overrides) as server:
+        assert server.server.rest is not None
+        send_over_http(server.server.rest.port)
+
+    if not enabled:
+        assert "confidential" not in caplog.text
+        return
+    assert "POST /v1/summarize from 127.0.0.1:" in caplog.text
+    assert f"text={SECRET_TEXT!r}" in caplog.text
+    assert "POST /v2/models/tiny-summarizer/generate from 127.0.0.1:" in caplog.text
+    assert "bytes_contents=[<24 bytes>]" in caplog.text  # KServe tensors: by size, as on gRPC
 
 
 def test_a_kserve_request_is_described_with_its_tensors_parameters_and_sizes():

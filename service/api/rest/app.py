@@ -15,6 +15,7 @@ from service.api.interceptors.auth import token_interceptor
 from service.api.kserve import KServeServicer
 from service.api.rest.attnserve_routes import attnserve_routes
 from service.api.rest.auth import HEALTH_PATHS, BearerTokenMiddleware
+from service.api.rest.handlers import request_log
 from service.api.rest.metrics import MetricsMiddleware
 from service.api.rest.tracing import TracingMiddleware
 from service.api.rest.v2_routes import v2_routes
@@ -34,7 +35,11 @@ def build_app(
     tracing: Tracing | None = None,
 ) -> Starlette:
     body_limit = settings.receive_limit_bytes  # the gRPC port's message limit
-    routes = [*v2_routes(kserve, body_limit), *attnserve_routes(attention, body_limit)]
+    log_request = request_log(settings.log_requests)
+    routes = [
+        *v2_routes(kserve, body_limit, log_request),
+        *attnserve_routes(attention, body_limit, log_request),
+    ]
     # outermost first: a refused request is traced and counted too
     middleware = [Middleware(MetricsMiddleware, metrics=metrics, routes=routes)]
     if tracing is not None:

@@ -22,6 +22,7 @@ from service._pb.attnserve.v1 import attnserve_pb2 as pb
 from service.api.rest.calls import RestCall, RestError
 from service.api.rest.handlers import (
     Handler,
+    RequestLog,
     answers_errors,
     event_stream,
     message_json,
@@ -31,15 +32,20 @@ from service.api.rest.handlers import (
 from service.api.servicer import AttentionServicer
 
 
-def attnserve_routes(attention: AttentionServicer, body_limit: int) -> list[Route]:
-    """The routes, answering with `attention`; bodies are bounded by `body_limit` bytes."""
+def attnserve_routes(
+    attention: AttentionServicer, body_limit: int, log_request: RequestLog
+) -> list[Route]:
+    """The routes, answering with `attention`; bodies are bounded by `body_limit` bytes, and
+    each request message goes to `log_request`."""
 
     async def parse(request: Request, message_type: type[Message]) -> Message:
         body = await read_json(request, body_limit)
         try:
-            return json_format.ParseDict(body, message_type())
+            message = json_format.ParseDict(body, message_type())
         except json_format.ParseError as error:
             raise RestError("INVALID_ARGUMENT", str(error)) from None
+        log_request(request, message)
+        return message
 
     def unary(method: Callable[..., Awaitable[Message]], message_type: type[Message]) -> Handler:
         @answers_errors

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from functools import wraps
@@ -15,6 +16,7 @@ from google.protobuf.message import Message
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
+from service.api.interceptors.request_log import describe_message
 from service.api.rest.calls import STREAM_STATUS, RestError
 from service.api.rest.json_body import parse_json
 from service.api.status import client_message
@@ -22,6 +24,7 @@ from service.errors import Cancelled, status_name
 
 Handler = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
+log = logging.getLogger("service.api.interceptors.request_log")  # one logger for both ports
 PAYLOAD_TOO_LARGE = 413
 REQUEST_TIMEOUT = 408
 # A body must keep coming (a chunk at least every BODY_IDLE_S) and be all there within
@@ -49,6 +52,25 @@ def answers_errors(handler: Handler) -> Handler:
             return as_rest_error(error).response()
 
     return handle
+
+
+RequestLog = Callable[[Request, Message], None]
+
+
+def request_log(enabled: bool) -> RequestLog:
+    """`--log-requests` on the HTTP port: each generation request's message, described as the
+    gRPC port's request log describes it (texts clipped, bytes by size); nothing when off."""
+
+    def log_request(request: Request, message: Message) -> None:
+        if enabled:
+            client = request.client
+            peer = f"{client.host}:{client.port}" if client else "unknown"
+            log.info(
+                "%s %s from %s: %s",
+                *(request.method, request.url.path, peer, describe_message(message)),
+            )
+
+    return log_request
 
 
 async def read_body(request: Request, limit_bytes: int) -> bytes:

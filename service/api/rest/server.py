@@ -39,7 +39,10 @@ def _bind(host: str, port: int) -> socket.socket:
     (accepted connections inherit it): responses then waited for the client's delayed ACK,
     40 ms per request on a reused connection (tritonclient.http, perf_analyzer -i http)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    bound = socket.create_server((host.strip("[]"), port), family=family)
+    try:
+        bound = socket.create_server((host.strip("[]"), port), family=family)
+    except OSError as exc:
+        raise OSError(f"the HTTP port {host}:{port}: {exc.strerror or exc}") from None
     return socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fileno=bound.detach())
 
 

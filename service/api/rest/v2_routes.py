@@ -16,11 +16,13 @@ from starlette.routing import Route
 
 from service._pb import grpc_service_pb2 as pb
 from service.api import kserve_stream
-from service.api.kserve import KServeServicer
+from service.api.kserve import KServeServicer, unserved_message
 from service.api.kserve_tensors import decode_raw_bytes
 from service.api.rest import v2_json
-from service.api.rest.calls import RestCall
+from service.api.rest.calls import RestCall, RestError
 from service.api.rest.handlers import (
+    Handler,
+    RequestLog,
     answers_errors,
     event_stream,
     message_json,
@@ -72,7 +74,7 @@ def _generate_answer(response: pb.ModelInferResponse) -> dict[str, Any]:
     return answer
 
 
-def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
+def v2_routes(kserve: KServeServicer, body_limit: int, log_request: RequestLog) -> list[Route]:
     """The routes, answering with `kserve`; request bodies are bounded by `body_limit` bytes."""
 
     async def live(request: Request) -> Response:
@@ -110,6 +112,7 @@ def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
         body = await read_body(request, body_limit)
         header, binary = v2_json.split_body(body, request.headers.get(v2_json.HEADER_LENGTH))
         message, output_format = v2_json.infer_request(header, binary, *_model_of(request))
+        log_request(request, message)
         answer = await while_connected(request, kserve.ModelInfer(message, RestCall()))
         answer_header, answer_binary = v2_json.infer_response(answer, output_format)
         header_bytes = json.dumps(answer_header, ensure_ascii=False).encode("utf-8")
@@ -124,6 +127,7 @@ def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
     @answers_errors
     async def generate(request: Request) -> Response:
         message = _generate_request(await read_json(request, body_limit), *_model_of(request))
+        log_request(request, message)
         answer = await while_connected(request, kserve.ModelInfer(message, RestCall()))
         return JSONResponse(_generate_answer(answer))
 
@@ -139,9 +143,11 @@ def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
     @answers_errors
     async def generate_stream(request: Request) -> Response:
         message = _generate_request(await read_json(request, body_limit), *_model_of(request))
+        log_request(request, message)
         return await event_stream(request, generate_events(message))
 
     routes = [
+        *_unserved_routes(),
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
         Route("/v2", server_metadata),
@@ -156,3 +162,36 @@ def v2_routes(kserve: KServeServicer, body_limit: int) -> list[Route]:
             Route(prefix + "/generate_stream", generate_stream, methods=["POST"]),
         ]
     return routes
+
+
+# The Triton HTTP extensions behind the gRPC methods we answer UNIMPLEMENTED, by path: first in
+# the route list, so that /v2/models/stats is not read as a model named "stats".
+_UNSERVED_PATHS = {
+    "ModelStatistics": ["/v2/models/stats", MODEL + "/stats", MODEL_VERSION + "/stats"],
+    "RepositoryIndex": ["/v2/repository/index"],
+    "RepositoryModelLoad": ["/v2/repository/models/{name}/load"],
+    "RepositoryModelUnload": ["/v2/repository/models/{name}/unload"],
+    "SystemSharedMemory": [
+        "/v2/systemsharedmemory/{action:path}",
+    ],
+    "CudaSharedMemory": ["/v2/cudasharedmemory/{action:path}"],
+    "TraceSetting": ["/v2/trace/setting", MODEL + "/trace/setting"],
+    "LogSettings": ["/v2/logging"],
+}
+
+
+def _unserved_routes() -> list[Route]:
+    """501 with the gRPC port's message, where Triton serves an extension and we do not
+    (tritonclient.http's load_model, get_inference_statistics, ...): they were 404s."""
+
+    def answer(method: str) -> Handler:
+        async def unimplemented(request: Request) -> Response:
+            return RestError("UNIMPLEMENTED", unserved_message(method)).response()
+
+        return unimplemented
+
+    return [
+        Route(path, answer(method), methods=["GET", "POST"])
+        for method, paths in _UNSERVED_PATHS.items()
+        for path in paths
+    ]
