@@ -36,8 +36,19 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--http-port", type=int, default=None, help="HTTP/REST port (default: off)")
     p.add_argument("--otlp-endpoint", default=None, help="send traces to this OTLP/gRPC collector")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="env ATTNSERVE_DEVICE")
-    p.add_argument("--intra-op-threads", type=int, default=None, help="0 = one per core")
-    p.add_argument("--encoder-threads", type=int, default=None, help="default: --intra-op-threads")
+    p.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=None,
+        help="0 (default) = the CPU quota rounded up where one applies, else the --pin-cores "
+        "split or one per core; setting it turns --pin-cores auto off",
+    )
+    p.add_argument(
+        "--encoder-threads",
+        type=int,
+        default=None,
+        help="default: the encoder's cores of the --pin-cores split, else --intra-op-threads",
+    )
     p.add_argument(
         "--encoder-nice", type=int, default=None, help="lower the beside encoder's priority"
     )

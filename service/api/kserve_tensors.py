@@ -171,7 +171,8 @@ def _parameter_value(
     if name not in _PARAMETER_TYPES:
         raise InvalidArgument(
             f"unexpected inference parameter '{name}' for model '{model}', "
-            f"expecting one of: {', '.join(_PARAMETER_TYPES)}"
+            f"expecting one of: {', '.join(n for n in _PARAMETER_TYPES if n != PROMPT_PARAMETER)}"
+            f" (and {PROMPT_PARAMETER} for captioning models)"
         )
     value_type = _PARAMETER_TYPES[name]
     choice = parameter.WhichOneof("parameter_choice")

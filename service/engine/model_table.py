@@ -44,8 +44,9 @@ class ModelTable:
         name = name or self._defaults.get(task, "")
         candidates = [s for s in self.served if s.manifest.name == name]
         if not candidates:
-            known = ", ".join(sorted({s.manifest.name for s in self.served})) or "none"
-            raise NotFound(f"unknown model {name!r} for task '{task}' (served: {known})")
+            same_task = {s.manifest.name for s in self.served if s.manifest.task == task}
+            known = ", ".join(sorted(same_task)) or "none"
+            raise NotFound(f"unknown model {name!r} for task '{task}' ({task} models: {known})")
         if candidates[-1].manifest.task != task:
             raise NotFound(f"model {name!r} serves {candidates[-1].manifest.task}, not {task}")
         if not version:

@@ -92,7 +92,7 @@ def test_beam_search_answer_arrives_as_one_delta(models_dir):
 @pytest.mark.parametrize(
     ("fields", "error", "message"),
     [
-        ({"model": "nope"}, NotFound, "unknown model 'nope' for task 'summarization' \\("),
+        ({"model": "nope"}, NotFound, "'summarization' \\(summarization models: tiny-bart\\)"),
         ({"task": "captioning", "model": "tiny-bart"}, NotFound, "serves summarization"),
         ({"version": "7"}, NotFound, "no version '7'"),
         ({"text": "  "}, InvalidArgument, "text is empty"),

@@ -36,6 +36,15 @@ def test_caption_takes_a_base64_image(http_server: HttpServer):
     encoded = base64.b64encode(png.getvalue()).decode()
     answer = curl(http_server.url + "/v1/caption", data={"image": encoded})
     assert answer.status == 200 and answer.json()["text"] == http_server.caption(png.getvalue())
+    wrapped = base64.encodebytes(png.getvalue()).decode()  # `base64` without -w0: line breaks
+    answer = curl(http_server.url + "/v1/caption", data={"image": wrapped})
+    assert answer.status == 200 and answer.json()["text"] == http_server.caption(png.getvalue())
+
+
+def test_an_image_that_is_not_base64_is_400_saying_so(http_server: HttpServer):
+    """Protobuf's JSON parser skips what is not base64: "!!!" read as no image ("empty")."""
+    answer = curl(http_server.url + "/v1/caption", data={"image": "!!!"})
+    assert answer.status == 400 and "image is not base64" in answer.json()["error"]
 
 
 def test_summarize_stream_is_server_sent_events_of_chunks(http_server: HttpServer):

@@ -89,7 +89,8 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         token = _bearer_token(metadata)
         if token is None:
             return Unauthenticated(
-                "this server needs a bearer token: send 'authorization: Bearer <token>' metadata"
+                "this server needs a bearer token: send 'authorization: Bearer <token>' "
+                "(gRPC metadata or HTTP header)"
             )
         presented = _digest(token)
         accepted = False

@@ -8,6 +8,7 @@ events, one GenerateChunk each; the same for `/v1/caption`; `GET /v1/models` lis
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
@@ -40,6 +41,7 @@ def attnserve_routes(
 
     async def parse(request: Request, message_type: type[Message]) -> Message:
         body = await read_json(request, body_limit)
+        _check_base64(body, message_type)
         try:
             message = json_format.ParseDict(body, message_type())
         except json_format.ParseError as error:
@@ -90,3 +92,20 @@ def attnserve_routes(
             methods=["POST"],
         ),
     ]
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/_\s-]*(=\s*){0,2}")  # line breaks allowed (base64 without -w0)
+
+
+def _check_base64(body: dict[str, Any], message_type: type[Message]) -> None:
+    """Bytes fields (an image) must be base64: protobuf's JSON parser skips characters outside
+    the alphabet, so `"image": "!!!"` was read as no image at all ("image is empty")."""
+    for field in message_type.DESCRIPTOR.fields:
+        value = body.get(field.name, body.get(field.json_name))
+        text = value.strip() if isinstance(value, str) else ""
+        if field.type == field.TYPE_BYTES and text and not _BASE64.fullmatch(text):
+            raise RestError(
+                "INVALID_ARGUMENT",
+                f"{field.name} is not base64 (standard or URL-safe alphabet, as the proto3 JSON "
+                "mapping writes bytes)",
+            )
