@@ -9,6 +9,7 @@ model's `StepCounters` (service.runtime.step_counters).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from service.runtime.token_choice import DeviceArgmax
 from service.runtime.tokenizer import TextTokenizer
 
 KV_DTYPES = {"fp32": np.float32, "int8": np.float32, "fp16": np.float16}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +75,13 @@ class LoadedModel:
         self.tokenizer = TextTokenizer(
             self.model_dir / manifest.tokenizer_file, manifest.max_input_tokens
         )
+        if self.tokenizer.vocab_size > manifest.dims.vocab_size:
+            log.warning(
+                "%s: its tokenizer has %d tokens, its model %d: a text holding one of the "
+                "others fails (INTERNAL) until the tokenizer matches (a tokenizer extended "
+                "without resizing the model's embeddings?)",
+                *(self.model_dir, self.tokenizer.vocab_size, manifest.dims.vocab_size),
+            )
         self.kv_dtype = KV_DTYPES[manifest.dtype]
         layers = range(manifest.dims.num_layers)
         self._cross_names = [f"cross_{kind}_{i}" for i in layers for kind in ("key", "value")]

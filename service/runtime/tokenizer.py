@@ -48,6 +48,11 @@ class TextTokenizer:
             i for i, token in self._tokenizer.get_added_tokens_decoder().items() if token.special
         )
 
+    @property
+    def vocab_size(self) -> int:
+        """Tokens the tokenizer can produce, added tokens included."""
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
     def encode(self, text: str) -> np.ndarray:
         """Token ids (int64, special tokens added as the model was trained)."""
         return self.encode_with_offsets(text).ids

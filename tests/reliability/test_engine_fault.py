@@ -100,6 +100,16 @@ def poisonable_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory
     return root
 
 
+def test_a_tokenizer_larger_than_the_model_is_named_at_load(
+    poisonable_models: Path, caplog: pytest.LogCaptureFixture
+):
+    """It still loads (only texts holding the extra tokens fail), but the log says why."""
+    summarizer = next(poisonable_models.iterdir())
+    with caplog.at_level(logging.WARNING):
+        LoadedModel.load(summarizer)
+    assert "its tokenizer has" in caplog.text and "tokenizer extended" in caplog.text
+
+
 @pytest.mark.parametrize("beside", [False, True], ids=["inside-steps", "beside-steps"])
 def test_a_poisoned_request_fails_alone_and_its_batch_mates_get_their_tokens(
     poisonable_models: Path, caplog, beside: bool
