@@ -10,6 +10,7 @@ import importlib.metadata
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from export.artifacts import (
@@ -27,7 +28,13 @@ from export.onnx_export import export_graphs
 from export.ort_graphs import OrtGraphs, greedy_tokens
 from export.parity import GREEDY_NEW_TOKENS, parity_failures, sample_encoder_feeds, validate
 from export.precision import convert_graphs, token_agreement
-from service.runtime.manifest import DTYPES, GraphSpec, ManifestError, ModelManifest
+from service.runtime.manifest import (
+    DTYPES,
+    GraphSpec,
+    ManifestError,
+    ModelManifest,
+    check_name,
+)
 from service.runtime.tasks import Task
 
 Progress = Callable[[str], None]
@@ -56,6 +63,9 @@ def export_model(
     user."""
     if dtype not in DTYPES:
         raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    for label, value in (("--name", name), ("--version", version)):
+        if value is not None:
+            _check_servable(partial(check_name, label, value))
     if not OPSETS[0] <= opset <= OPSETS[1]:
         raise ExportError(
             f"opset must be in {OPSETS[0]}..{OPSETS[1]} (the ONNX opsets exported and served "

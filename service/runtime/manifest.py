@@ -219,11 +219,8 @@ class ModelManifest:
             raise ManifestError(f"architecture must be one of {ARCHITECTURES}")
         if self.dtype not in DTYPES:
             raise ManifestError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        for label, value in (("name", self.name), ("version", self.version)):
-            if not value.strip() or "/" in value or not value.isprintable():
-                raise ManifestError(
-                    f"{label} must be a non-empty printable name without '/', got {value!r}"
-                )
+        check_name("name", self.name)
+        check_name("version", self.version)
         for label in ("num_layers", "num_heads", "head_dim", "hidden_size", "vocab_size"):
             _at_least(f"dims.{label}", getattr(self.dims, label), 1)
         _at_least("max_input_tokens", self.max_input_tokens, 1)
@@ -333,6 +330,14 @@ class ModelManifest:
             if not (model_dir / rel).is_file():
                 raise ManifestError(f"{model_dir} is missing {rel}, named in its manifest")
         return manifest
+
+
+def check_name(label: str, value: str) -> None:
+    """A model's name or version: it names a directory and appears in URLs (/v2/models/NAME)."""
+    if not value.strip() or "/" in value or not value.isprintable():
+        raise ManifestError(
+            f"{label} must be a non-empty printable name without '/', got {value!r}"
+        )
 
 
 def _at_least(label: str, value: int, least: int) -> None:

@@ -97,6 +97,17 @@ def test_an_opset_outside_the_checked_ones_is_refused_before_loading(tmp_path):
         export_model(tmp_path / "absent", "summarization", tmp_path / "out", opset=7)
 
 
+@pytest.mark.parametrize(("name", "version"), [("a/b", "1"), ("ok", ""), ("ok", " ")])
+def test_a_name_or_version_no_server_could_serve_is_refused_before_loading(
+    tmp_path, name: str, version: str
+):
+    """`--name a/b` exported, and its URL (/v2/models/a/b) could not name it."""
+    with pytest.raises(ExportError, match="must be a non-empty printable name without '/'"):
+        export_model(
+            tmp_path / "absent", "summarization", tmp_path / "out", name=name, version=version
+        )
+
+
 def test_a_corrupt_generation_config_is_an_error_not_silent_defaults(checkpoints, tmp_path):
     checkpoint = _copy_checkpoint(checkpoints["bart"], tmp_path / "corrupt-generation")
     (checkpoint / "generation_config.json").write_text("{oops")
