@@ -15,17 +15,14 @@ from dataclasses import dataclass
 from service.engine.config import EngineConfig
 from service.engine.types import GenerationParams
 from service.errors import InvalidArgument
-from service.runtime.manifest import GenerationDefaults
+from service.runtime.manifest import (
+    LENGTH_PENALTY_RANGE,
+    MIN_SAMPLING_TEMPERATURE,
+    REPETITION_PENALTY_RANGE,
+    GenerationDefaults,
+)
 
 FLOAT32_MAX = 3.4028234663852886e38
-# Bounds that keep decoding's float32 arithmetic finite, found by fuzzing the API. Below
-# MIN_SAMPLING_TEMPERATURE, logits / temperature overflow to inf and sampling breaks (it is
-# greedy decoding by then). Beam search divides scores by length ** length_penalty, which
-# overflows beyond LENGTH_PENALTY_RANGE. Repetition penalties outside their range turn a
-# repeated token's score into inf or 0.
-MIN_SAMPLING_TEMPERATURE = 1e-4
-REPETITION_PENALTY_RANGE = (1e-4, 1e4)
-LENGTH_PENALTY_RANGE = (-10.0, 10.0)
 # Integer settings become int64 numpy columns (RowParams) or slice bounds: anything a client
 # can send is held to int32's range, far above any meaningful value, so it can never overflow.
 INT32_MAX = 2**31 - 1

@@ -24,6 +24,14 @@ INT32_MAX = 2**31 - 1  # every integer of a manifest fits int32, as the APIs' fi
 # An image side larger than this is no vision encoder's input (ViT and BLIP take 224-384): a
 # 100000x100000 model.json made the warm-up image alone 30 GB and the server was OOM-killed.
 MAX_IMAGE_SIDE = 4096
+# Bounds that keep decoding's float32 arithmetic finite, found by fuzzing the API; a request's
+# values and a model's defaults are held to the same ones. Below MIN_SAMPLING_TEMPERATURE,
+# logits / temperature overflow to inf and sampling breaks (it is greedy decoding by then). Beam
+# search divides scores by length ** length_penalty, which overflows beyond LENGTH_PENALTY_RANGE.
+# Repetition penalties outside their range turn a repeated token's score into inf or 0.
+MIN_SAMPLING_TEMPERATURE = 1e-4
+REPETITION_PENALTY_RANGE = (1e-4, 1e4)
+LENGTH_PENALTY_RANGE = (-10.0, 10.0)
 RESAMPLE_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 
 
@@ -95,13 +103,18 @@ class GenerationDefaults:
         _at_least("generation.no_repeat_ngram_size", self.no_repeat_ngram_size, 0)
         if not 0 < self.top_p <= 1:
             raise ManifestError(f"generation.top_p must be in (0, 1], got {self.top_p}")
-        if self.repetition_penalty <= 0:
+        for label, value, (low, high) in (
+            ("repetition_penalty", self.repetition_penalty, REPETITION_PENALTY_RANGE),
+            ("length_penalty", self.length_penalty, LENGTH_PENALTY_RANGE),
+        ):
+            if not low <= value <= high:
+                raise ManifestError(f"generation.{label} must be in {low:g}..{high:g}, got {value}")
+        if self.temperature < 0:
+            raise ManifestError(f"generation.temperature must be >= 0, got {self.temperature}")
+        if self.do_sample and self.temperature < MIN_SAMPLING_TEMPERATURE:
             raise ManifestError(
-                f"generation.repetition_penalty must be > 0, got {self.repetition_penalty}"
-            )
-        if self.do_sample and self.temperature <= 0:
-            raise ManifestError(
-                f"generation.temperature must be > 0 when do_sample is on, got {self.temperature}"
+                f"generation.temperature must be > 0 (at least {MIN_SAMPLING_TEMPERATURE:g}) "
+                f"when do_sample is on, got {self.temperature}"
             )
         if isinstance(self.early_stopping, str) and self.early_stopping != "never":
             raise ManifestError(
@@ -311,8 +324,12 @@ class ModelManifest:
         return manifest
 
     @classmethod
-    def load(cls, model_dir: Path) -> ModelManifest:
-        """Read and check `model.json` and the files it names."""
+    def load(
+        cls, model_dir: Path, name: str | None = None, version: str | None = None
+    ) -> ModelManifest:
+        """Read and check `model.json` and the files it names; `name` and `version`, where
+        given (the repository layout's directory names), replace the file's before the check:
+        the file's own are not used there, and may be anything an older export wrote."""
         model_dir = Path(model_dir)
         path = model_dir / MANIFEST_FILE
         if not path.is_file():
@@ -325,7 +342,8 @@ class ModelManifest:
             raise ManifestError(f"{path} cannot be read: {exc}") from exc
         if not isinstance(data, dict):
             raise ManifestError(f"{path} must hold a JSON object, not {type(data).__name__}")
-        manifest = cls.from_dict(data)
+        named = {"name": name, "version": version}
+        manifest = cls.from_dict({**data, **{k: v for k, v in named.items() if v is not None}})
         for rel in (manifest.encoder.file, manifest.decoder.file, manifest.tokenizer_file):
             if not (model_dir / rel).is_file():
                 raise ManifestError(f"{model_dir} is missing {rel}, named in its manifest")

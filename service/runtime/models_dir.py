@@ -8,7 +8,7 @@ directory. Scanning reads listings (and flat manifests) only: loading graphs is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.runtime.manifest import MANIFEST_FILE, ManifestError, ModelManifest
@@ -29,7 +29,7 @@ class VersionDir:
 
     def manifest(self) -> ModelManifest:
         """The checked manifest, named as the layout names it; ManifestError if unusable."""
-        return replace(ModelManifest.load(self.path), name=self.name, version=self.version)
+        return ModelManifest.load(self.path, self.name, self.version)
 
 
 @dataclass

@@ -3,6 +3,7 @@ directories refused (which stop the start, so an operator fixes them before serv
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -27,6 +28,19 @@ def test_the_directories_name_the_model_and_version_over_the_manifest(
     publish(summarizer_dir, tmp_path, "renamed", 7)  # its manifest says tiny-summarizer 1
 
     assert served(tmp_path) == [("renamed", "7")]
+
+
+def test_the_manifests_own_name_and_version_are_not_checked_where_directories_name_them(
+    tmp_path: Path, summarizer_dir: Path
+):
+    """An older export's `--name org/model`, or a hand-written `"version": 1`, is not what the
+    repository layout serves: such a version loaded before the manifest checks, and still does."""
+    published = publish(summarizer_dir, tmp_path, "summarizer", 3)
+    manifest = json.loads((published / "model.json").read_text())
+    manifest.update(name="org/model", version=1)
+    (published / "model.json").write_text(json.dumps(manifest))
+
+    assert served(tmp_path) == [("summarizer", "3")]
 
 
 def test_only_the_highest_keep_versions_are_loaded(tmp_path: Path, summarizer_dir: Path):
