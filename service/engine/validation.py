@@ -16,6 +16,7 @@ from service.engine.config import EngineConfig
 from service.engine.types import GenerationParams
 from service.errors import InvalidArgument
 from service.runtime.manifest import (
+    INT32_MAX,
     LENGTH_PENALTY_RANGE,
     MIN_SAMPLING_TEMPERATURE,
     REPETITION_PENALTY_RANGE,
@@ -24,8 +25,8 @@ from service.runtime.manifest import (
 
 FLOAT32_MAX = 3.4028234663852886e38
 # Integer settings become int64 numpy columns (RowParams) or slice bounds: anything a client
-# can send is held to int32's range, far above any meaningful value, so it can never overflow.
-INT32_MAX = 2**31 - 1
+# can send is held to int32's range (INT32_MAX, as a manifest's integers), far above any
+# meaningful value, so it can never overflow.
 DEFAULT_EXPLAIN_TOP_K = 5
 MAX_EXPLAIN_TOP_K = 64
 

@@ -245,8 +245,7 @@ class ModelManifest:
             self.image.validate()
         if not self.special_tokens.eos:
             raise ManifestError("special_tokens.eos is empty")
-        self.generation.validate()
-        self._check_token_ids()
+        self.validate_defaults()
         if any(len(ids) != 1 for ids in self.generation.bad_words_ids or []):
             raise ManifestError(
                 "generation.bad_words_ids: only single-token entries are supported, got "
@@ -342,8 +341,11 @@ class ModelManifest:
             raise ManifestError(f"{path} cannot be read: {exc}") from exc
         if not isinstance(data, dict):
             raise ManifestError(f"{path} must hold a JSON object, not {type(data).__name__}")
-        named = {"name": name, "version": version}
-        manifest = cls.from_dict({**data, **{k: v for k, v in named.items() if v is not None}})
+        if name is not None:
+            data["name"] = name
+        if version is not None:
+            data["version"] = version
+        manifest = cls.from_dict(data)
         for rel in (manifest.encoder.file, manifest.decoder.file, manifest.tokenizer_file):
             if not (model_dir / rel).is_file():
                 raise ManifestError(f"{model_dir} is missing {rel}, named in its manifest")

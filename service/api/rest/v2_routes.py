@@ -171,9 +171,7 @@ _UNSERVED_PATHS = {
     "RepositoryIndex": ["/v2/repository/index"],
     "RepositoryModelLoad": ["/v2/repository/models/{name}/load"],
     "RepositoryModelUnload": ["/v2/repository/models/{name}/unload"],
-    "SystemSharedMemory": [
-        "/v2/systemsharedmemory/{action:path}",
-    ],
+    "SystemSharedMemory": ["/v2/systemsharedmemory/{action:path}"],
     "CudaSharedMemory": ["/v2/cudasharedmemory/{action:path}"],
     "TraceSetting": ["/v2/trace/setting", MODEL + "/trace/setting"],
     "LogSettings": ["/v2/logging"],
