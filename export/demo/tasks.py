@@ -162,6 +162,7 @@ FILLER_TEMPLATES = (
     ("Both teams wore new kits.", ("",)),
     ("The pitch was in good condition.", ("",)),
 )
+KICK_OFF_FILLER = 2  # "The game started at {h} pm.": its digit is the one mistaken for a score
 
 
 def _pick(rng: np.random.Generator, options: tuple) -> object:
@@ -173,22 +174,28 @@ def make_match_report(
     max_fillers: int = MAX_FILLERS,
     shuffled: bool = True,
     min_fillers: int = 0,
+    kick_off: bool = False,
 ) -> tuple[str, str]:
     """One random match report and its one-sentence summary, with `min_fillers` to
     `max_fillers` fillers.
 
     The defaults are the spec. Training starts on easier reports (`max_fillers=0`, and
     `shuffled=False`: the first team's score first) and later adds harder ones
-    (`min_fillers=MAX_FILLERS`), see train_summarizer.py.
+    (`min_fillers=MAX_FILLERS`, `kick_off=True`: the kick-off filler always among at least one),
+    see train_summarizer.py.
     """
     first, second = (TEAMS[int(i)] for i in rng.choice(len(TEAMS), size=2, replace=False))
     city, day = _pick(rng, CITIES), _pick(rng, DAYS)
     goals = rng.choice(MAX_GOALS + 1, size=2, replace=False)
     first_goals, second_goals = int(goals[0]), int(goals[1])
     n_fillers = int(rng.integers(min_fillers, max_fillers + 1))
+    if kick_off:
+        others = [i for i in range(len(FILLER_TEMPLATES)) if i != KICK_OFF_FILLER]
+        chosen = [KICK_OFF_FILLER, *rng.choice(others, size=max(n_fillers, 1) - 1, replace=False)]
+    else:
+        chosen = list(rng.choice(len(FILLER_TEMPLATES), size=n_fillers, replace=False))
     fillers = [
-        FILLER_TEMPLATES[int(i)][0].format(_pick(rng, FILLER_TEMPLATES[int(i)][1]))
-        for i in rng.choice(len(FILLER_TEMPLATES), size=n_fillers, replace=False)
+        FILLER_TEMPLATES[int(i)][0].format(_pick(rng, FILLER_TEMPLATES[int(i)][1])) for i in chosen
     ]
     body = [f"{first} scored {first_goals} goals.", f"{second} scored {second_goals} goals."]
     body += fillers

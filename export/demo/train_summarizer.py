@@ -8,11 +8,14 @@ together), so training follows a short curriculum: first reports without fillers
 sentences come in the fixture's order (teach compare-and-pick), then without fillers in any
 order, then the spec's reports for the rest, half of them with all three fillers.
 
-That last half is for the misses: a model that stopped short of the target missed "who won" (and
-sometimes copied a filler's number) almost only in reports with two or three fillers and close
-scores (measured on 1,000 reports: 7.7% wrong with three fillers, none without fillers).
-Training then runs until the held-out check passes (training.py); the learning rate reaches its
-floor at step 1600, where the earlier fixed-step builds stopped.
+That last half is for the misses, and each of its reports holds the kick-off filler ("The game
+started at 4 pm."): a model that stopped short of the target named the wrong winner almost only
+where that sentence's digit stood among the scores (measured on an AMD EPYC host, seed 0, step
+1500, 3,000 spec reports: 6.4% wrong with it, 0.09% without; the other fillers 1.5-2.6% either
+way). Trained on spec reports there, that seed's summarizer sat at 98.0-99.4% on its check from
+step 1300 to the 4,000-step ceiling and the build failed; with the kick-off filler in the hard
+half it passed at step 1200. Training then runs until the held-out check passes (training.py);
+the learning rate reaches its floor at step 1600.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from export.demo.training import (
 MAX_POSITIONS = 64  # a report is at most 40 tokens, its summary 12
 MAX_SUMMARY_TOKENS = 16  # generation limit, decoder start included
 FIXED_ORDER_UNTIL, NO_FILLERS_UNTIL = 320, 640  # curriculum stages: steps
-ALL_FILLERS_SHARE = 0.5  # of each batch after the curriculum: reports with every filler slot used
+# of each batch after the curriculum: reports with every filler slot used, the kick-off among them
+ALL_FILLERS_SHARE = 0.5
 SETTINGS = TrainSettings(max_steps=4000, first_check=700, decay_steps=1600, learning_rate=3e-3)
 
 
@@ -84,13 +88,17 @@ def report_batch(
     tokenizer: Tokenizer, rng: np.random.Generator, size: int, step: int = NO_FILLERS_UNTIL
 ) -> Batch:
     """`size` fresh reports as BART inputs, summaries as labels (padding ignored by the loss):
-    easier reports early in training (`step` < NO_FILLERS_UNTIL), harder ones mixed in later."""
+    easier reports early in training (`step` < NO_FILLERS_UNTIL), harder ones mixed in later (see
+    the module's docstring)."""
     if step < NO_FILLERS_UNTIL:
         shuffled = step >= FIXED_ORDER_UNTIL
         pairs = [make_match_report(rng, max_fillers=0, shuffled=shuffled) for _ in range(size)]
     else:
         all_fillers = round(size * ALL_FILLERS_SHARE)
-        pairs = [make_match_report(rng, min_fillers=MAX_FILLERS) for _ in range(all_fillers)]
+        pairs = [
+            make_match_report(rng, min_fillers=MAX_FILLERS, kick_off=True)
+            for _ in range(all_fillers)
+        ]
         pairs += [make_match_report(rng) for _ in range(size - all_fillers)]
     return pairs_batch(tokenizer, pairs)
 

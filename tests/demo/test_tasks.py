@@ -225,3 +225,22 @@ def test_reports_with_min_fillers_use_every_filler_slot() -> None:
         sentences = _sentences(report)
         assert len(sentences) == 6
         assert len({_filler_kind(s) for s in sentences[1:] if not _SCORED.fullmatch(s)}) == 3
+
+
+@pytest.mark.parametrize("min_fillers", [0, 1, 3])
+def test_kick_off_reports_hold_the_kick_off_filler_and_stay_spec_reports(min_fillers: int) -> None:
+    rng = np.random.default_rng(6)
+    filler_counts, others = set(), set()
+    for _ in range(200):
+        report, summary = make_match_report(rng, min_fillers=min_fillers, kick_off=True)
+        sentences = _sentences(report)
+        kinds = [_filler_kind(s) for s in sentences[1:] if not _SCORED.fullmatch(s)]
+        assert "kick-off" in kinds
+        assert len(kinds) == len(set(kinds)) <= 3
+        goals = {m[1]: int(m[2]) for m in map(_SCORED.fullmatch, sentences[1:]) if m}
+        (winner, high), (loser, low) = sorted(goals.items(), key=lambda kv: -kv[1])
+        assert summary.startswith(f"{winner} beat {loser} {high}-{low} in ")
+        filler_counts.add(len(kinds))
+        others.update(kinds)
+    assert filler_counts == set(range(max(min_fillers, 1), 4))
+    assert others == set(_FILLERS)
