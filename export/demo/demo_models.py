@@ -32,7 +32,11 @@ from service.runtime.tasks import Task
 
 HELD_OUT_CASES = 1000  # the build's measure, after training
 CHECK_CASES = 500  # the in-training check, every block of steps (one forward pass each)
-CONFIRM_CASES = 2000  # its confirmation, when the check passes
+CONFIRM_CASES = 2000  # its confirmation, when the check comes within SCREEN_SLACK of the target
+# The screen only decides whether the confirmation runs. Its 500 fixed cases can read below
+# larger sets for a whole training: one summarizer's screen read 98.4-98.8% from step 1400 to
+# 2000 while its confirmation read 99.0-99.1% and 3,000 other reports 99.4%.
+SCREEN_SLACK = 0.005
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class DemoModel:
         return Check(
             screen=self._fixed_set_score(seed, CHECK_STREAM, cases),
             confirm=self._fixed_set_score(seed, CONFIRM_STREAM, confirm_cases),
+            screen_slack=SCREEN_SLACK,
         )
 
     def _fixed_set_score(self, seed: int, stream: int, cases: int) -> Score:

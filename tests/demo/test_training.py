@@ -78,6 +78,27 @@ def test_a_screen_that_passes_is_not_enough_without_its_confirmation() -> None:
     assert message.count("(confirmation reports -100.0%)") == 2
 
 
+@pytest.mark.parametrize(("screened", "stops"), [(0.96, True), (0.94, False)])
+def test_a_screen_within_its_slack_runs_the_confirmation_which_decides(
+    screened: float, stops: bool
+) -> None:
+    """Target 0.99, slack 0.04: a screen at 0.96 runs the confirmation (1.0) and training stops
+    at the first check; a screen at 0.94 never does, up to the ceiling."""
+    settings = dataclasses.replace(FEW_STEPS, max_steps=6, check_every=2, first_check=4)
+    check = Check(
+        screen=lambda model, tokenizer: {"reports": screened},
+        confirm=lambda model, tokenizer: {"reports": 1.0},
+        screen_slack=0.04,
+    )
+    if stops:
+        _, _, result = train_summarizer.train_summarizer(0, check, 0.99, settings)
+        assert result.steps == 4 and result.checks[0]["confirmed_exact_match"] == {"reports": 1.0}
+        return
+    with pytest.raises(ExportError) as failure:
+        train_summarizer.train_summarizer(0, check, 0.99, settings)
+    assert "confirmation" not in str(failure.value)
+
+
 def test_training_fails_at_the_ceiling_naming_every_check() -> None:
     """An untrained model cannot answer every case: checks at steps 4, 6 and the ceiling 7, then
     an error with their figures."""
