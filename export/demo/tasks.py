@@ -188,10 +188,12 @@ def make_match_report(
     city, day = _pick(rng, CITIES), _pick(rng, DAYS)
     goals = rng.choice(MAX_GOALS + 1, size=2, replace=False)
     first_goals, second_goals = int(goals[0]), int(goals[1])
-    n_fillers = int(rng.integers(min_fillers, max_fillers + 1))
+    if kick_off and max_fillers < 1:
+        raise ValueError("a report with the kick-off filler needs max_fillers >= 1")
+    n_fillers = int(rng.integers(max(min_fillers, int(kick_off)), max_fillers + 1))
     if kick_off:
         others = [i for i in range(len(FILLER_TEMPLATES)) if i != KICK_OFF_FILLER]
-        chosen = [KICK_OFF_FILLER, *rng.choice(others, size=max(n_fillers, 1) - 1, replace=False)]
+        chosen = [KICK_OFF_FILLER, *rng.choice(others, size=n_fillers - 1, replace=False)]
     else:
         chosen = list(rng.choice(len(FILLER_TEMPLATES), size=n_fillers, replace=False))
     fillers = [

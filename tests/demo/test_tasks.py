@@ -244,3 +244,8 @@ def test_kick_off_reports_hold_the_kick_off_filler_and_stay_spec_reports(min_fil
         others.update(kinds)
     assert filler_counts == set(range(max(min_fillers, 1), 4))
     assert others == set(_FILLERS)
+
+
+def test_kick_off_reports_need_room_for_a_filler() -> None:
+    with pytest.raises(ValueError, match="max_fillers"):
+        make_match_report(np.random.default_rng(7), max_fillers=0, kick_off=True)
