@@ -245,7 +245,7 @@ class ModelManifest:
             self.image.validate()
         if not self.special_tokens.eos:
             raise ManifestError("special_tokens.eos is empty")
-        self.validate_defaults()
+        self._check_defaults()  # their types were checked with the rest, above
         if any(len(ids) != 1 for ids in self.generation.bad_words_ids or []):
             raise ManifestError(
                 "generation.bad_words_ids: only single-token entries are supported, got "
@@ -272,6 +272,9 @@ class ModelManifest:
         the exporter checks them before it builds any graph."""
         for part in ("dims", "special_tokens", "generation"):
             _check_types(getattr(self, part), f"{part}.")
+        self._check_defaults()
+
+    def _check_defaults(self) -> None:
         self.generation.validate()
         self._check_token_ids()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from functools import wraps
@@ -17,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from service.api.interceptors.request_log import describe_message
+from service.api.interceptors.request_log import log as request_logger  # one log, both ports
 from service.api.rest.calls import STREAM_STATUS, RestError
 from service.api.rest.json_body import parse_json
 from service.api.status import client_message
@@ -24,7 +24,6 @@ from service.errors import Cancelled, status_name
 
 Handler = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
-log = logging.getLogger("service.api.interceptors.request_log")  # one logger for both ports
 PAYLOAD_TOO_LARGE = 413
 REQUEST_TIMEOUT = 408
 # A body must keep coming (a chunk at least every BODY_IDLE_S) and be all there within
@@ -65,7 +64,7 @@ def request_log(enabled: bool) -> RequestLog:
         if enabled:
             client = request.client
             peer = f"{client.host}:{client.port}" if client else "unknown"
-            log.info(
+            request_logger.info(
                 "%s %s from %s: %s",
                 *(request.method, request.url.path, peer, describe_message(message)),
             )
