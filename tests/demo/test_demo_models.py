@@ -14,6 +14,7 @@ import pytest
 from export.demo.build import REPORT_FILE, STAMP_FILE, STOP_EXACT_MATCH, TARGET_EXACT_MATCH
 from export.demo.demo_models import HELD_OUT_CASES, SCREEN_SLACK
 from export.demo.tasks import make_match_report, render_shapes
+from export.demo.time_slices import LONG_SLICE_NS
 from service.engine.sync_driver import generate_offline
 from service.runtime.manifest import ModelManifest
 
@@ -69,6 +70,12 @@ def test_report_records_the_steps_run_and_a_passing_last_check(report: dict) -> 
         for earlier in checks[:-1]:
             assert not passed(earlier)
             assert ("confirmed_exact_match" in earlier) == screened(earlier)
+
+
+def test_report_records_the_time_slice_each_training_got(report: dict) -> None:
+    """The long slice where the kernel took the suggestion (time_slices.py), None elsewhere."""
+    for result in report["models"]:
+        assert result["time_slice_ms"] in (LONG_SLICE_NS / 1e6, None), result["name"]
 
 
 def test_captioner_was_also_measured_on_128x128_twins(report: dict) -> None:
