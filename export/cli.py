@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from export.demo.time_slices import LONG_SLICE_NS, MAX_SLICE_NS, MIN_SLICE_NS
 from export.errors import ExportError
 from service.runtime.tasks import Task
 
@@ -41,7 +42,21 @@ def add_demo_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--output", default="models", help="directory to hold the model dirs")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--force", action="store_true", help="rebuild even if present")
+    b.add_argument(
+        "--time-slice-ms",
+        type=_time_slice_ms,
+        default=LONG_SLICE_NS / 1e6,
+        help="time slice each training process asks Linux 6.12+ for, 0.1-100 ms; 0 leaves the "
+        "kernel's default (default: %(default)s, see docs/demo-models.md#build-time)",
+    )
     b.set_defaults(run=_run_demo_build)
+
+
+def _time_slice_ms(text: str) -> float:
+    value = float(text)
+    if value != 0 and not MIN_SLICE_NS / 1e6 <= value <= MAX_SLICE_NS / 1e6:
+        raise argparse.ArgumentTypeError(f"{text}: 0 (the kernel's default) or 0.1 to 100 ms")
+    return value
 
 
 def _run_demo_build(args: argparse.Namespace) -> int:

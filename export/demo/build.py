@@ -63,8 +63,9 @@ def _failures(results: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def build_all(output: Path, seed: int) -> dict[str, Any]:
-    """Train, evaluate and export both demo models in parallel; return the build report."""
+def build_all(output: Path, seed: int, time_slice_ms: float) -> dict[str, Any]:
+    """Train, evaluate and export both demo models in parallel, each process asking for
+    `time_slice_ms` time slices (0: none); return the build report."""
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     load_before = _cpu_load()
@@ -77,6 +78,7 @@ def build_all(output: Path, seed: int) -> dict[str, Any]:
                 str(output / CHECKPOINTS_DIR),
                 seed,
                 STOP_EXACT_MATCH,
+                round(time_slice_ms * 1e6),
             )
             for name in DEMO_MODELS
         ]
@@ -100,7 +102,7 @@ def run_demo_build(args: argparse.Namespace) -> int:
         return 0
     _clear_previous_build(output)
     try:
-        report = build_all(output, args.seed)
+        report = build_all(output, args.seed, args.time_slice_ms)
     except ExportError as exc:
         print(f"demo build failed: {exc}", file=sys.stderr)
         return 1

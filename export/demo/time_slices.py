@@ -22,6 +22,7 @@ import os
 import platform
 
 LONG_SLICE_NS = 50_000_000  # 50 ms: a training step of either demo model is 80-130 ms
+MIN_SLICE_NS, MAX_SLICE_NS = 100_000, 100_000_000  # what the kernel clamps a suggestion to
 
 # sched_setattr / sched_getattr system call numbers (glibc has no wrappers)
 _SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275)}
@@ -46,9 +47,10 @@ class _SchedAttr(ctypes.Structure):
 
 def request_long_time_slices(slice_ns: int = LONG_SLICE_NS) -> int | None:
     """Suggest `slice_ns` as the calling thread's time slice, keeping its policy and nice value;
-    the slice the kernel now reports (ns), or None where it cannot be asked or did not take it."""
+    the slice the kernel now reports (ns), or None where it cannot be asked or did not take it.
+    0 asks nothing."""
     numbers = _SYSCALLS.get(platform.machine())
-    if os.name != "posix" or numbers is None:
+    if not slice_ns or os.name != "posix" or numbers is None:
         return None
     set_number, get_number = numbers
     libc = ctypes.CDLL(None, use_errno=True)

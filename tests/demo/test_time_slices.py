@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from export.demo.time_slices import LONG_SLICE_NS
+from service.cli import build_parser
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux scheduling attributes")
 
@@ -23,14 +24,14 @@ def _kernel_takes_custom_slices() -> bool:
     return (major, minor) >= (6, 12) and platform.machine() in {"x86_64", "aarch64"}
 
 
-def _in_child(setup: str) -> dict:
-    """Run `setup`, then request_long_time_slices(), in a fresh interpreter; what it saw."""
+def _in_child(setup: str, call: str = "request_long_time_slices()") -> dict:
+    """Run `setup`, then `call`, in a fresh interpreter; what it saw."""
     code = f"""
 import json, os
 from export.demo.time_slices import request_long_time_slices
 {setup}
 before = (os.sched_getscheduler(0), os.nice(0))
-granted = request_long_time_slices()
+granted = {call}
 with open("/proc/self/sched") as sched:
     slice_line = [line for line in sched if line.startswith("se.slice")]
 print(json.dumps({{"granted": granted, "before": before,
@@ -68,3 +69,29 @@ def test_an_idle_priority_process_is_left_alone() -> None:
 @pytest.mark.skipif(_kernel_takes_custom_slices(), reason="this kernel takes slice suggestions")
 def test_an_older_kernel_grants_nothing() -> None:
     assert _in_child("")["granted"] is None
+
+
+def test_zero_asks_nothing() -> None:
+    seen = _in_child("", call="request_long_time_slices(0)")
+    assert seen["granted"] is None
+    assert seen["proc_slice"] != LONG_SLICE_NS
+
+
+@pytest.mark.parametrize("value", ["0.05", "100.5", "-1", "nan", "fifty"])
+def test_demo_build_refuses_a_slice_the_kernel_would_not_take(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["demo", "build", "--time-slice-ms", value])
+    assert exited.value.code == 2
+    assert "--time-slice-ms" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("value", "parsed"), [("0", 0.0), ("0.1", 0.1), ("100", 100.0)])
+def test_demo_build_takes_zero_and_the_kernel_range(value: str, parsed: float) -> None:
+    args = build_parser().parse_args(["demo", "build", "--time-slice-ms", value])
+    assert args.time_slice_ms == parsed
+
+
+def test_demo_build_defaults_to_the_long_slice() -> None:
+    assert build_parser().parse_args(["demo", "build"]).time_slice_ms == LONG_SLICE_NS / 1e6
