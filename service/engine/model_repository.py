@@ -70,6 +70,7 @@ class ModelRepository:
         self.keep_versions = keep_versions
         self._refused: dict[Path, Fingerprint] = {}  # version dir -> its files when it failed
         self._reported: dict[Path, str] = {}  # skipped directories already logged, and why
+        self._gone: set[Path] = set()  # serving versions' directories missing at the last poll
 
     def load_initial(self) -> list[Loaded]:
         """The versions the server starts with. Any failure is raised (OSError, ValueError or
@@ -98,9 +99,11 @@ class ModelRepository:
         on_disk = {version.path for version in scan.versions}
         self._refused = {p: f for p, f in self._refused.items() if p in on_disk}
         current = {served.model.model_dir: served for served in serving}
+        gone = {path for path in current if not path.is_dir()}
+        just_gone, self._gone = gone - self._gone, gone
         chosen: list[ServedModel] = []
         loaded: list[Loaded] = []
-        for versions in _by_name(_keeping_serving(scan.versions, serving)):
+        for versions in _by_name(_keeping_serving(scan.versions, serving, just_gone)):
             kept = 0
             for version in versions:
                 if kept == self.keep_versions:
@@ -160,15 +163,20 @@ class ModelRepository:
         self._reported = skipped
 
 
-def _keeping_serving(scanned: list[VersionDir], serving: Sequence[ServedModel]) -> list[VersionDir]:
-    """The scanned versions, each serving version kept as it is while its directory is there.
-    A loaded version is immutable: its manifest caught mid-rewrite (invalid for a moment) or a
-    copy of it under another directory (a duplicate, which the scan may prefer) must not take
-    it out of service; another directory with its name and version is never served."""
+def _keeping_serving(
+    scanned: list[VersionDir], serving: Sequence[ServedModel], just_gone: set[Path]
+) -> list[VersionDir]:
+    """The scanned versions, each serving version kept as it is while its directory is there,
+    and for one more poll once it is gone (`just_gone`). A loaded version is immutable: its
+    manifest caught mid-rewrite (invalid for a moment) or a copy of it under another directory
+    (a duplicate, which the scan may prefer) must not take it out of service; another directory
+    with its name and version is never served. The poll of grace covers tools that replace a
+    directory in two renames (old one aside, new one in; no `mv --exchange` in busybox or over
+    NFS): a scan between them must not unload a version that is back a moment later."""
     kept = {
         (served.manifest.name, served.manifest.version): served.model.model_dir
         for served in serving
-        if served.model.model_dir.is_dir()
+        if served.model.model_dir.is_dir() or served.model.model_dir in just_gone
     }
     as_is = [VersionDir(name, version, path, ()) for (name, version), path in kept.items()]
     return as_is + [v for v in scanned if (v.name, v.version) not in kept]
