@@ -4,11 +4,13 @@ Beside another session's busy work the build's two training processes share one 
 divides CPU time between sessions first (`sched_autogroup_enabled`), so that work takes a whole
 core. The scheduler then switches between the two trainings every few milliseconds, and each
 switch leaves the next one's weights and activations out of the core's caches: measured on a
-2-core AMD EPYC host, a training step cost 12-14% more CPU than on a core of its own.
+2-core AMD EPYC host, a training step cost 10-16% more CPU than on a core of its own, and a
+whole build beside a busy loop 1.08x the CPU.
 
 Since Linux 6.12 a process may suggest its slice length (`sched_attr.sched_runtime` for the
 normal policy, clamped by the kernel to 0.1-100 ms; no privilege needed). With 50 ms the two
-trainings' shared steps cost what they cost alone (measured side by side, docs/demo-models.md).
+trainings' shared steps cost what they cost alone, and the build beside the busy loop took 0.92x
+the time (measured side by side, docs/demo-models.md#build-time).
 A slice changes when the process runs, never what it computes, so the weights stay the same;
 and a waking task with a shorter slice still preempts it, so interactive work beside the build
 keeps its latency. Anywhere the call is unknown or refused (another OS, an older kernel, a
