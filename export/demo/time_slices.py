@@ -20,15 +20,15 @@ seccomp profile) nothing changes.
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
+import sys
 
 LONG_SLICE_NS = 50_000_000  # 50 ms: a training step of either demo model is 80-130 ms
 MIN_SLICE_NS, MAX_SLICE_NS = 100_000, 100_000_000  # what the kernel clamps a suggestion to
 
 # sched_setattr / sched_getattr system call numbers (glibc has no wrappers)
 _SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275)}
-_NORMAL_POLICIES = {getattr(os, "SCHED_OTHER", 0), getattr(os, "SCHED_BATCH", 3)}
+_NORMAL_POLICIES = (0, 3)  # SCHED_OTHER, SCHED_BATCH
 _RESET_ON_FORK = 0x01  # the one flag of a normal policy: kept as it was
 
 
@@ -52,7 +52,7 @@ def request_long_time_slices(slice_ns: int = LONG_SLICE_NS) -> int | None:
     the slice the kernel now reports (ns), or None where it cannot be asked or did not take it.
     0 asks nothing."""
     numbers = _SYSCALLS.get(platform.machine())
-    if not slice_ns or os.name != "posix" or numbers is None:
+    if not slice_ns or sys.platform != "linux" or numbers is None:  # macOS has x86_64 too
         return None
     set_number, get_number = numbers
     libc = ctypes.CDLL(None, use_errno=True)

@@ -100,10 +100,10 @@ class ModelRepository:
         self._refused = {p: f for p, f in self._refused.items() if p in on_disk}
         current = {served.model.model_dir: served for served in serving}
         gone = {path for path in current if not path.is_dir()}
-        just_gone, self._gone = gone - self._gone, gone
+        gone_twice, self._gone = gone & self._gone, gone
         chosen: list[ServedModel] = []
         loaded: list[Loaded] = []
-        for versions in _by_name(_keeping_serving(scan.versions, serving, just_gone)):
+        for versions in _by_name(_keeping_serving(scan.versions, serving, gone_twice)):
             kept = 0
             for version in versions:
                 if kept == self.keep_versions:
@@ -164,10 +164,10 @@ class ModelRepository:
 
 
 def _keeping_serving(
-    scanned: list[VersionDir], serving: Sequence[ServedModel], just_gone: set[Path]
+    scanned: list[VersionDir], serving: Sequence[ServedModel], gone_twice: set[Path]
 ) -> list[VersionDir]:
-    """The scanned versions, each serving version kept as it is while its directory is there,
-    and for one more poll once it is gone (`just_gone`). A loaded version is immutable: its
+    """The scanned versions, each serving version kept as it is until its directory has been
+    missing at two polls in a row (`gone_twice`). A loaded version is immutable: its
     manifest caught mid-rewrite (invalid for a moment) or a copy of it under another directory
     (a duplicate, which the scan may prefer) must not take it out of service; another directory
     with its name and version is never served. The poll of grace covers tools that replace a
@@ -176,7 +176,7 @@ def _keeping_serving(
     kept = {
         (served.manifest.name, served.manifest.version): served.model.model_dir
         for served in serving
-        if served.model.model_dir.is_dir() or served.model.model_dir in just_gone
+        if served.model.model_dir not in gone_twice
     }
     as_is = [VersionDir(name, version, path, ()) for (name, version), path in kept.items()]
     return as_is + [v for v in scanned if (v.name, v.version) not in kept]
