@@ -117,7 +117,8 @@ def test_a_poisoned_request_fails_alone_and_its_batch_mates_get_their_tokens(
     """Inside the steps and beside them (--encoder-beside-decode), alike."""
     texts = [f"w{i} w{i + 1} w{i + 2} w{i + 3}" for i in range(1, 7)]
     # the first three run long enough (60 tokens, the demo decoder's positions allow 62) that
-    # they are still decoding together when the newcomers come
+    # they are still decoding when the newcomers come; they may reach the server apart (a busy
+    # host delays a client thread by more than 60 steps), so the newcomers wait for one only
     running_tokens, newcomer_tokens = 60, 12
     lengths = [running_tokens] * 3 + [newcomer_tokens] * 3
     overrides = {"max_batch_rows": 16, "encoder_beside_decode": beside}
@@ -136,7 +137,7 @@ def test_a_poisoned_request_fails_alone_and_its_batch_mates_get_their_tokens(
             newcomers = [*texts[3:], f"w1 {POISON} w2"]
             with caplog.at_level(logging.ERROR), ThreadPoolExecutor(8) as pool:
                 first = [pool.submit(summarize, text, running_tokens) for text in running]
-                wait_until(lambda: server.engine.running_rows() >= 3, what="a busy batch")
+                wait_until(lambda: server.engine.running_rows() >= 1, what="a busy batch")
                 later = list(pool.map(summarize, newcomers))  # admitted together, poison among
                 results = [future.result() for future in first] + later
         assert results[-1] == grpc.StatusCode.INTERNAL
