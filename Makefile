@@ -122,7 +122,7 @@ gpu-check:
 
 # Here, before the GPU check: our pins that the GPU image lacks or has older (cp312, x86-64).
 GPU_WHEELS := transformers==5.24.0 tokenizers==0.23.3 grpcio==1.85.3 protobuf==7.36.2 \
-  grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1
+  grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 starlette==1.10.0 uvicorn==0.54.0
 gpu-wheels:
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
 	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \

@@ -283,3 +283,15 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.cli load ...` = `attnserve bench load ...`, for a checkout that is not
+    installed (the lent GPU machine: no venv, so no entry points)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.cli", description="attnserve bench")
+    _add_bench_arguments(parser)
+    return run_bench(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

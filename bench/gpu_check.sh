@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # The GPU check (docs/benchmarks.md, "GPU check"): on a bare GPU machine with no network, from
-# the repository root, install what the machine lacks from carried wheels, run the CUDA tests
-# and write the GPU table, in under 8 minutes. Usage: bench/gpu_check.sh [OUT_DIR]
-# (default: $OUT, else gpu-check-out). Each stage has its own time limit and the next stage runs
-# even if one fails; the exit status is the first failure's.
+# the repository root, install what the machine lacks from carried wheels, run the CUDA tests,
+# the server over gRPC under W4 (issue 19) and the GPU table, in under 10 minutes.
+# Usage: bench/gpu_check.sh [OUT_DIR] (default: $OUT, else gpu-check-out). Each stage has its
+# own time limit and the next stage runs even if one fails; the exit status is the first failure's.
+# `bench/gpu_check.sh --prepare-in-background` only installs the wheels and starts the CPU-only
+# prepare stage detached (while later calls carry ONNX Runtime's pieces); the full run waits for it.
 #
 # Python: $PYTHON, else python3 (the device image's, with torch, onnx and onnxscript).
 # Wheels: every .whl/*.whl is installed into /tmp/site, ahead of the image's packages
-# (`make gpu-wheels` downloads our pins here: transformers, tokenizers, grpcio, protobuf).
-# ONNX Runtime must have the CUDA provider: the image's if it has one, else a carried
-# onnxruntime-gpu wheel.
+# (`make gpu-wheels` downloads our pins here: transformers, tokenizers, grpcio, protobuf,
+# starlette, uvicorn). ONNX Runtime must have the CUDA provider: an onnxruntime-gpu wheel carried
+# in pieces and assembled into $GPU_CHECK_WORK/ortsite (bench/gpu_carry.sh), put first on the
+# path; else one in .whl/; else the image's if it has one.
 set -uo pipefail
+background=
+[ "${1:-}" = --prepare-in-background ] && background=1 && shift
 out=${1:-${OUT:-gpu-check-out}}
 work=${GPU_CHECK_WORK:-/tmp/attnserve-gpu}
 py=${PYTHON:-python3}
+# a dry run here, no GPU: GPU_CHECK_MODEL=bart-tiny GPU_CHECK_DEVICE=cpu PYTHON=.venv/bin/python
+model=${GPU_CHECK_MODEL:-bart-base}
+device=${GPU_CHECK_DEVICE:-cuda}
 mkdir -p "$out" "$work"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
 status=0
@@ -22,31 +30,72 @@ stage() {  # stage NAME SECONDS COMMAND...: run it, log under $out, remember the
     local name=$1 seconds=$2
     shift 2
     echo "== $name (limit ${seconds}s)"
-    timeout "$seconds" "$@" 2>&1 | tee "$out/$name.log"
+    timeout "$seconds" bash -c '"$@"' "$name" "$@" 2>&1 | tee "$out/$name.log"
     local rc=${PIPESTATUS[0]}
     echo "== $name: exit $rc"
     [ "$rc" = 0 ] || [ "$status" != 0 ] || status=$rc
+    pack
+}
+
+pack() {  # $GPU_CHECK_PACK: a .tgz of the output folder so far (the device tool brings back few
+    # files, none deeper than two folders, and what a command killed at its limit left)
+    [ -z "${GPU_CHECK_PACK:-}" ] ||
+        tar czf "$GPU_CHECK_PACK" -C "$(dirname "$out")" "$(basename "$out")"
 }
 
 if compgen -G ".whl/*.whl" >/dev/null; then
-    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
+    [ -f /tmp/site/.installed ] || "$py" -m pip install -q --no-index --no-deps --no-compile \
+        --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    touch /tmp/site/.installed
     export PYTHONPATH="/tmp/site:$PYTHONPATH"
 fi
+
+if [ -n "$background" ]; then
+    setsid nohup "$py" -m bench.gpu prepare --out "$work" --model "$model" \
+        >"$work/prepare.log" 2>&1 &
+    echo $! >"$work/prepare.pid"
+    echo "prepare started in the background (pid $!, log $work/prepare.log)"
+    exit 0
+fi
+[ -d "$work/ortsite" ] && export PYTHONPATH="$work/ortsite:$PYTHONPATH"
 
 "$py" -c '
 import sys, onnxruntime as ort, torch, transformers
 print(sys.version.split()[0], "onnxruntime", ort.__version__, ort.get_available_providers())
-print("torch", torch.__version__, torch.cuda.get_device_name(0), "transformers", transformers.__version__)
-sys.exit(0 if "CUDAExecutionProvider" in ort.get_available_providers() else
-         "no CUDAExecutionProvider: carry an onnxruntime-gpu wheel in .whl/")
-' 2>&1 | tee "$out/versions.log"
-[ "${PIPESTATUS[0]}" = 0 ] || { echo "GPU check stopped: see $out/versions.log"; exit 1; }
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+print("torch", torch.__version__, gpu, "transformers", transformers.__version__)
+sys.exit(0 if sys.argv[1] == "cpu" or "CUDAExecutionProvider" in ort.get_available_providers()
+         else "no CUDAExecutionProvider: carry onnxruntime-gpu (bench/gpu_carry.sh)")
+' "$device" 2>&1 | tee "$out/versions.log"
+[ "${PIPESTATUS[0]}" = 0 ] || { echo "GPU check stopped: see $out/versions.log"; pack; exit 1; }
 
-stage pytest 110 "$py" -m pytest -q -m gpu -p no:cacheprovider tests/engine/test_cuda.py
-stage token_choice 20 "$py" -m bench.token_choice --device cuda
-stage prepare 160 "$py" -m bench.gpu prepare --out "$work"
-stage measure 170 "$py" -m bench.gpu measure --out "$work" --json "$out/gpu.json"
+prepare() {  # a background prepare first (its log joins this stage's), then whatever it left
+    if [ -f "$work/prepare.pid" ]; then
+        while kill -0 "$(cat "$work/prepare.pid")" 2>/dev/null; do sleep 2; done
+        cat "$work/prepare.log"
+        rm -f "$work/prepare.pid"
+    fi
+    "$py" -m bench.gpu prepare --out "$work" --model "$model"
+}
+
+w4() {  # the server over gRPC under W4: the old admission, the budget inside the steps, defaults
+    export W4_MODELS="$work/served/$model" W4_MODEL="$model" W4_OUT="$out/w4" W4_WARMUP=5 \
+        PYTHON="$py"
+    bash bench/w4.sh budget0-inside --device "$device" --max-encoder-tokens-per-step 0 \
+        --no-encoder-beside-decode
+    bash bench/w4.sh budget512-inside --device "$device" --no-encoder-beside-decode
+    bash bench/w4.sh defaults --device "$device"
+    "$py" -m bench.w4_table "$out/w4" | tee "$out/w4.md"
+}
+
+export -f prepare w4
+export out work py model device
+stage pytest 100 "$py" -m pytest -q -m gpu -p no:cacheprovider tests/engine/test_cuda.py
+stage prepare 160 prepare
+stage w4 150 w4
+stage measure 170 "$py" -m bench.gpu measure --out "$work" --model "$model" --device "$device" \
+    --json "$out/gpu.json"
+stage token_choice 20 "$py" -m bench.token_choice --device "$device"
 
 echo "GPU check done (exit $status): logs and gpu.json in $out"
 exit "$status"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import onnxruntime as ort
@@ -28,8 +29,19 @@ def provider_for(device: str) -> str:
                 f"CUDAExecutionProvider (available: {ort.get_available_providers()}); "
                 "install onnxruntime-gpu or serve with --device cpu"
             )
+        _load_cuda_libraries()
         return CUDA
     raise ValueError(f"unknown device {device!r} (expected 'cpu' or 'cuda')")
+
+
+@cache
+def _load_cuda_libraries() -> None:
+    """CUDA and cuDNN from the nvidia-* pip packages, where the library path lacks them (a
+    Python environment with no system CUDA): ONNX Runtime's CUDA provider finds the libraries
+    already loaded. Without it the server there fails where a script that imported torch first
+    works. Libraries it does not find are left to the system's search."""
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
 
 
 @dataclass(frozen=True)
