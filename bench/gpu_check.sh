@@ -80,7 +80,7 @@ prepare() {  # a background prepare first (its log joins this stage's), then wha
 
 w4() {  # the server over gRPC under W4: the old admission, the budget inside the steps, defaults
     export W4_MODELS="$work/served/$model" W4_MODEL="$model" W4_OUT="$out/w4" W4_WARMUP=5 \
-        PYTHON="$py"
+        W4_INTERVALS="0.4 0.02" PYTHON="$py"
     bash bench/w4.sh budget0-inside --device "$device" --max-encoder-tokens-per-step 0 \
         --no-encoder-beside-decode
     bash bench/w4.sh budget512-inside --device "$device" --no-encoder-beside-decode

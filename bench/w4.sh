@@ -3,7 +3,9 @@
 # on $W4_MODELS (default bench-out/served/bart-base) with the flags, runs W4 staggered (one
 # request every 0.4 s, 16 in flight) and all at once (16 clients), 32 measured requests each after
 # a $W4_WARMUP s warm-up (default 10), against the served model $W4_MODEL (default bart-base),
-# and writes $W4_OUT/NAME/{staggered,at-once}/load.{json,md} (default bench-out/w4). Servers run
+# and writes $W4_OUT/NAME/{staggered,at-once}/load.{json,md} (default bench-out/w4). Other
+# arrival intervals: W4_INTERVALS="0.4 0.02" (staggered-0.02/; a GPU ends a request in less than
+# 0.4 s, so only a shorter interval keeps streams running beside newcomers there). Servers run
 # one after the other (docs/benchmarks.md, "Streams that do not freeze when others arrive").
 # $PYTHON (default .venv/bin/python) runs the checkout's modules, so it also works where attnserve
 # is not installed (the GPU check).
@@ -25,5 +27,9 @@ for _ in $(seq 1 120); do
 done
 common=(--target 127.0.0.1:50561 --workload W4 --model "${W4_MODEL:-bart-base}" --levels 16 --requests 32
   --warmup "${W4_WARMUP:-10}" --metrics-url http://127.0.0.1:9561/metrics)
-"$py" -m bench.cli load "${common[@]}" --arrival-interval 0.4 --out "$out/staggered"
+for interval in ${W4_INTERVALS:-0.4}; do
+  folder=staggered
+  [ "$interval" = 0.4 ] || folder=staggered-$interval
+  "$py" -m bench.cli load "${common[@]}" --arrival-interval "$interval" --out "$out/$folder"
+done
 "$py" -m bench.cli load "${common[@]}" --out "$out/at-once"

@@ -114,6 +114,9 @@ def test_device_argmax_graph_matches_numpy_on_the_device():
     logits = np.round(rng.normal(size=(16, 1, 50265))).astype(np.float32)  # with ties
     on_device = ort.OrtValue.ortvalue_from_numpy(logits, "cuda", 0)
     host_rows = np.array([1, 7])
-    tokens, host_logits = argmax.run(on_device, host_rows)
-    np.testing.assert_array_equal(tokens, np.argmax(logits[:, -1], axis=1))
+    last = logits[:, -1].copy()
+    banned = np.array([[0, np.argmax(last[0])], [3, np.argmax(last[3])], [3, 2]])  # minimum lengths
+    tokens, host_logits = argmax.run(on_device, host_rows, banned)
+    last[banned[:, 0], banned[:, 1]] = -np.inf
+    np.testing.assert_array_equal(tokens, np.argmax(last, axis=1))
     np.testing.assert_array_equal(host_logits, logits[host_rows, -1])
