@@ -78,24 +78,37 @@ prepare() {  # a background prepare first (its log joins this stage's), then wha
     "$py" -m bench.gpu prepare --out "$work" --model "$model"
 }
 
-w4() {  # the server over gRPC under W4: the old admission, the budget inside the steps, defaults
+w4() {  # the server over gRPC under W4: the old admission, the budget inside the steps, the
+    # defaults, a larger budget (a GPU encodes 512 tokens in about one decode step); servers in
+    # rotation, $GPU_CHECK_W4_ROUNDS times (default 1)
     export W4_MODELS="$work/served/$model" W4_MODEL="$model" W4_OUT="$out/w4" W4_WARMUP=5 \
-        W4_INTERVALS="0.4 0.02" PYTHON="$py"
-    bash bench/w4.sh budget0-inside --device "$device" --max-encoder-tokens-per-step 0 \
-        --no-encoder-beside-decode
-    bash bench/w4.sh budget512-inside --device "$device" --no-encoder-beside-decode
-    bash bench/w4.sh defaults --device "$device"
+        W4_INTERVALS="${W4_INTERVALS:-0.4 0.02}" PYTHON="$py"
+    local round suffix
+    for round in $(seq 1 "${GPU_CHECK_W4_ROUNDS:-1}"); do
+        suffix=$([ "${GPU_CHECK_W4_ROUNDS:-1}" = 1 ] || echo "-r$round")
+        bash bench/w4.sh "budget0-inside$suffix" --device "$device" \
+            --max-encoder-tokens-per-step 0 --no-encoder-beside-decode
+        bash bench/w4.sh "budget512-inside$suffix" --device "$device" --no-encoder-beside-decode
+        bash bench/w4.sh "defaults$suffix" --device "$device"
+        bash bench/w4.sh "budget2048$suffix" --device "$device" --max-encoder-tokens-per-step 2048
+    done
     "$py" -m bench.w4_table "$out/w4" | tee "$out/w4.md"
 }
 
 export -f prepare w4
 export out work py model device
-stage pytest 100 "$py" -m pytest -q -m gpu -p no:cacheprovider tests/engine/test_cuda.py
-stage prepare 160 prepare
-stage w4 150 w4
-stage measure 170 "$py" -m bench.gpu measure --out "$work" --model "$model" --device "$device" \
-    --json "$out/gpu.json"
-stage token_choice 20 "$py" -m bench.token_choice --device "$device"
+# GPU_CHECK_STAGES: a subset, in this order (e.g. "prepare w4" for W4 alone)
+stages=" ${GPU_CHECK_STAGES:-pytest prepare w4 measure token_choice} "
+run_stage() {  # run_stage NAME SECONDS COMMAND...: the stage, if $GPU_CHECK_STAGES names it
+    [[ $stages == *" $1 "* ]] && stage "$@"
+    return 0
+}
+run_stage pytest 100 "$py" -m pytest -q -m gpu -p no:cacheprovider tests/engine/test_cuda.py
+run_stage prepare 160 prepare
+run_stage w4 "${GPU_CHECK_W4_LIMIT:-180}" w4
+run_stage measure 170 "$py" -m bench.gpu measure --out "$work" --model "$model" \
+    --device "$device" --json "$out/gpu.json"
+run_stage token_choice 20 "$py" -m bench.token_choice --device "$device"
 
 echo "GPU check done (exit $status): logs and gpu.json in $out"
 exit "$status"
