@@ -49,6 +49,13 @@ def add_demo_command(sub: argparse._SubParsersAction) -> None:
         help="time slice each training process asks Linux 6.12+ for, 0.1-100 ms; 0 leaves the "
         "kernel's default (default: %(default)s, see docs/demo-models.md#build-time)",
     )
+    b.add_argument(
+        "--own-sessions",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each training process in a session of its own, so Linux shares the CPU with other "
+        "sessions' work per process rather than per session (see docs/demo-models.md#build-time)",
+    )
     b.set_defaults(run=_run_demo_build)
 
 

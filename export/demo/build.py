@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from export.demo.demo_models import DEMO_MODELS, SCREEN_SLACK, build_demo_model
+from export.demo.own_session import enter_own_session
 from export.errors import ExportError
 
 STAMP_FILE = ".built"
@@ -36,6 +37,7 @@ TARGET_EXACT_MATCH = 0.98  # held-out exact match both models must reach
 # margin over the target lets the build's independent measure clear the target too, rather than
 # miss it by chance (a model stopped at 98.0% on its check measured 97.4%).
 STOP_EXACT_MATCH = 0.99
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
 
 
 def _clear_previous_build(output: Path) -> None:
@@ -63,13 +65,19 @@ def _failures(results: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def build_all(output: Path, seed: int, time_slice_ms: float) -> dict[str, Any]:
+def build_all(output: Path, seed: int, time_slice_ms: float, own_sessions: bool) -> dict[str, Any]:
     """Train, evaluate and export both demo models in parallel, each process asking for
-    `time_slice_ms` time slices (0: none); return the build report."""
+    `time_slice_ms` time slices (0: none) and, if `own_sessions`, in a session of its own
+    (own_session.py); return the build report."""
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     load_before = _cpu_load()
-    with ProcessPoolExecutor(max_workers=len(DEMO_MODELS), mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=len(DEMO_MODELS),
+        mp_context=get_context("spawn"),
+        initializer=enter_own_session if own_sessions else None,
+    )
+    try:
         futures = [
             pool.submit(
                 build_demo_model,
@@ -83,16 +91,30 @@ def build_all(output: Path, seed: int, time_slice_ms: float) -> dict[str, Any]:
             for name in DEMO_MODELS
         ]
         results = [future.result() for future in futures]
+    except BaseException:  # Ctrl-C, or one model failed: the other's training is not waited for
+        _stop_workers(pool)
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
     return {
         "seed": seed,
         "target_exact_match": TARGET_EXACT_MATCH,
         "stop_exact_match": STOP_EXACT_MATCH,
         "screen_exact_match": round(STOP_EXACT_MATCH - SCREEN_SLACK, 4),
+        "own_sessions": own_sessions,
         "models": results,
         "total_seconds": round(time.perf_counter() - start, 1),
         "cpu_load_before": load_before,
         "cpu_load_after": _cpu_load(),
     }
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's worker processes now. In sessions of their own they miss the terminal's
+    Ctrl-C, and the pool's shutdown would wait for their training to finish. (Python 3.14 has
+    `terminate_workers()`; before it the processes are only reachable this way.)"""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.terminate()
 
 
 def run_demo_build(args: argparse.Namespace) -> int:
@@ -102,10 +124,13 @@ def run_demo_build(args: argparse.Namespace) -> int:
         return 0
     _clear_previous_build(output)
     try:
-        report = build_all(output, args.seed, args.time_slice_ms)
+        report = build_all(output, args.seed, args.time_slice_ms, args.own_sessions)
     except ExportError as exc:
         print(f"demo build failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("demo build interrupted: its training processes were stopped", file=sys.stderr)
+        return INTERRUPTED_EXIT
     (output / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     for result in report["models"]:
         scores = ", ".join(f"{k} {v:.1%}" for k, v in result["held_out_exact_match"].items())

@@ -6,6 +6,7 @@ Hugging Face checkpoint, export it through the same path as any real checkpoint.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,4 +174,6 @@ def build_demo_model(
         # the time slice the kernel granted the training process, None where none was asked or
         # the kernel did not take it
         "time_slice_ms": granted_slice_ns / 1e6 if granted_slice_ns else None,
+        # whether the training ran in a session of its own (own_session.py)
+        "own_session": os.getsid(0) == os.getpid() if hasattr(os, "getsid") else False,
     }

@@ -1,11 +1,11 @@
 """Ask the kernel to run a training process in long time slices.
 
-Beside another session's busy work the build's two training processes share one core: Linux
-divides CPU time between sessions first (`sched_autogroup_enabled`), so that work takes a whole
-core. The scheduler then switches between the two trainings every few milliseconds, and each
-switch leaves the next one's weights and activations out of the core's caches: measured on a
-2-core AMD EPYC host, a training step cost 10-16% more CPU than on a core of its own, and a
-whole build beside a busy loop 1.08x the CPU.
+Beside other busy work the build's two training processes take turns on the cores (in one
+session, as before own_session.py, they shared one core beside another session's busy loop).
+The scheduler switches between them every few milliseconds, and each switch leaves the next
+one's weights and activations out of the core's caches: measured on a 2-core AMD EPYC host, a
+training step cost 10-16% more CPU than on a core of its own, and a whole build beside a busy
+loop 1.08x the CPU.
 
 Since Linux 6.12 a process may suggest its slice length (`sched_attr.sched_runtime` for the
 normal policy, clamped by the kernel to 0.1-100 ms; no privilege needed). With 50 ms the two

@@ -78,6 +78,12 @@ def test_report_records_the_time_slice_each_training_got(report: dict) -> None:
         assert result["time_slice_ms"] in (LONG_SLICE_NS / 1e6, None), result["name"]
 
 
+def test_report_records_whether_each_training_had_a_session_of_its_own(report: dict) -> None:
+    """As the build asked (--own-sessions, the default, or --no-own-sessions; own_session.py)."""
+    for result in report["models"]:
+        assert result["own_session"] is report["own_sessions"], result["name"]
+
+
 def test_captioner_was_also_measured_on_128x128_twins(report: dict) -> None:
     captioner = next(m for m in report["models"] if m["name"] == "demo-captioner")
     assert set(captioner["held_out_exact_match"]) == {"64x64", "128x128"}
