@@ -37,9 +37,9 @@ def provider_for(device: str) -> str:
 @cache
 def _load_cuda_libraries() -> None:
     """CUDA and cuDNN from the nvidia-* pip packages, where the library path lacks them (a
-    Python environment with no system CUDA): ONNX Runtime's CUDA provider finds the libraries
-    already loaded. Without it the server there fails where a script that imported torch first
-    works. Libraries it does not find are left to the system's search."""
+    Python environment with no system CUDA, such as the GPU check's machine, where the server
+    ran with this): ONNX Runtime's CUDA provider then finds them loaded, with no
+    LD_LIBRARY_PATH to set. Libraries it does not find are left to the system's search."""
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
 
