@@ -37,8 +37,16 @@ def _wait_until_ended(pids: list[int], seconds: float = 20.0) -> list[int]:
 
 
 def _children(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in children.read_text().split()] if children.exists() else []
+    """From every process's /proc/PID/stat (the field after the state is the parent's pid)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
 
 
 def test_a_process_gets_a_session_and_an_autogroup_of_its_own() -> None:
