@@ -3,7 +3,8 @@
 # 64 MiB with the working tree) to the lent GPU machine in pieces, while it stays warm
 # (docs/benchmarks.md, "GPU check"). From the repository root:
 #
-#   bench/gpu_carry.sh split WHEEL   # here: unpack, tar + xz, cut into .gpucarry/1..N
+#   bench/gpu_carry.sh split WHEEL   # here: unpack, tar + xz, cut into .gpucarry/1..N (after
+#                                    # `make gpu-wheels`: .whl/ rides with the first piece)
 #   bench/gpu_carry.sh receive       # there, once per call: keep the carried piece(s)
 #   bench/gpu_carry.sh assemble      # there, after the last: check and unpack the pieces
 #
@@ -21,10 +22,15 @@ split)
     python3 -m zipfile -e "$wheel" .gpucarry/unpacked
     tar -C .gpucarry/unpacked -cf - . | xz -T0 -9 >.gpucarry/wheel.tar.xz
     rm -rf .gpucarry/unpacked
-    whl_bytes=$(du -cb .whl 2>/dev/null | tail -1 | cut -f1)
-    first=$((per_call - ${whl_bytes:-0}))
-    head -c "$first" .gpucarry/wheel.tar.xz >.gpucarry/piece-1
-    tail -c +$((first + 1)) .gpucarry/wheel.tar.xz | split -b "$per_call" -d -a 1 \
+    whl_bytes=0
+    [ -d .whl ] && whl_bytes=$(du -sb .whl | cut -f1)
+    first=$((per_call - whl_bytes))
+    if [ "$first" -le 0 ]; then
+        echo ".whl/ holds $whl_bytes bytes: over one call's $per_call with the first piece" >&2
+        exit 1
+    fi
+    head -c "$first" .gpucarry/wheel.tar.xz >.gpucarry/piece-01
+    tail -c +$((first + 1)) .gpucarry/wheel.tar.xz | split -b "$per_call" -a 2 \
         --numeric-suffixes=2 - .gpucarry/piece-
     sha256sum .gpucarry/wheel.tar.xz | cut -d' ' -f1 >.gpucarry/sha256
     count=0

@@ -25,7 +25,8 @@ for _ in $(seq 1 120); do
   kill -0 $server 2>/dev/null || { echo "the server exited: $out/server.log"; exit 1; }
   sleep 1
 done
-common=(--target 127.0.0.1:50561 --workload W4 --model "${W4_MODEL:-bart-base}" --levels 16 --requests 32
+common=(--target 127.0.0.1:50561 --workload W4 --model "${W4_MODEL:-bart-base}" --levels 16
+  --requests 32
   --warmup "${W4_WARMUP:-10}" --metrics-url http://127.0.0.1:9561/metrics)
 for interval in ${W4_INTERVALS:-0.4}; do
   folder=staggered

@@ -111,9 +111,12 @@ def build_all(output: Path, seed: int, time_slice_ms: float, own_sessions: bool)
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """End the pool's worker processes now. In sessions of their own they miss the terminal's
-    Ctrl-C, and the pool's shutdown would wait for their training to finish. (Python 3.14 has
-    `terminate_workers()`; before it the processes are only reachable this way.)"""
-    for process in list(getattr(pool, "_processes", {}).values()):
+    Ctrl-C, and the pool's shutdown would wait for their training to finish. Python 3.14 has
+    `terminate_workers()`; before it the processes are only reachable through `_processes`."""
+    if hasattr(pool, "terminate_workers"):
+        pool.terminate_workers()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
         process.terminate()
 
 

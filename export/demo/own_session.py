@@ -7,9 +7,10 @@ processes among three and get 2/3 of a core each, as they would beside the same 
 from the build's own terminal (docs/demo-models.md#build-time). Where autogroups are off, or in
 a container's cgroup, it changes nothing.
 
-A process in a session of its own no longer gets the terminal's Ctrl-C, so it is told to end
-with its parent (`PR_SET_PDEATHSIG`), and the build stops its workers itself when interrupted
-(build.py).
+A process in a session of its own no longer gets the terminal's Ctrl-C (nor Ctrl-Z), so it is
+told to end with its parent (`PR_SET_PDEATHSIG`), and the build stops its workers itself when
+interrupted (build.py). That signal comes when the thread that started the process ends: the
+build starts its workers from its main thread.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ def enter_own_session() -> bool:
     """Start a session (and process group) for the calling process, to end with its parent on
     Linux; whether a new session was started (False: already a session leader, or no setsid)."""
     if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     try:
         os.setsid()
     except (AttributeError, PermissionError):  # no setsid (Windows), or a session leader already

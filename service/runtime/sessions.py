@@ -36,10 +36,11 @@ def provider_for(device: str) -> str:
 
 @cache
 def _load_cuda_libraries() -> None:
-    """CUDA and cuDNN from the nvidia-* pip packages, where the library path lacks them (a
-    Python environment with no system CUDA, such as the GPU check's machine, where the server
-    ran with this): ONNX Runtime's CUDA provider then finds them loaded, with no
-    LD_LIBRARY_PATH to set. Libraries it does not find are left to the system's search."""
+    """CUDA and cuDNN loaded before the first CUDA session (`ort.preload_dlls()`): the nvidia-*
+    pip packages' copies where they are installed (ahead of a system CUDA), else the system's.
+    So a Python environment with CUDA from pip needs no LD_LIBRARY_PATH (the GPU check's
+    machine, where the server ran with this). It may print ONNX Runtime's warnings to stdout
+    once, as at any CUDA start."""
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
 

@@ -24,7 +24,14 @@ def _alive(pid: int) -> bool:
     """Running (a zombie left for its parent to collect counts as ended)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped, before or while reading
+        return False
+
+
+def _session_leader(pid: int) -> bool:
+    try:
+        return os.getsid(pid) == pid
+    except ProcessLookupError:  # a short-lived child (`uptime`) ended meanwhile
         return False
 
 
@@ -113,7 +120,7 @@ def test_an_interrupted_build_stops_its_training_processes(tmp_path: Path) -> No
         workers: list[int] = []
         while time.monotonic() < deadline:
             workers = [pid for pid in _children(build.pid) if _alive(pid)]
-            in_sessions = [pid for pid in workers if os.getsid(pid) == pid]
+            in_sessions = [pid for pid in workers if _session_leader(pid)]
             if len(in_sessions) == 2:
                 workers = in_sessions
                 break
