@@ -19,6 +19,10 @@ from service.errors import status_name
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal server error (see the server log)"
+# Messages may quote what the client sent (a model name, a word): cut there, since gRPC sends
+# the details in a header and clients refuse headers over 16 KiB (grpcio's default), which would
+# turn a NOT_FOUND into RESOURCE_EXHAUSTED, a code clients are told to retry.
+MAX_MESSAGE_CHARS = 1000
 
 
 def status_code_for(error: BaseException) -> grpc.StatusCode:
@@ -31,7 +35,10 @@ def client_message(error: Exception) -> str:
     if status_code_for(error) is grpc.StatusCode.INTERNAL:
         log.error("request failed on a server fault", exc_info=error)
         return INTERNAL_MESSAGE
-    return str(error)
+    message = str(error)
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:MAX_MESSAGE_CHARS]}... ({len(message) - MAX_MESSAGE_CHARS:,} characters cut)"
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: Exception) -> NoReturn:

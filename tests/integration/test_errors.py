@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from service._pb import grpc_service_pb2 as kserve_pb
+from service.api.status import MAX_MESSAGE_CHARS
 from service.client import AttnserveClient
 from tests.fixtures.inprocess_server import InProcessServer, serving
 from tests.integration.models import (
@@ -89,6 +90,15 @@ def test_list_models_of_an_unknown_task_is_invalid(client: AttnserveClient):
 def test_an_unknown_model_is_not_found(client: AttnserveClient):
     error = rpc_error(lambda: client.summarize(TEXT, model="no-such-model"))
     assert_status(error, grpc.StatusCode.NOT_FOUND, "no-such-model")
+
+
+def test_a_huge_unknown_model_name_is_still_not_found(client: AttnserveClient):
+    """The message quotes the name, cut: in full it would pass the 16 KiB header limit that
+    clients enforce, and the client would see RESOURCE_EXHAUSTED instead."""
+    name = "x" * 50_000
+    error = rpc_error(lambda: client.summarize(TEXT, model=name))
+    assert_status(error, grpc.StatusCode.NOT_FOUND, "characters cut")
+    assert len(error.details()) <= MAX_MESSAGE_CHARS + 100
 
 
 def test_a_model_of_the_other_task_is_not_found(client: AttnserveClient):

@@ -257,6 +257,15 @@ def test_unknown_model_is_not_found(client):
     assert "Request for unknown model: 'no-such-model' is not found" in message
 
 
+def test_a_huge_unknown_model_name_is_still_not_found(client):
+    """tritonclient refuses a status header over 16 KiB: the echoed name is cut."""
+    status, message = _status_of(
+        lambda: client.infer("m" * 30_000, [_bytes_input("text", ["x"], [1])])
+    )
+    assert status == str(grpc.StatusCode.NOT_FOUND)
+    assert "characters cut" in message
+
+
 def test_triton_only_rpc_is_unimplemented(client):
     status, message = _status_of(lambda: client.get_inference_statistics())
     assert status == str(grpc.StatusCode.UNIMPLEMENTED)
