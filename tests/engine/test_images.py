@@ -63,6 +63,15 @@ def test_pixel_count_over_the_cap_is_refused_before_decoding():
         decode_image(data, **LIMITS)
 
 
+def test_the_pixel_cap_holds_on_either_side_of_pillows_own_limit():
+    """Pillow refuses more than 89.5M pixels on its own, with no size in its message: the
+    server's cap (--max-image-pixels) is the one that decides, below and above it."""
+    data = _encode(Image.new("1", (9_500, 9_500)), "PNG")  # 90.25M pixels, 11 KB
+    with pytest.raises(InvalidArgument, match="9500x9500 = 90250000 pixels; the limit is 40000000"):
+        decode_image(data, max_pixels=40_000_000, max_bytes=1 << 20)
+    assert decode_image(data, max_pixels=100_000_000, max_bytes=1 << 20).size == (9_500, 9_500)
+
+
 def test_byte_size_over_the_cap_is_refused():
     with pytest.raises(InvalidArgument, match="bytes; the limit is 100 bytes"):
         decode_image(_encode(_photo(), "PNG"), max_pixels=10_000, max_bytes=100)
