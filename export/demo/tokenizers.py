@@ -1,6 +1,9 @@
 """Word-level tokenizers for the demo models, built with the `tokenizers` library.
 
-A Metaspace pre-tokenizer marks each word's leading space with "▁" and a punctuation split
+A normalizer first turns every run of whitespace (tabs, newlines, no-break spaces) into one
+space and strips the ends, so "a  yellow " reads as "a yellow" rather than holding an empty,
+unknown word; the training texts are single-spaced, so it changes none of their tokens. A
+Metaspace pre-tokenizer marks each word's leading space with "▁" and a punctuation split
 isolates "." and "-", so "3-1" becomes "▁3", "-", "1"; the Metaspace decoder turns the marks
 back into spaces, so decoding reproduces the text exactly. The server only sees the saved
 tokenizer.json, whose post-processor appends </s> when encoding (the model is trained that way).
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from export.demo.tasks import caption_vocabulary_texts, report_vocabulary_texts
 
@@ -31,6 +34,9 @@ def build_word_tokenizer(texts: Iterable[str]) -> Tokenizer:
     pieces = {piece for text in texts for piece, _ in pre_tokenizer.pre_tokenize_str(text)}
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + tuple(sorted(pieces)))}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip()]
+    )
     tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.Metaspace()
     tokenizer.add_special_tokens(list(SPECIAL_TOKENS))

@@ -56,3 +56,14 @@ def test_vocabulary_does_not_depend_on_text_order() -> None:
     forward = build_word_tokenizer(report_vocabulary_texts()).get_vocab()
     backward = build_word_tokenizer(reversed(list(report_vocabulary_texts()))).get_vocab()
     assert forward == backward
+
+
+@pytest.mark.parametrize(
+    "written", ["a yellow ", " a  yellow", "a\tyellow", "a\nyellow\u00a0", "a yellow\r\n"]
+)
+def test_extra_whitespace_reads_as_one_space(written: str) -> None:
+    """A prompt or report typed with stray whitespace: no empty word, read as the unknown token
+    (the server refused such a caption prompt as holding '')."""
+    tok = caption_tokenizer()
+    assert tok.encode(written).ids == tok.encode("a yellow").ids
+    assert tok.token_to_id(UNK) not in tok.encode(written).ids
