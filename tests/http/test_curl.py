@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +161,29 @@ def test_unknown_route_and_wrong_method_answer_json_errors(http_server: HttpServ
     assert curl(http_server.url + "/v2/nothing-here").json() == {"error": "Not Found"}
     answer = curl(http_server.url + "/v1/summarize")  # GET
     assert answer.status == 405 and answer.json() == {"error": "Method Not Allowed"}
+
+
+def _posted(http_server: HttpServer, body_file: Path, *headers: str):
+    args = [f"-H{header}" for header in ("Content-Type: application/json", *headers)]
+    return curl(*args, "--data-binary", f"@{body_file}", http_server.url + "/v1/summarize")
+
+
+def test_a_gzip_body_is_read_and_other_encodings_are_415(http_server: HttpServer, tmp_path: Path):
+    plain = json.dumps({"text": TEXT}).encode()
+    (tmp_path / "gz").write_bytes(gzip.compress(plain))
+    answer = _posted(http_server, tmp_path / "gz", "Content-Encoding: gzip")
+    assert answer.status == 200 and answer.json()["text"] == http_server.summary(TEXT)
+    (tmp_path / "plain").write_bytes(plain)
+    answer = _posted(http_server, tmp_path / "plain", "Content-Encoding: br")
+    assert answer.status == 415 and "'br' is not supported" in answer.json()["error"]
+    answer = _posted(http_server, tmp_path / "plain", "Content-Encoding: gzip")  # mislabelled
+    assert answer.status == 400 and "not valid gzip" in answer.json()["error"]
+
+
+def test_a_gzip_body_that_inflates_past_the_limit_is_413(http_server: HttpServer, tmp_path: Path):
+    """A few hundred kilobytes that would inflate to more than the message limit (a zip bomb)
+    are refused at the limit, not inflated whole."""
+    bomb = gzip.compress(b'{"text": "' + b" " * (200 << 20) + b'"}', compresslevel=9)
+    (tmp_path / "bomb").write_bytes(bomb)
+    answer = _posted(http_server, tmp_path / "bomb", "Content-Encoding: gzip")
+    assert answer.status == 413 and "decompressed (gzip)" in answer.json()["error"]

@@ -61,6 +61,18 @@ def test_binary_tensors_read_as_our_api(client, http_server):
     assert _texts(result) == [http_server.summary(text) for text in TEXTS]
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_read_as_our_api(client, http_server, algorithm: str):
+    """tritonclient's request_compression_algorithm (Content-Encoding), as Triton accepts it."""
+    result = client.infer(
+        http_server.summarizer,
+        [_bytes_input("text", TEXTS[:2])],
+        request_compression_algorithm=algorithm,
+        response_compression_algorithm=algorithm,
+    )
+    assert _texts(result) == [http_server.summary(text) for text in TEXTS[:2]]
+
+
 def test_json_tensors_read_as_our_api(client, http_server):
     output = triton_http.InferRequestedOutput("text", binary_data=False)
     result = client.infer(

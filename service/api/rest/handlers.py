@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from functools import wraps
@@ -26,6 +27,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
 PAYLOAD_TOO_LARGE = 413
 REQUEST_TIMEOUT = 408
+UNSUPPORTED_MEDIA_TYPE = 415
+# Content-Encoding -> zlib's wbits for it: what tritonclient.http's request_compression_algorithm
+# sends (gzip.compress, zlib.compress), as Triton accepts
+DECODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # A body must keep coming (a chunk at least every BODY_IDLE_S) and be all there within
 # BODY_TOTAL_S: uvicorn has no such limit, so a client announcing more bytes than it sent held
 # its connection open for good. The total allows a 21 MB body at about 0.6 Mbit/s.
@@ -72,15 +77,55 @@ def request_log(enabled: bool) -> RequestLog:
     return log_request
 
 
-async def read_body(request: Request, limit_bytes: int) -> bytes:
-    """The request body; 413 beyond `limit_bytes` (the gRPC message limit), read no further;
-    408 when it pauses for BODY_IDLE_S or takes more than BODY_TOTAL_S."""
-    declared = request.headers.get("content-length")
-    too_large = RestError(
+def _too_large(limit_bytes: int, what: str = "the request body") -> RestError:
+    return RestError(
         "RESOURCE_EXHAUSTED",
-        f"the request body is larger than the {limit_bytes} bytes accepted",
+        f"{what} is larger than the {limit_bytes} bytes accepted",
         PAYLOAD_TOO_LARGE,
     )
+
+
+async def read_body(request: Request, limit_bytes: int) -> bytes:
+    """The request body, decompressed where its Content-Encoding is gzip or deflate; 413 beyond
+    `limit_bytes` (the gRPC message limit) sent or decompressed, read no further; 415 for
+    another encoding; 408 when it pauses for BODY_IDLE_S or takes more than BODY_TOTAL_S."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in DECODINGS and encoding != "identity":
+        raise RestError(
+            "INVALID_ARGUMENT",
+            f"Content-Encoding {encoding!r} is not supported (gzip, deflate or none)",
+            UNSUPPORTED_MEDIA_TYPE,
+        )
+    body = await _read_raw_body(request, limit_bytes)
+    if encoding == "identity":
+        return body
+    # off the event loop: inflating up to the limit takes a while
+    return await asyncio.to_thread(_decompressed, body, encoding, limit_bytes)
+
+
+def _decompressed(body: bytes, encoding: str, limit_bytes: int) -> bytes:
+    """`body` inflated, at most `limit_bytes` of it (a small body can inflate to gigabytes)."""
+    inflater = zlib.decompressobj(DECODINGS[encoding])
+    try:
+        data = inflater.decompress(body, limit_bytes + 1)
+    except zlib.error as error:
+        raise _not_valid(encoding, str(error)) from None
+    if len(data) > limit_bytes:
+        raise _too_large(limit_bytes, f"the request body decompressed ({encoding})")
+    if not inflater.eof:
+        raise _not_valid(encoding, "it is cut short")
+    if inflater.unused_data:
+        raise _not_valid(encoding, "bytes follow its end")
+    return data
+
+
+def _not_valid(encoding: str, why: str) -> RestError:
+    return RestError("INVALID_ARGUMENT", f"the request body is not valid {encoding}: {why}")
+
+
+async def _read_raw_body(request: Request, limit_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    too_large = _too_large(limit_bytes)
     if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
         raise too_large
     chunks = []
