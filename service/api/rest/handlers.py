@@ -222,6 +222,11 @@ async def event_stream(request: Request, events: AsyncIterator[dict[str, Any]]) 
             yield _event(first)
             try:
                 async for item in events:
+                    # a turn of the loop between writes: once a write finds the client gone,
+                    # uvicorn hears of it (connection_lost) before the next, which it then drops;
+                    # events of several steps written in one turn went on writing to a dead
+                    # socket, and asyncio logged "socket.send() raised exception" for each
+                    await asyncio.sleep(0)
                     yield _event(item)
             except Exception as error:
                 failure = as_rest_error(error)
