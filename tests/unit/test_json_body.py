@@ -74,3 +74,10 @@ def test_long_strings_are_read_whatever_they_hold():
 def test_bodies_that_are_not_json_we_read_are_invalid_arguments(body: bytes, message: str):
     with pytest.raises(InvalidArgument, match=message):
         parse_json(body)
+
+
+def test_an_integer_of_too_many_digits_is_named_without_pythons_advice():
+    with pytest.raises(InvalidArgument) as refused:
+        parse_json(b'{"max_new_tokens": ' + b"9" * 5000 + b"}")
+    assert "an integer has more than 4300 digits" in str(refused.value)
+    assert "sys." not in str(refused.value)

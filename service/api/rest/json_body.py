@@ -11,6 +11,7 @@ Real requests' bulk is long strings (texts, base64 images), which parse fast.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from service.errors import InvalidArgument
@@ -47,6 +48,9 @@ def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except ValueError as error:  # not JSON, not UTF-8, an integer of over 4,300 digits
-        raise InvalidArgument(f"the request body is not valid JSON: {error}") from None
+        reason = str(error)
+        if "sys.set_int_max_str_digits" in reason:  # Python's advice means nothing to a client
+            reason = f"an integer has more than {sys.get_int_max_str_digits()} digits"
+        raise InvalidArgument(f"the request body is not valid JSON: {reason}") from None
     except RecursionError:
         raise InvalidArgument("the request body's JSON is nested too deeply") from None
