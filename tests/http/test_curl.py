@@ -174,6 +174,8 @@ def test_a_gzip_body_is_read_and_other_encodings_are_415(http_server: HttpServer
     answer = _posted(http_server, tmp_path / "gz", "Content-Encoding: gzip")
     assert answer.status == 200 and answer.json()["text"] == http_server.summary(TEXT)
     (tmp_path / "plain").write_bytes(plain)
+    answer = _posted(http_server, tmp_path / "plain", "Content-Encoding;")  # an empty value
+    assert answer.status == 200 and answer.json()["text"] == http_server.summary(TEXT)
     answer = _posted(http_server, tmp_path / "plain", "Content-Encoding: br")
     assert answer.status == 415 and "'br' is not supported" in answer.json()["error"]
     answer = _posted(http_server, tmp_path / "plain", "Content-Encoding: gzip")  # mislabelled

@@ -89,7 +89,7 @@ async def read_body(request: Request, limit_bytes: int) -> bytes:
     """The request body, decompressed where its Content-Encoding is gzip or deflate; 413 beyond
     `limit_bytes` (the gRPC message limit) sent or decompressed, read no further; 415 for
     another encoding; 408 when it pauses for BODY_IDLE_S or takes more than BODY_TOTAL_S."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = request.headers.get("content-encoding", "").strip().lower() or "identity"
     if encoding not in DECODINGS and encoding != "identity":
         raise RestError(
             "INVALID_ARGUMENT",
