@@ -163,10 +163,7 @@ def _measure_generate(out: Path, model_dir: Path, device: str, fp16: bool) -> di
 
 def measure(out: Path, model: str, device: str) -> dict[str, Any]:
     import onnxruntime as ort
-    import torch  # loads CUDA's libraries, which ONNX Runtime's CUDA provider then finds
-
-    if device == "cuda" and hasattr(ort, "preload_dlls"):
-        ort.preload_dlls()  # cuDNN etc. from the nvidia-* wheels, where torch did not load them
+    import torch  # the GPU's name (CUDA's libraries: service.runtime.sessions.provider_for)
 
     fp32 = exported_model(out, model)
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else None

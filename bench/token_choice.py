@@ -64,8 +64,6 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=50265)
     parser.add_argument("--rows", default="1,8,32")
     args = parser.parse_args()
-    if args.device == "cuda" and hasattr(ort, "preload_dlls"):
-        ort.preload_dlls()  # CUDA and cuDNN from the nvidia-* wheels
     for rows in (int(r) for r in args.rows.split(",")):
         print(json.dumps({"device": args.device, **measure(args.device, args.vocab, rows)}))
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from service.runtime.sessions import CPU, CUDA
+from service.runtime.sessions import CUDA, provider_for
 from service.runtime.step_counters import StepCounters
 
 OPSET = 11
@@ -77,7 +77,8 @@ class DeviceArgmax:
     def __init__(
         self, logits_type: str, device: str, device_id: int, counters: StepCounters
     ) -> None:
-        provider = (CUDA, {"device_id": device_id}) if device == "cuda" else CPU
+        name = provider_for(device)  # checked, and CUDA's libraries loaded, as for a model
+        provider = (name, {"device_id": device_id}) if name == CUDA else name
         options = ort.SessionOptions()
         options.log_severity_level = 3
         graph = argmax_graph(logits_type)
