@@ -56,8 +56,10 @@ Context = grpc.aio.ServicerContext
 class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
     """Serves the engine attached with `attach`; until then inference answers UNAVAILABLE."""
 
-    def _model(self, name: str, version: str) -> ModelInfo:
-        """The served model `name` (at `version`, "" = its serving version), as our API finds it."""
+    def served_model(self, name: str, version: str) -> ModelInfo:
+        """The served model `name` (at `version`, "" = its serving version), as our API finds it;
+        NotFound otherwise (the REST routes ask before reading a body, so an unknown model is
+        404 whatever the body holds)."""
         served = [info for info in self.engine.models() if info.name == name]
         if not served:
             raise NotFound(f"Request for unknown model: '{name}' is not found")
@@ -81,7 +83,7 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context):
         """Not ready (rather than an error) for unknown models, as Triton answers."""
         try:
-            self._model(request.name, request.version)
+            self.served_model(request.name, request.version)
         except (NotFound, Unavailable):
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=not self.engine.draining)
@@ -91,7 +93,7 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context):
         try:
-            info = self._model(request.name, request.version)
+            info = self.served_model(request.name, request.version)
             versions = sorted({m.version for m in self.engine.models() if m.name == info.name})
         except ServeError as error:
             await abort_with(context, error)
@@ -107,7 +109,7 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Context):
         """The Triton model config clients such as perf_analyzer read before sending."""
         try:
-            info = self._model(request.name, request.version)
+            info = self.served_model(request.name, request.version)
         except ServeError as error:
             await abort_with(context, error)
         string = config_pb.DataType.TYPE_STRING
@@ -208,7 +210,7 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
     ) -> tuple[ModelInfo, tensors.InferInput, list[GenerationRequest]]:
         """The model, the input and one engine request per element, all checked (ServeError
         otherwise); the REST transport's token streams start here too."""
-        info = self._model(request.model_name, request.model_version)
+        info = self.served_model(request.model_name, request.model_version)
         config = self.engine.config
         tensors.check_requested_outputs(request, info.name)
         params, timeout_s = tensors.generation_options(request.parameters, info.name)

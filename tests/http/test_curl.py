@@ -100,6 +100,17 @@ def test_unknown_model_is_404_with_the_protocol_message(http_server: HttpServer)
     assert answer.json() == {"error": "Request for unknown model: 'no-such-model' is not found"}
 
 
+@pytest.mark.parametrize("route", ["infer", "generate", "generate_stream"])
+def test_unknown_model_is_404_whatever_its_body_holds(http_server: HttpServer, route: str):
+    """The model is looked up before the body is read (a bad body was 400 first)."""
+    answer = curl(http_server.url + f"/v2/models/no-such-model/{route}", "-d", "{not json")
+    assert answer.status == 404
+    assert answer.json() == {"error": "Request for unknown model: 'no-such-model' is not found"}
+    version = f"/v2/models/{http_server.summarizer}/versions/999/{route}"
+    answer = curl(http_server.url + version, "-d", "{not json")
+    assert answer.status == 404 and "version 999 is not found" in answer.json()["error"]
+
+
 def test_unknown_json_field_is_400_naming_it(http_server: HttpServer):
     answer = curl(http_server.url + "/v1/summarize", data={"txt": TEXT})
     assert answer.status == 400 and 'no field named "txt"' in answer.json()["error"]

@@ -42,6 +42,14 @@ def _model_of(request: Request) -> tuple[str, str]:
     return request.path_params["name"], request.path_params.get("version", "")
 
 
+def _served_model_of(request: Request, kserve: KServeServicer) -> tuple[str, str]:
+    """The path's model and version, found served (404 otherwise) before the body is read, as
+    Triton answers an unknown model whatever its body holds."""
+    name, version = _model_of(request)
+    kserve.served_model(name, version)
+    return name, version
+
+
 def _generate_request(body: dict[str, Any], model: str, version: str) -> pb.ModelInferRequest:
     """Triton's generate extension: each key but `id` and `parameters` names an input and
     holds its text (or a list of texts)."""
@@ -109,9 +117,10 @@ def v2_routes(kserve: KServeServicer, body_limit: int, log_request: RequestLog) 
 
     @answers_errors
     async def infer(request: Request) -> Response:
+        model = _served_model_of(request, kserve)
         body = await read_body(request, body_limit)
         header, binary = v2_json.split_body(body, request.headers.get(v2_json.HEADER_LENGTH))
-        message, output_format = v2_json.infer_request(header, binary, *_model_of(request))
+        message, output_format = v2_json.infer_request(header, binary, *model)
         log_request(request, message)
         answer = await while_connected(request, kserve.ModelInfer(message, RestCall()))
         answer_header, answer_binary = v2_json.infer_response(answer, output_format)
@@ -126,7 +135,8 @@ def v2_routes(kserve: KServeServicer, body_limit: int, log_request: RequestLog) 
 
     @answers_errors
     async def generate(request: Request) -> Response:
-        message = _generate_request(await read_json(request, body_limit), *_model_of(request))
+        model = _served_model_of(request, kserve)
+        message = _generate_request(await read_json(request, body_limit), *model)
         log_request(request, message)
         answer = await while_connected(request, kserve.ModelInfer(message, RestCall()))
         return JSONResponse(_generate_answer(answer))
@@ -142,7 +152,8 @@ def v2_routes(kserve: KServeServicer, body_limit: int, log_request: RequestLog) 
 
     @answers_errors
     async def generate_stream(request: Request) -> Response:
-        message = _generate_request(await read_json(request, body_limit), *_model_of(request))
+        model = _served_model_of(request, kserve)
+        message = _generate_request(await read_json(request, body_limit), *model)
         log_request(request, message)
         return await event_stream(request, generate_events(message))
 
