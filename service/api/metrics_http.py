@@ -26,7 +26,25 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 WILDCARD_IPV4, WILDCARD_IPV6 = "0.0.0.0", "::"
 
 
+# A connection's socket operations (TLS handshake, request, each write of the answer) must each
+# end within this: a client that connects and says nothing, or trickles its request, gives its
+# thread back instead of holding it for good.
+READ_TIMEOUT_S = 30.0
+
+
 class _QuietHandler(WSGIRequestHandler):
+    def setup(self) -> None:
+        self.timeout = READ_TIMEOUT_S  # the socket's timeout, set by the base's setup
+        super().setup()
+
+    def handle(self) -> None:
+        """A client that stalls past the timeout, breaks off its TLS handshake or resets has its
+        connection closed, without the traceback socketserver would print."""
+        try:
+            super().handle()
+        except OSError:  # TimeoutError, ssl.SSLError, ConnectionResetError
+            self.close_connection = True
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         """Scrapes are not logged (every 15 s, forever)."""
 

@@ -1,8 +1,9 @@
 """Image bytes -> `pixel_values`, as the model's image processor prepares them.
 
-Decoding goes through Pillow (JPEG, PNG, WebP, GIF's first frame) with the pixel count checked
-from the header before any pixel is decoded; the resize uses Pillow's filter as transformers'
-image processors do, then rescale and normalise are done in numpy.
+Decoding goes through Pillow (JPEG, PNG, WebP, GIF's first frame; a multi-picture JPEG's
+first) with the pixel count checked from the header before any pixel is decoded; the resize
+uses Pillow's filter as transformers' image processors do, then rescale and normalise are done
+in numpy.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from service.errors import InvalidArgument
 from service.runtime.manifest import ImagePreprocessing
 
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+# MPO is a JPEG whose header lists more pictures after the first (a camera's depth map or
+# second view): Pillow names its format MPO; the first picture is the JPEG's own.
+FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF")
 # Pillow's own decompression-bomb guard (89.5M pixels by default) is off: `_open_checked` checks
 # every image's header against --max-image-pixels before any pixel is decoded, so the flag holds
 # above Pillow's default too, and a client is told the size and the limit.
@@ -49,7 +52,7 @@ def decode_image(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     """An RGB image, upright as its EXIF orientation says; InvalidArgument for bad input."""
     image = _open_checked(data, max_pixels, max_bytes)
     try:
-        image.seek(0)  # GIF / animated WebP: the first frame
+        image.seek(0)  # GIF / animated WebP / multi-picture JPEG: the first frame
         image = ImageOps.exif_transpose(image)
         return image.convert("RGB")
     except Exception as exc:  # any decoder failure is the image's fault, not the server's

@@ -43,6 +43,15 @@ def test_gif_uses_its_first_frame():
     assert image.getpixel((0, 0))[0] > 200 and image.getpixel((0, 0))[2] < 50
 
 
+def test_a_multi_picture_jpeg_uses_its_first_picture():
+    """Cameras write JPEGs with a second picture (Pillow's format MPO): they were refused."""
+    pictures = [Image.new("RGB", (8, 8), color) for color in [(255, 0, 0), (0, 0, 255)]]
+    data = _encode(pictures[0], "MPO", save_all=True, append_images=pictures[1:])
+    assert data[:3] == b"\xff\xd8\xff"  # a JPEG file to any other reader
+    image = decode_image(data, **LIMITS)
+    assert image.size == (8, 8) and image.getpixel((4, 4))[0] > 200
+
+
 def test_exif_orientation_is_applied():
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 clockwise to view"

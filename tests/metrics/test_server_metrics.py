@@ -7,6 +7,7 @@ import socket
 import pytest
 from prometheus_client import generate_latest
 
+from service.api import metrics_http
 from service.api.metrics_http import start_metrics_server
 from service.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from service.metrics import ServerMetrics, rejection_reason
@@ -240,3 +241,23 @@ def _has_ipv6_loopback() -> bool:
     except OSError:
         return False
     return True
+
+
+def test_a_connection_that_says_nothing_is_closed_after_the_read_timeout(
+    metrics: ServerMetrics, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+):
+    """Each idle connection held one of the endpoint's threads for good; now it is closed,
+    without a traceback, and scrapes go on."""
+    monkeypatch.setattr(metrics_http, "READ_TIMEOUT_S", 0.5)
+    metrics.request_finished(MODEL, VERSION, "Summarize", "OK", 0.1)
+    server, port = start_metrics_server(metrics, "127.0.0.1", 0)
+    try:
+        for sent in (b"", b"GET /metrics HTTP/1.1\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
+                idle.sendall(sent)
+                assert idle.recv(4096) == b""  # closed by the server, not a socket.timeout
+        assert value(scrape(port), "attnserve_requests_total") == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "Traceback" not in capfd.readouterr().err

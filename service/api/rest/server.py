@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from service.api.rest.connection import HeadTimedH11Protocol
 from service.config import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class RestServer:
             log_config=None,  # the server's logging is configured once, by `attnserve serve`
             access_log=False,  # requests carry users' texts: nothing logged by default
             lifespan="off",
+            http=HeadTimedH11Protocol,  # a deadline for each request's head (slowloris)
             timeout_graceful_shutdown=STOP_GRACE_SECONDS,
             **tls,
         )
