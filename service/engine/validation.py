@@ -195,7 +195,9 @@ def resolve_params(
         return default if value is None else value
 
     temperature = _check_float("temperature", pick(params.temperature, defaults.temperature))
-    if temperature < 0 or (do_sample and temperature < MIN_SAMPLING_TEMPERATURE):
+    if temperature < 0:
+        raise InvalidArgument(f"temperature must be >= 0, got {temperature}")
+    if do_sample and temperature < MIN_SAMPLING_TEMPERATURE:
         raise InvalidArgument(
             f"temperature must be > 0 (at least {MIN_SAMPLING_TEMPERATURE:g}) when sampling, got "
             f"{temperature} (for greedy decoding set do_sample=false)"

@@ -116,7 +116,7 @@ class TextTokenizer:
         came back as "a of ...")."""
         encoding = self._tokenizer.encode_batch([text], add_special_tokens=False)[0]
         unknown = [
-            text[start:end].strip()
+            text[start:end].strip() or text[start:end]  # a run of whitespace: as it is
             for token, (start, end) in zip(encoding.ids, encoding.offsets, strict=True)
             if token == self._unknown_id
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from service.errors import InvalidArgument
 from service.runtime.tokenizer import REPLACEMENT_CHAR, TextTokenizer
@@ -105,3 +105,16 @@ def test_a_text_far_over_the_limit_is_judged_on_a_prefix_with_the_same_first_tok
     encoded = tokenizer.encode_with_offsets(text, truncate=40)
     assert encoded.ids.tolist()[: 40 - closing] == whole.ids[: 40 - closing]
     assert encoded.ids.tolist()[40 - closing :] == whole.ids[len(whole.ids) - closing :]
+
+
+def test_a_prompt_whose_whitespace_is_an_unknown_token_names_it_as_it_is(tmp_path: Path):
+    """A word-level tokenizer that keeps whitespace runs as tokens reads an unknown run as its
+    unknown token: the refusal quoted it stripped, as ''."""
+    word_level = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "yellow": 2, " ": 3}, "<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.Split(Regex(" +"), behavior="isolated")
+    path = tmp_path / "tokenizer.json"
+    word_level.save(str(path))
+    tokenizer = TextTokenizer(path, max_input_tokens=40)
+    assert tokenizer.encode_prompt("a yellow") == [1, 3, 2]
+    with pytest.raises(InvalidArgument, match=r"prompt holds '  ', which this model's"):
+        tokenizer.encode_prompt("a  yellow")

@@ -67,7 +67,7 @@ def test_model_default_beyond_the_decoder_positions_is_clamped():
         (GenerationParams(top_p=1.5), "top_p"),
         (GenerationParams(top_k=-1), "top_k"),
         (GenerationParams(do_sample=True, temperature=0.0), "temperature must be > 0"),
-        (GenerationParams(temperature=-1.0), "temperature"),
+        (GenerationParams(temperature=-1.0), "temperature must be >= 0, got -1.0$"),
         (GenerationParams(temperature=float("nan")), "finite"),
         (GenerationParams(repetition_penalty=0.0), "repetition_penalty"),
         (GenerationParams(no_repeat_ngram_size=-2), "no_repeat_ngram_size"),
