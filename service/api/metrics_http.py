@@ -8,6 +8,8 @@ loop or the step thread.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
 import ssl
 import threading
@@ -25,25 +27,42 @@ from service.metrics import ServerMetrics
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 WILDCARD_IPV4, WILDCARD_IPV6 = "0.0.0.0", "::"
 
+log = logging.getLogger(__name__)
 
-# A connection's socket operations (TLS handshake, request, each write of the answer) must each
-# end within this: a client that connects and says nothing, or trickles its request, gives its
-# thread back instead of holding it for good.
-READ_TIMEOUT_S = 30.0
+
+# A connection must be done (TLS handshake, request, answer) within this: a client that
+# connects and says nothing, or trickles its request a byte at a time, gives its thread back
+# then. A scrape takes milliseconds (Prometheus's own scrape_timeout is 10 s by default).
+CONNECTION_S = 30.0
+
+
+def _shut_down(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed meanwhile
+        socket.socket.shutdown(connection, socket.SHUT_RDWR)
 
 
 class _QuietHandler(WSGIRequestHandler):
     def setup(self) -> None:
-        self.timeout = READ_TIMEOUT_S  # the socket's timeout, set by the base's setup
+        self.timeout = CONNECTION_S  # each socket operation's timeout, set by the base's setup
         super().setup()
+        # The deadline for the whole connection: shutting the socket down ends any read or
+        # write in progress (the plain socket's shutdown: TLS's would change its state from
+        # this other thread).
+        self._deadline = threading.Timer(CONNECTION_S, _shut_down, (self.connection,))
+        self._deadline.daemon = True
+        self._deadline.start()
 
     def handle(self) -> None:
-        """A client that stalls past the timeout, breaks off its TLS handshake or resets has its
-        connection closed, without the traceback socketserver would print."""
+        """A client that stalls past the deadline, breaks off its TLS handshake or resets has
+        its connection closed, without the traceback socketserver would print."""
         try:
             super().handle()
-        except OSError:  # TimeoutError, ssl.SSLError, ConnectionResetError
-            self.close_connection = True
+        except OSError as error:  # TimeoutError, ssl.SSLError, ConnectionResetError
+            log.debug("/metrics connection from %s ended: %s", self.client_address, error)
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         """Scrapes are not logged (every 15 s, forever)."""

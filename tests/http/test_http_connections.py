@@ -113,3 +113,27 @@ def test_a_kept_alive_connection_waits_for_the_next_head_then_closes(
         client.sendall(b"GET /v2/health/live HTTP/1.1\r\n")  # the next head, never finished
         answer = _answer_within(client, 10)
     assert answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+def test_the_unread_body_of_an_answered_request_must_come_within_the_deadline(
+    server: InProcessServer, monkeypatch: pytest.MonkeyPatch
+):
+    """An unknown model is 404 before its body is read: the rest of that body is read and thrown
+    away, and a client trickling it held the connection for good."""
+    monkeypatch.setattr(connection, "HEAD_S", 1.0)
+    rest = server.server.rest
+    assert rest is not None
+    head = b"POST /v2/models/no-such-model/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+    with socket.create_connection(("127.0.0.1", rest.port), timeout=10) as client:
+        client.sendall(head + b"\r\n{")
+        client.settimeout(10)
+        answer = b""
+        while b"is not found" not in answer:
+            answer += client.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 404 "), answer
+        started = time.monotonic()
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            while time.monotonic() - started < 10:  # a byte every 0.2 s, for 10 s at most
+                client.sendall(b" ")
+                time.sleep(0.2)
+        assert time.monotonic() - started < 5

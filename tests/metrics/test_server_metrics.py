@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 from prometheus_client import generate_latest
@@ -243,12 +244,12 @@ def _has_ipv6_loopback() -> bool:
     return True
 
 
-def test_a_connection_that_says_nothing_is_closed_after_the_read_timeout(
+def test_a_connection_that_says_nothing_or_trickles_is_closed_at_the_deadline(
     metrics: ServerMetrics, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ):
-    """Each idle connection held one of the endpoint's threads for good; now it is closed,
-    without a traceback, and scrapes go on."""
-    monkeypatch.setattr(metrics_http, "READ_TIMEOUT_S", 0.5)
+    """Each idle or trickling connection held one of the endpoint's threads for good; now it
+    is closed at the deadline, without a traceback, and scrapes go on."""
+    monkeypatch.setattr(metrics_http, "CONNECTION_S", 0.5)
     metrics.request_finished(MODEL, VERSION, "Summarize", "OK", 0.1)
     server, port = start_metrics_server(metrics, "127.0.0.1", 0)
     try:
@@ -256,6 +257,13 @@ def test_a_connection_that_says_nothing_is_closed_after_the_read_timeout(
             with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
                 idle.sendall(sent)
                 assert idle.recv(4096) == b""  # closed by the server, not a socket.timeout
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as trickling:
+            started = time.monotonic()
+            with pytest.raises((BrokenPipeError, ConnectionResetError)):
+                for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\n" * 10:  # 0.1 s a byte
+                    trickling.sendall(bytes([byte]))
+                    time.sleep(0.1)
+            assert time.monotonic() - started < 5
         assert value(scrape(port), "attnserve_requests_total") == 1
     finally:
         server.shutdown()

@@ -4,9 +4,10 @@ uvicorn closes a keep-alive connection left idle after a response, and our handl
 to a body that stops coming (handlers.BODY_IDLE_S), but nothing bounded the head (request line
 and headers): a client that connected and sent nothing, or sent a header line every few
 seconds, held its connection and a file descriptor for good (slowloris). A request's head must
-now be all there within HEAD_S of the connection opening or of the previous exchange ending,
-as nginx's `client_header_timeout` asks; otherwise the connection is closed, with a 408 first
-when part of a request came.
+now be all there within HEAD_S of the connection opening or of the previous answer (the rest
+of an answered request's unread body too), as nginx's `client_header_timeout` and
+`lingering_time` ask; otherwise the connection is closed, with a 408 first when part of a
+request's head came.
 """
 
 from __future__ import annotations
@@ -54,8 +55,13 @@ class HeadTimedH11Protocol(H11Protocol):
 
     def _watch_head(self) -> None:
         """The timer runs while the connection waits for a request's head (h11's IDLE: none
-        begun, or one begun but its headers incomplete) and stops once the head is parsed."""
-        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        begun, or one begun but its headers incomplete) and stops once the head is parsed. It
+        also runs while the body of a request already answered is read and thrown away (an early
+        404, 408 or 413): the rest of that body must come within the same deadline as the next
+        head, else a client trickling it held the connection for good."""
+        their, ours = self.conn.their_state, self.conn.our_state
+        draining = ours is h11.DONE and their is h11.SEND_BODY
+        waiting = (their is h11.IDLE or draining) and not self.transport.is_closing()
         if not waiting:
             self._stop_head_timer()
         elif self._head_timer is None:
@@ -68,9 +74,12 @@ class HeadTimedH11Protocol(H11Protocol):
 
     def _head_timed_out(self, seconds: float) -> None:
         self._head_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing():
             return
-        partial, _ = self.conn.trailing_data  # bytes of a head not yet complete
-        if partial:
-            self.transport.write(_timed_out_answer(seconds))
+        if self.conn.their_state is h11.IDLE:
+            partial, _ = self.conn.trailing_data  # bytes of a head not yet complete
+            if partial:
+                self.transport.write(_timed_out_answer(seconds))
+        elif not (self.conn.our_state is h11.DONE and self.conn.their_state is h11.SEND_BODY):
+            return  # a request is in progress (the timer is cancelled then; never cut one)
         self.transport.close()
