@@ -271,6 +271,8 @@ class KServeServicer(EngineHolder, pb_grpc.GRPCInferenceServiceServicer):
                     f"element {index} of inference input '{input_name}': {error}"
                 ) from None
 
+        if len(requests) > 1:
+            self.engine.check_room(requests[0], len(requests))
         tasks = [asyncio.ensure_future(element(i, r)) for i, r in enumerate(requests)]
         try:
             return await asyncio.gather(*tasks)

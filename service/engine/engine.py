@@ -289,6 +289,33 @@ class Engine:
                     return output
         raise RuntimeError("the engine ended without a result")
 
+    def check_room(self, request: GenerationRequest, count: int) -> None:
+        """Refuse at once, as a whole, `count` requests like `request` (a KServe call's elements,
+        which fail together) that would not all fit in its model's queue now, rather than
+        prepare and queue some, then cancel them when one is refused. More than the queue holds
+        can never fit: InvalidArgument. Each element is still checked as it is queued."""
+        if self._draining:
+            return  # each element is refused as Unavailable
+        served = self._find(request.model, request.task, request.version)
+        try:
+            if count > self.config.max_queue:
+                raise InvalidArgument(
+                    f"this call has {count} elements, more than the request queue holds "
+                    f"({self.config.max_queue}, --max-queue): send at most "
+                    f"{self.config.max_queue} per call"
+                )
+            served.scheduler.check_room(count)
+            if self._preparing + count > self.config.max_queue:
+                raise ResourceExhausted(
+                    f"{self._preparing} requests are being prepared: this call's {count} "
+                    f"elements do not fit beside them ({self.config.max_queue}, --max-queue); "
+                    "retry later"
+                )
+        except ServeError as error:
+            for _ in range(count):
+                self._report.rejected(served, error)
+            raise
+
     async def _generate(
         self, request: GenerationRequest, final_only: bool
     ) -> AsyncIterator[TokenDelta | GenerationResult]:

@@ -80,12 +80,20 @@ class Scheduler:
         self.check_room()
         self.waiting.append(group)
 
-    def check_room(self) -> None:
-        """ResourceExhausted when the queue is full (checked again when the request is added)."""
-        if len(self.waiting) >= self.max_queue:
+    def check_room(self, count: int = 1) -> None:
+        """ResourceExhausted when `count` more requests do not fit in the queue (checked again
+        as each is added)."""
+        if len(self.waiting) + count <= self.max_queue:
+            return
+        if count == 1:
             raise ResourceExhausted(
                 f"the request queue is full ({self.max_queue} waiting); retry later"
             )
+        room = max(self.max_queue - len(self.waiting), 0)
+        raise ResourceExhausted(
+            f"the request queue has room for {room} of this call's {count} elements "
+            f"({self.max_queue} may wait); retry later"
+        )
 
     def schedule(self, now: float) -> StepPlan:
         drop: list[tuple[SequenceGroup, ServeError]] = []

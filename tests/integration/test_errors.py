@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from service._pb import grpc_service_pb2 as kserve_pb
+from service._pb import grpc_service_pb2_grpc as kserve_pb_grpc
 from service.api.status import MAX_MESSAGE_CHARS
 from service.client import AttnserveClient
 from tests.fixtures.inprocess_server import InProcessServer, serving
@@ -21,6 +22,7 @@ from tests.integration.models import (
     LONG_TOKENS,
     MAX_NUM_BEAMS,
     SHORT_REQUEST,
+    SUMMARIZER,
     TEXT,
     wait_until,
 )
@@ -158,6 +160,73 @@ def test_a_full_queue_is_refused_at_once(one_batch_server: InProcessServer):
     assert answered_after < 1.0
     assert refused_while_busy
     wait_until(lambda: engine.running_rows() == 0, FREED_WITHIN_S, "rows to be freed")
+
+
+def _texts_request(count: int) -> kserve_pb.ModelInferRequest:
+    request = kserve_pb.ModelInferRequest(model_name=SUMMARIZER)
+    request.parameters["max_new_tokens"].int64_param = 4
+    tensor = request.inputs.add(name="text", datatype="BYTES", shape=[count])
+    tensor.contents.bytes_contents.extend([TEXT.encode()] * count)
+    return request
+
+
+def _rejected(server: InProcessServer, reason: str) -> float:
+    sample = server.metrics.registry.get_sample_value(
+        "attnserve_rejected_requests_total", {"model": SUMMARIZER, "reason": reason}
+    )
+    return sample or 0.0
+
+
+def test_a_call_of_more_elements_than_the_queue_holds_is_invalid(
+    one_batch_server: InProcessServer,
+):
+    """It could never be admitted (its elements fail together): retrying cannot help."""
+    before = _rejected(one_batch_server, "invalid_argument")
+    with grpc.insecure_channel(one_batch_server.target) as channel:
+        infer = kserve_pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+        error = rpc_error(lambda: infer(_texts_request(2), timeout=30))
+        assert infer(_texts_request(1), timeout=30).outputs  # one element fits
+    assert_status(
+        error,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "this call has 2 elements, more than the request queue holds (1, --max-queue)",
+    )
+    assert _rejected(one_batch_server, "invalid_argument") == before + 2
+
+
+def test_a_call_whose_elements_do_not_all_fit_in_the_queue_is_refused_whole(
+    models_dir: Path,
+):
+    """None of its elements is queued (before, those that fitted were prepared, queued, then
+    cancelled when a sibling was refused)."""
+    with serving(
+        models_dir,
+        max_batch_rows=LONG_REQUEST_ROWS,
+        max_num_beams=LONG_REQUEST_ROWS,
+        max_queue=3,
+        max_new_tokens_cap=LONG_TOKENS,
+    ) as server:
+        engine = server.engine
+        with (
+            AttnserveClient(server.target) as client,
+            grpc.insecure_channel(server.target) as channel,
+        ):
+            running = client.summarize_stream(TEXT, **LONG_REQUEST)
+            wait_until(lambda: engine.running_rows() == LONG_REQUEST_ROWS, what="one to run")
+            waiting = client.summarize_stream(TEXT, **LONG_REQUEST)
+            wait_until(lambda: engine.queue_length() == 1, what="one to wait")
+            infer = kserve_pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+            error = rpc_error(lambda: infer(_texts_request(3), timeout=30))
+            queued_after = engine.queue_length()
+            rejected = _rejected(server, "resource_exhausted")
+            for call in (waiting, running):
+                call.cancel()
+    assert_status(
+        error,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "the request queue has room for 2 of this call's 3 elements (3 may wait)",
+    )
+    assert queued_after == 1 and rejected == 3
 
 
 def test_a_request_whose_deadline_passes_while_waiting_is_never_run(
