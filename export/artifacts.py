@@ -29,7 +29,10 @@ def write_tokenizer(model_path: str, out_dir: Path, model_vocab_size: int) -> No
         shutil.copyfile(local, out_dir / TOKENIZER_FILE)
     else:
         _save_fast_tokenizer(model_path, out_dir)
-    size = Tokenizer.from_file(str(out_dir / TOKENIZER_FILE)).get_vocab_size()
+    try:
+        size = Tokenizer.from_file(str(out_dir / TOKENIZER_FILE)).get_vocab_size()
+    except Exception as exc:  # the tokenizers library raises a bare Exception for a bad file
+        raise ExportError(f"{model_path}: its tokenizer.json cannot be read: {exc}") from exc
     if size < model_vocab_size // 2:
         # transformers builds an empty tokenizer when a checkpoint ships none
         raise ExportError(

@@ -4,7 +4,9 @@ its errors into a message and an exit code."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from export.demo.time_slices import LONG_SLICE_NS, MAX_SLICE_NS, MIN_SLICE_NS
@@ -72,10 +74,28 @@ def _run_demo_build(args: argparse.Namespace) -> int:
     return run_demo_build(args)
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (docker stop, systemd, a CI timeout, a closed terminal), raised as
+    Ctrl-C is, so the staging directory is removed on the way out as it is then."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped(signum)
+
+
 def run_export(args: argparse.Namespace) -> int:
-    """0 on success; 1 with a one-line reason (no traceback) when the export fails."""
+    """0 on success; 1 with a one-line reason (no traceback) when the export fails; 130 after
+    Ctrl-C, 128 + the signal's number after SIGTERM or SIGHUP, nothing written."""
     from export.exporter import export_model
 
+    if threading.current_thread() is threading.main_thread():
+        for stop in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(stop) is signal.SIG_DFL:  # not under nohup, which ignores SIGHUP
+                signal.signal(stop, _raise_stopped)
     try:
         layers = parse_layers(args.attention_layers)
         manifest = export_model(
@@ -93,7 +113,10 @@ def run_export(args: argparse.Namespace) -> int:
     except (ExportError, OSError) as exc:  # OSError: an output path that cannot be written
         print(f"attnserve export: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # the staging directory is removed on the way out
+    except _Stopped as stopped:  # the staging directory is removed on the way out
+        print(f"attnserve export: stopped ({stopped}); nothing was written", file=sys.stderr)
+        return 128 + stopped.signum
+    except KeyboardInterrupt:
         print("attnserve export: interrupted; nothing was written", file=sys.stderr)
         return 130
     status = "passed" if manifest.parity.get("passed") else "FAILED (written: --allow-mismatch)"

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor
 
+from export.errors import ExportError
 from export.families.base import ExportFamily
 from export.families.decoder_inputs import DecoderLayerInputs, DecoderStepWrapper
 from export.families.text_decoders import TextDecoder, text_decoder_for
@@ -125,12 +126,17 @@ class ImageCaptioningFamily(ExportFamily):
 def read_image_preprocessing(model_dir: str) -> ImagePreprocessing:
     """The resize/rescale/normalise settings of the checkpoint's image processor, as
     transformers loads it (legacy feature-extractor files and class defaults included)."""
-    processor = AutoImageProcessor.from_pretrained(model_dir)
+    try:
+        processor = AutoImageProcessor.from_pretrained(model_dir)
+    except Exception as exc:  # transformers raises many types for a missing or odd file
+        raise ExportError(
+            f"{model_dir}: its image processor (preprocessor_config.json) cannot be read: {exc}"
+        ) from exc
     height, width = getattr(processor.size, "height", None), getattr(processor.size, "width", None)
     if not (processor.do_resize and height and width):
-        raise ValueError(f"{model_dir}: the image processor must resize to a fixed height x width")
+        raise ExportError(f"{model_dir}: the image processor must resize to a fixed height x width")
     if getattr(processor, "do_center_crop", False) or getattr(processor, "do_pad", False):
-        raise ValueError(f"{model_dir}: image processors that crop or pad are not supported")
+        raise ExportError(f"{model_dir}: image processors that crop or pad are not supported")
     normalize = processor.do_normalize
     return ImagePreprocessing(
         height=int(height),

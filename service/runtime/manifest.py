@@ -355,11 +355,22 @@ class ModelManifest:
         return manifest
 
 
+# Characters a name cannot hold: a path separator, or what a URL reads as its query, fragment,
+# an escape or the path's end (/v2/models/NAME/infer), and whitespace.
+_NOT_IN_NAMES = frozenset("/\\?#%")
+
+
 def check_name(label: str, value: str) -> None:
-    """A model's name or version: it names a directory and appears in URLs (/v2/models/NAME)."""
-    if not value.strip() or "/" in value or not value.isprintable():
+    """A model's name or version: it names a directory and appears in URLs (/v2/models/NAME),
+    so "." and ".." (which clients resolve away) and URL-reserved characters are refused."""
+    if (
+        value in ("", ".", "..")
+        or not value.isprintable()
+        or any(c.isspace() or c in _NOT_IN_NAMES for c in value)
+    ):
         raise ManifestError(
-            f"{label} must be a non-empty printable name without '/', got {value!r}"
+            f"{label} must be a non-empty printable name without whitespace, '/', '\\', '?', "
+            f"'#' or '%', and not '.' or '..', got {value!r}"
         )
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,15 +100,40 @@ def test_an_opset_outside_the_checked_ones_is_refused_before_loading(tmp_path):
         export_model(tmp_path / "absent", "summarization", tmp_path / "out", opset=7)
 
 
-@pytest.mark.parametrize(("name", "version"), [("a/b", "1"), ("ok", ""), ("ok", " ")])
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [
+        ("a/b", "1"),
+        ("ok", ""),
+        ("ok", " "),
+        ("..", "1"),
+        (".", "1"),
+        ("my model", "1"),
+        ("a\\b", "1"),
+        ("a?b", "1"),
+        ("a#b", "1"),
+        ("a%2Fb", "1"),
+        ("ok", "1 2"),
+    ],
+)
 def test_a_name_or_version_no_server_could_serve_is_refused_before_loading(
     tmp_path, name: str, version: str
 ):
-    """`--name a/b` exported, and its URL (/v2/models/a/b) could not name it."""
-    with pytest.raises(ExportError, match="must be a non-empty printable name without '/'"):
+    """`--name a/b` exported, and its URL (/v2/models/a/b) could not name it; nor can a URL
+    name `..` (clients resolve it away), `a?b` (a query) or `my model` without escapes."""
+    with pytest.raises(ExportError, match="must be a non-empty printable name without whitesp"):
         export_model(
             tmp_path / "absent", "summarization", tmp_path / "out", name=name, version=version
         )
+
+
+def test_a_tokenizer_file_that_cannot_be_read_is_an_export_error(checkpoints, tmp_path):
+    """The tokenizers library's bare Exception came out as a traceback."""
+    checkpoint = _copy_checkpoint(checkpoints["bart"], tmp_path / "bad-tokenizer")
+    (checkpoint / "tokenizer.json").write_text("garbage{{")
+    with pytest.raises(ExportError, match="its tokenizer.json cannot be read"):
+        _export(checkpoint, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_corrupt_generation_config_is_an_error_not_silent_defaults(checkpoints, tmp_path):
@@ -162,3 +190,39 @@ def test_allow_mismatch_writes_the_model_with_the_failing_report(
     parity = ModelManifest.load(output).parity
     assert parity["passed"] is False
     assert parity["beam_tokens_identical"] is False and parity["beam_mismatched_rows"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_stopped_export_leaves_nothing_and_says_so(checkpoints, tmp_path, stop: int):
+    """SIGTERM (docker stop, systemd, a CI timeout) and SIGHUP (a closed terminal) ended the
+    process without the clean-up Ctrl-C gets: a hidden staging directory stayed for good."""
+    output = tmp_path / "models" / "stopped"
+    output.parent.mkdir()
+    arguments = ["export", "--model", str(checkpoints["bart"]), "--task", "summarization"]
+    arguments += ["--output", str(output)]
+    # The signals' usual handling, whatever this test runs under (a background job ignores
+    # SIGINT, nohup SIGHUP: the export keeps an ignored SIGHUP ignored).
+    launcher = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+        f"sys.argv = ['attnserve', *{arguments!r}]; "
+        "runpy.run_module('service.cli', run_name='__main__')"
+    )
+    command = [sys.executable, "-c", launcher]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # the first progress line: the export has begun
+        assert line.startswith("[export]"), line
+        process.send_signal(stop)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert "Traceback" not in stderr
+    if stop == signal.SIGINT:
+        assert process.returncode == 130 and "interrupted; nothing was written" in stderr
+    else:
+        name = signal.Signals(stop).name
+        assert process.returncode == 128 + stop, stderr
+        assert f"stopped ({name}); nothing was written" in stderr
+    assert list(output.parent.iterdir()) == []

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, BlipForConditionalGeneration, VisionEncoderDecoderModel
 
+from export.errors import ExportError
 from export.families.blip import BlipFamily
 from export.families.image_captioning import ImageCaptioningFamily, read_image_preprocessing
 from export.families.vision_encoder_decoder import VisionEncoderDecoderFamily
@@ -269,3 +270,15 @@ def _until_eos(sequence: np.ndarray, eos: list[int]) -> list[int]:
         if token in eos and len(out) > 1:
             break
     return out
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"image_processor_type": "ViTImageProcessor", "size": "big"}', "garbage{{"],
+    ids=["wrong-type", "not-json"],
+)
+def test_an_image_processor_file_that_cannot_be_read_is_an_export_error(tmp_path, content: str):
+    """It was a traceback (transformers' ValueError) instead of one error line."""
+    (tmp_path / "preprocessor_config.json").write_text(content)
+    with pytest.raises(ExportError, match="its image processor .* cannot be read"):
+        read_image_preprocessing(str(tmp_path))
