@@ -43,21 +43,20 @@ def _shut_down(connection: socket.socket) -> None:
 
 class _QuietHandler(WSGIRequestHandler):
     def setup(self) -> None:
-        self.timeout = CONNECTION_S  # each socket operation's timeout, set by the base's setup
         super().setup()
         # The deadline for the whole connection: shutting the socket down ends any read or
-        # write in progress (the plain socket's shutdown: TLS's would change its state from
-        # this other thread).
+        # write in progress, the TLS handshake's too (the plain socket's shutdown: TLS's would
+        # change its state from this other thread).
         self._deadline = threading.Timer(CONNECTION_S, _shut_down, (self.connection,))
         self._deadline.daemon = True
         self._deadline.start()
 
     def handle(self) -> None:
-        """A client that stalls past the deadline, breaks off its TLS handshake or resets has
+        """A client cut off at the deadline, breaking off its TLS handshake or resetting has
         its connection closed, without the traceback socketserver would print."""
         try:
             super().handle()
-        except OSError as error:  # TimeoutError, ssl.SSLError, ConnectionResetError
+        except OSError as error:  # ssl.SSLError, ConnectionResetError, ...
             log.debug("/metrics connection from %s ended: %s", self.client_address, error)
 
     def finish(self) -> None:

@@ -304,17 +304,27 @@ class Engine:
                     f"({self.config.max_queue}, --max-queue): send at most "
                     f"{self.config.max_queue} per call"
                 )
-            served.scheduler.check_room(count)
-            if self._preparing + count > self.config.max_queue:
-                raise ResourceExhausted(
-                    f"{self._preparing} requests are being prepared: this call's {count} "
-                    f"elements do not fit beside them ({self.config.max_queue}, --max-queue); "
-                    "retry later"
-                )
+            self._check_room(served, count)
         except ServeError as error:
             for _ in range(count):
                 self._report.rejected(served, error)
             raise
+
+    def _check_room(self, served: ServedModel, count: int = 1) -> None:
+        """ResourceExhausted at once when `count` more requests fit neither in `served`'s wait
+        queue nor beside those being prepared (both bounded by --max-queue)."""
+        served.scheduler.check_room(count)
+        if self._preparing + count <= self.config.max_queue:
+            return
+        if count == 1:
+            raise ResourceExhausted(
+                f"{self._preparing} requests are being prepared, as many as the queue holds; "
+                "retry later"
+            )
+        raise ResourceExhausted(
+            f"{self._preparing} requests are being prepared: this call's {count} elements do "
+            f"not fit beside them ({self.config.max_queue}, --max-queue); retry later"
+        )
 
     async def _generate(
         self, request: GenerationRequest, final_only: bool
@@ -365,12 +375,7 @@ class Engine:
         if request.deadline is not None and time.monotonic() >= request.deadline:
             raise DeadlineExceeded("the request's deadline passed before it started")
         check_input_size(request.text, request.image, self.config, request.prompt)
-        served.scheduler.check_room()  # a full queue refuses at once, before any preparing
-        if self._preparing >= self.config.max_queue:
-            raise ResourceExhausted(
-                f"{self._preparing} requests are being prepared, as many as the queue holds; "
-                "retry later"
-            )
+        self._check_room(served)  # a full queue refuses at once, before any preparing
 
         def prepare() -> SequenceGroup:
             group = served.prepare(
